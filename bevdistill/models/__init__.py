@@ -1,0 +1,1 @@
+"""BEV detectors with BEVFusion's LiDAR-branch attribute names."""
