@@ -57,7 +57,9 @@ class ProjectionMLP(nn.Module):
     module docstring for why LayerNorm replaces the tutorial's BatchNorm1d).
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int = 256, out_dim: int = 128, dropout: float = 0.1):
+    def __init__(
+        self, in_dim: int, hidden_dim: int = 256, out_dim: int = 128, dropout: float = 0.1
+    ):
         super().__init__()
         _check_dims(in_dim=in_dim, hidden_dim=hidden_dim, out_dim=out_dim)
         if not 0.0 <= float(dropout) < 1.0:
@@ -113,7 +115,9 @@ class SpatialProjector(nn.Module):
     teacher and student channel counts differ.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int = 256, out_dim: int = 128, normalize: bool = True):
+    def __init__(
+        self, in_dim: int, hidden_dim: int = 256, out_dim: int = 128, normalize: bool = True
+    ):
         super().__init__()
         _check_dims(in_dim=in_dim, hidden_dim=hidden_dim, out_dim=out_dim)
         self.in_dim, self.hidden_dim, self.out_dim = in_dim, hidden_dim, out_dim
