@@ -10,6 +10,10 @@ EXTRAS ?= dev
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
+# nuscenes-devkit is the reference for the metric tests. It pins numpy<2, which mmengine's
+# opencv cannot use, so only the evaluation code it needs is installed, without its pins.
+REFERENCE_TOOLS := $(VENV)/.installed-reference-tools
+
 .PHONY: venv demo test lint clean
 
 venv: $(STAMP)
@@ -21,10 +25,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
+$(REFERENCE_TOOLS): $(STAMP)
+	$(PY) -m pip install --quiet --no-deps nuscenes-devkit==1.2.0 pyquaternion==0.9.9
+	$(PY) -m pip install --quiet cachetools tqdm scikit-learn
+	touch $@
+
 demo: venv
 	$(PY) -m bevdistill.demo
 
-test: venv
+test: venv $(REFERENCE_TOOLS)
 	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: venv
