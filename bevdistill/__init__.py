@@ -27,6 +27,9 @@ _EXPORTS = {
     "HeatmapDistillationLoss": "bevdistill.losses.response",
     # step 5: combined
     "BEVFusionDistillationLoss": "bevdistill.losses.combined",
+    # step 6: build
+    "Distiller": "bevdistill.distiller",
+    "build_bevfusion_distillation": "bevdistill.distiller",
     # BEV grid helpers
     "resize_bev": "bevdistill.bev_grid",
 }
