@@ -1,0 +1,244 @@
+"""``bevdistill``: train a teacher or a student, distil, evaluate, export the student.
+
+    bevdistill train teacher|student [CONFIG] [--work-dir D] [--max-iters N] [--resume]
+                                     [--launcher none|pytorch] [--cfg-options k=v ...]
+    bevdistill distill [CONFIG] [same options]
+    bevdistill evaluate CONFIG CHECKPOINT [--num-samples N] [--work-dir D]
+    bevdistill export CONFIG CHECKPOINT OUT
+    bevdistill list
+
+CONFIG is a shipped experiment name (``bevdistill list``) or a config file. Every command writes
+a JSON record of its metrics (``WORK_DIR/metrics.json``; ``OUT.json`` for export). Many
+processes: ``torchrun --nproc_per_node=N -m bevdistill train student --launcher pytorch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from mmengine.config import DictAction
+
+from bevdistill.engine.checkpoint import CheckpointMismatchError, MissingCheckpointError
+from bevdistill.engine.runner import ExperimentConfigError, LaunchError
+
+USER_ERRORS = (ExperimentConfigError, LaunchError, MissingCheckpointError, CheckpointMismatchError)
+DEFAULT_CONFIG = {"teacher": "train_teacher", "student": "train_student", "distill": "distill"}
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--work-dir", help="output folder (default: work_dirs/<config name>)")
+    p.add_argument("--max-iters", type=int, help="override schedule.max_iters (rescales the schedule)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from WORK_DIR/last_checkpoint (exactly, after a crash)")
+    p.add_argument("--launcher", choices=("none", "pytorch"), default="none",
+                   help="'pytorch' under torchrun for DDP (gloo on CPU, nccl on GPU)")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
+                   help="override config keys, e.g. schedule.lr=1e-3 data.num_workers=2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bevdistill",
+        description="Knowledge distillation for BEV detectors:" + __doc__.split(":", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a teacher or a student detector alone")
+    train.add_argument("role", choices=("teacher", "student"))
+    train.add_argument("config", nargs="?", help="experiment name or config file")
+    _add_run_options(train)
+
+    distill = sub.add_parser("distill", help="train a student with a frozen teacher")
+    distill.add_argument("config", nargs="?", help="experiment name or config file")
+    _add_run_options(distill)
+
+    evaluate = sub.add_parser("evaluate", help="validation metrics of a checkpoint")
+    evaluate.add_argument("config")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--num-samples", type=int, help="evaluate on the first N val samples")
+    evaluate.add_argument("--work-dir", help="output folder (default: work_dirs/eval_<config>)")
+    evaluate.add_argument("--launcher", choices=("none", "pytorch"), default="none")
+    evaluate.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+
+    export = sub.add_parser("export", help="student-only checkpoint from a distillation checkpoint")
+    export.add_argument("config", help="the distill config the checkpoint was trained with")
+    export.add_argument("checkpoint")
+    export.add_argument("out")
+    export.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+
+    sub.add_parser("list", help="list the shipped experiment configs")
+    return parser
+
+
+def _check_teacher_ckpt(exp) -> None:
+    ckpt = exp.model.get("teacher_ckpt")
+    if isinstance(ckpt, (str, os.PathLike)) and not Path(ckpt).is_file():
+        raise MissingCheckpointError(
+            f"teacher checkpoint {os.path.normpath(ckpt)!r} (model.teacher_ckpt) does not exist. Train one with "
+            "`bevdistill train teacher` and pass --cfg-options model.teacher_ckpt=PATH"
+        )
+
+
+def _finish_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    from mmengine.dist import is_main_process
+
+    from bevdistill.engine.hooks import LastMetricsHook
+    from bevdistill.engine.report import run_record, write_json
+    from bevdistill.engine.runner import experiment_name, load_experiment, make_runner
+
+    started = time.time()
+    role = "distill" if args.command == "distill" else args.role
+    exp = load_experiment(args.config or DEFAULT_CONFIG[role], args.cfg_options)
+    name = experiment_name(exp)
+    if exp.role != role:
+        verb = "bevdistill distill" if exp.role == "distill" else f"bevdistill train {exp.role}"
+        raise ExperimentConfigError(
+            f"config {name!r} is a {exp.role!r} experiment, not {role!r}; run `{verb} {name}`"
+        )
+    if role == "distill":
+        _check_teacher_ckpt(exp)
+    work_dir = Path(args.work_dir or Path("work_dirs") / name)
+    if args.resume and not (work_dir / "last_checkpoint").is_file():
+        print(f"bevdistill: --resume: no checkpoint in {work_dir} yet, starting from scratch",
+              file=sys.stderr)
+    runner = make_runner(exp, work_dir, launcher=args.launcher, resume=args.resume,
+                         max_iters=args.max_iters)
+    runner.train()
+    metrics = next(h.metrics for h in runner.hooks if isinstance(h, LastMetricsHook))
+    last = work_dir / "last_checkpoint"
+    record = run_record(
+        command=args.command, argv=argv, config=name, config_path=exp.filename, started=started,
+        metrics=metrics, seed=exp.get("seed", 0),
+        extra=dict(
+            role=role, work_dir=str(work_dir), max_iters=runner.max_iters, iters_done=runner.iter,
+            resumed=bool(args.resume), world_size=runner.world_size,
+            amp=runner.cfg.experiment.amp, cfg_options=dict(args.cfg_options),
+            checkpoint=last.read_text().strip() if last.is_file() else None,
+            teacher_ckpt=exp.model.get("teacher_ckpt") if role == "distill" else None,
+        ),
+    )
+    if is_main_process():
+        path = write_json(work_dir / "metrics.json", record)
+        print(f"bevdistill: metrics {record['metrics']} -> {path}")
+    _finish_distributed()
+    return record
+
+
+def cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    from mmengine.dist import is_main_process
+    from mmengine.model import is_model_wrapper
+
+    from bevdistill.engine.checkpoint import check_state_dict, read_state_dict
+    from bevdistill.engine.report import run_record, write_json
+    from bevdistill.engine.runner import experiment_name, load_experiment, make_runner
+
+    started = time.time()
+    exp = load_experiment(args.config, args.cfg_options)
+    state = read_state_dict(args.checkpoint)  # fails early, before models are built
+    if args.num_samples is not None:
+        if args.num_samples < 1:
+            raise ExperimentConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
+        exp.val_dataset.num_samples = args.num_samples
+    if exp.role == "distill":
+        exp.model.teacher_ckpt = None  # predictions come from the student alone
+    name = experiment_name(exp)
+    work_dir = Path(args.work_dir or Path("work_dirs") / f"eval_{name}")
+    runner = make_runner(exp, work_dir, launcher=args.launcher, train=False)
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    check_state_dict(model, state, args.checkpoint)
+    model.load_state_dict(state, strict=True)
+    metrics = runner.val()
+    record = run_record(
+        command="evaluate", argv=argv, config=name, config_path=exp.filename, started=started,
+        metrics=metrics, seed=exp.get("seed", 0),
+        extra=dict(checkpoint=str(Path(args.checkpoint).resolve()),
+                   num_samples=exp.val_dataset.get("num_samples"), work_dir=str(work_dir)),
+    )
+    if is_main_process():
+        path = write_json(work_dir / "metrics.json", record)
+        print(f"bevdistill: metrics {record['metrics']} -> {path}")
+    _finish_distributed()
+    return record
+
+
+def cmd_export(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    from mmengine.registry import MODELS
+
+    from bevdistill.distiller import build_model
+    from bevdistill.engine.checkpoint import check_state_dict, read_state_dict
+    from bevdistill.engine.report import run_record, write_json
+    from bevdistill.engine.runner import experiment_name, load_experiment, register_modules
+
+    started = time.time()
+    exp = load_experiment(args.config, args.cfg_options)
+    name = experiment_name(exp)
+    if exp.role != "distill":
+        raise ExperimentConfigError(
+            f"export takes the student out of a distillation checkpoint, so CONFIG must be a "
+            f"distill config; {name!r} is a {exp.role!r} experiment (its checkpoints already "
+            "hold a detector alone)"
+        )
+    state = read_state_dict(args.checkpoint)
+    register_modules()
+    exp.model.teacher_ckpt = None  # the teacher's weights play no part in the export
+    distiller = MODELS.build(exp.model)
+    check_state_dict(distiller, state, args.checkpoint)
+    distiller.load_state_dict(state, strict=True)
+    out = distiller.export_student(args.out, meta=dict(
+        source_checkpoint=str(Path(args.checkpoint).resolve()), config=name,
+    ))
+    # The export must load into the student alone: check it here, not in the user's next job.
+    student = build_model(exp.model.student, "student")
+    check_state_dict(student, read_state_dict(out, "exported student"), str(out))
+    record = run_record(
+        command="export", argv=argv, config=name, config_path=exp.filename, started=started,
+        metrics=None, seed=exp.get("seed", 0),
+        extra=dict(checkpoint=str(Path(args.checkpoint).resolve()), out=str(out.resolve()),
+                   student_tensors=len(student.state_dict())),
+    )
+    write_json(Path(f"{out}.json"), record)
+    print(f"bevdistill: student written to {out} (record {out}.json)")
+    return record
+
+
+def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    from bevdistill.engine.runner import EXPERIMENT_DIR, list_experiments
+
+    names = list_experiments()
+    print(f"experiments in {EXPERIMENT_DIR}:")
+    for n in names:
+        print(f"  {n}")
+    return {"experiments": names}
+
+
+COMMANDS = {"train": cmd_train, "distill": cmd_train, "evaluate": cmd_evaluate,
+            "export": cmd_export, "list": cmd_list}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bevdistill`` script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        COMMANDS[args.command](args, argv)
+    except USER_ERRORS as exc:
+        parser.exit(2, f"bevdistill {args.command}: error: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

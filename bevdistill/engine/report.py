@@ -1,0 +1,86 @@
+"""The JSON record every command writes: what ran, on what, from which commit, with what result."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import mmengine
+import torch
+
+from bevdistill.engine.checkpoint import atomic_write_bytes
+from bevdistill.engine.runner import device_description
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit(cwd: str | Path = PACKAGE_ROOT) -> str | None:
+    """The commit the package was run from, or None outside a git checkout / without git."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10,
+            check=False,
+        )
+    except FileNotFoundError:  # no git executable: the record says null, as documented
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    if isinstance(value, float) or hasattr(value, "__float__"):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    return str(value)
+
+
+def run_record(
+    *,
+    command: str,
+    argv: Sequence[str],
+    config: str | None,
+    config_path: str | None,
+    started: float,
+    metrics: Mapping[str, float] | None,
+    seed: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict:
+    """A JSON-ready record of one run; ``started`` is a ``time.time()`` value."""
+    return _json_safe({
+        "command": command,
+        "argv": shlex.join(["bevdistill", *argv]),
+        "config": config,
+        "config_path": config_path,
+        "seed": seed,
+        "metrics": dict(metrics) if metrics is not None else None,
+        "commit": git_commit(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "duration_s": round(time.time() - started, 3),
+        "torch": torch.__version__,
+        "mmengine": mmengine.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device_description(),
+        "executable": sys.executable,
+        **dict(extra or {}),
+    })
+
+
+def write_json(path: str | Path, record: Mapping[str, Any]) -> Path:
+    """Write ``record`` atomically (a crash leaves the previous file or the complete new one)."""
+    path = Path(path)
+    atomic_write_bytes((json.dumps(record, indent=2, sort_keys=False) + "\n").encode(), str(path))
+    return path

@@ -1,0 +1,376 @@
+"""Experiment config -> mmengine ``Runner``: the one place where training is wired together.
+
+An *experiment config* (``bevdistill/configs/experiments/*.py``) states what to train in a few
+high-level keys: ``model``, ``train_dataset``/``val_dataset``, ``data`` (batch size, workers),
+``schedule`` (iterations, learning rate, warm-up, clipping, intervals), ``seed``, ``amp``.
+:func:`build_runner_config` expands them into a full mmengine runner config, so that
+``--max-iters`` or ``--cfg-options schedule.lr=...`` rescale the warm-up/cosine schedule and
+the intervals consistently instead of leaving stale numbers in five places.
+
+What the expansion fixes once for every experiment:
+
+* AdamW with gradient clipping; ``AmpOptimWrapper`` only when CUDA is there and ``amp=True``
+  (mmengine's AMP wrapper refuses to build on a CPU, and CPU autocast would gain nothing here);
+* linear warm-up then cosine decay, per iteration (``IterBasedTrainLoop``);
+* keyed, resumable randomness (:mod:`bevdistill.engine.randomness`) and atomic checkpoints with
+  ``weights_only``-safe loading (:mod:`bevdistill.engine.checkpoint`);
+* DDP through mmengine's launcher. mmengine's ``init_dist`` calls ``torch.cuda.set_device`` and
+  so fails on a CPU-only torch; without CUDA :func:`setup_distributed` opens the gloo process
+  group itself from torchrun's environment before the Runner exists (the Runner then skips
+  ``init_dist``) and the model is wrapped with ``device_ids=None``, as CPU DDP requires.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config, ConfigDict
+from mmengine.dist import master_only
+from mmengine.runner import Runner
+
+from bevdistill.engine.checkpoint import (
+    allow_mmengine_checkpoint_globals,
+    atomic_replace_from,
+    temp_name,
+)
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+EXPERIMENT_DIR = CONFIG_DIR / "experiments"
+LAUNCHERS = ("none", "pytorch")
+ROLES = ("teacher", "student", "distill")
+
+DEFAULT_DATA = dict(batch_size=4, val_batch_size=4, num_workers=0)
+DEFAULT_SCHEDULE = dict(
+    max_iters=1000,
+    lr=2e-3,
+    weight_decay=0.01,
+    betas=(0.9, 0.99),
+    warmup_iters=100,
+    warmup_start_factor=0.1,
+    min_lr_ratio=0.01,
+    grad_clip=10.0,
+    val_interval=None,  # None: validate once, at the end
+    checkpoint_interval=None,  # None: one checkpoint, at the end
+    max_keep_ckpts=2,
+    log_interval=50,
+)
+
+
+class ExperimentConfigError(ValueError):
+    """An experiment config is missing, unknown, or inconsistent."""
+
+
+class LaunchError(ValueError):
+    """``--launcher pytorch`` was used outside torchrun (its environment variables are missing)."""
+
+
+# --- finding and loading experiment configs ---------------------------------------------------
+
+
+def list_experiments() -> list[str]:
+    """Names of the shipped experiment configs (``bevdistill/configs/experiments``)."""
+    return sorted(p.stem for p in EXPERIMENT_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def resolve_config(name_or_path: str | os.PathLike) -> Path:
+    """A config file from a path or a shipped experiment name (``train_student_ci``)."""
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path.resolve()
+    stem = Path(text).name.removesuffix(".py")
+    candidate = EXPERIMENT_DIR / f"{stem}.py"
+    if candidate.is_file() and (Path(text).parent in (Path("."), Path("experiments"))):
+        return candidate
+    raise ExperimentConfigError(
+        f"config {text!r} is neither an existing file nor a shipped experiment. Shipped "
+        f"experiments: {', '.join(list_experiments())} (in {EXPERIMENT_DIR}); model presets "
+        f"for a config's _base_: {', '.join(sorted(p.stem for p in CONFIG_DIR.glob('*.py')))}."
+    )
+
+
+def load_experiment(
+    name_or_path: str | os.PathLike, cfg_options: Mapping[str, Any] | None = None
+) -> Config:
+    """Load an experiment config and apply ``--cfg-options`` style overrides."""
+    path = resolve_config(name_or_path)
+    cfg = Config.fromfile(str(path))
+    if cfg_options:
+        cfg.merge_from_dict(dict(cfg_options))
+    missing = [k for k in ("model", "val_dataset") if k not in cfg]
+    if missing:
+        raise ExperimentConfigError(
+            f"{path} lacks {missing}: an experiment config needs a model and a val_dataset "
+            f"(see {EXPERIMENT_DIR / 'train_student.py'})"
+        )
+    role = cfg.get("role")
+    if role not in ROLES:
+        raise ExperimentConfigError(f"{path}: role must be one of {ROLES}, got {role!r}")
+    return cfg
+
+
+def experiment_name(cfg: Config) -> str:
+    return Path(cfg.filename).stem if cfg.filename else "experiment"
+
+
+# --- registering the project's components -----------------------------------------------------
+
+
+def register_modules() -> None:
+    """Import the modules that register datasets, models, metric, hooks in mmengine's registries."""
+    import bevdistill.data  # noqa: F401  SyntheticBEVDataset, bev_collate
+    import bevdistill.distiller  # noqa: F401  Distiller
+    import bevdistill.engine.checkpoint  # noqa: F401  AtomicCheckpointHook
+    import bevdistill.engine.hooks  # noqa: F401  ProgressBarHook, LastMetricsHook, ...
+    import bevdistill.engine.metric  # noqa: F401  BEVDetectionMetric
+    import bevdistill.engine.randomness  # noqa: F401  keyed sampler/dataset, RNG hook, loop
+    import bevdistill.models.detector  # noqa: F401  PillarBEVDetector
+
+
+# --- devices and processes -------------------------------------------------------------------
+
+
+def setup_distributed(launcher: str) -> None:
+    """Open the process group for ``launcher='pytorch'`` when mmengine cannot (no CUDA).
+
+    With CUDA, mmengine's ``init_dist`` (nccl) runs inside the Runner as usual.
+    """
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
+    if launcher == "none" or torch.cuda.is_available() or torch_dist.is_initialized():
+        return
+    needed = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    missing = [k for k in needed if k not in os.environ]
+    if missing:
+        raise LaunchError(
+            f"--launcher pytorch needs torchrun's environment; {missing} are not set. Start "
+            "with: torchrun --nproc_per_node=N -m bevdistill train ... --launcher pytorch"
+        )
+    torch_dist.init_process_group(
+        backend="gloo",
+        init_method="env://",
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        timeout=timedelta(minutes=30),
+    )
+
+
+def device_description() -> str:
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} visible)"
+    return "cpu"
+
+
+# --- config expansion ------------------------------------------------------------------------
+
+
+def _merged(defaults: Mapping[str, Any], given: Mapping[str, Any] | None, what: str) -> dict:
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ExperimentConfigError(
+            f"unknown {what} keys {unknown}; known: {sorted(defaults)}"
+        )
+    return {**defaults, **given}
+
+
+_RUNS_IN_PROCESS = itertools.count()
+
+
+def _unique_name(stem: str) -> str:
+    # mmengine keys its logger and message hub by experiment name, and its default name has a
+    # one-second resolution: two runners built within a second (a notebook training a teacher
+    # then a student) would share one message hub and mix their logs.
+    return f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_RUNS_IN_PROCESS)}"
+
+
+def _param_schedulers(s: Mapping[str, Any]) -> list[dict]:
+    max_iters = s["max_iters"]
+    warmup = min(int(s["warmup_iters"]), max_iters // 2)  # short CI runs keep a cosine phase
+    if warmup < 2:
+        # mmengine's LinearLR over a single step never leaves start_factor: the cosine phase
+        # would then decay from a tenth of the learning rate.
+        warmup = 0
+    schedulers = []
+    if warmup > 0:
+        schedulers.append(dict(
+            type="LinearLR", start_factor=s["warmup_start_factor"], by_epoch=False,
+            begin=0, end=warmup,
+        ))
+    schedulers.append(dict(
+        type="CosineAnnealingLR", by_epoch=False, begin=warmup, end=max_iters,
+        T_max=max_iters - warmup, eta_min_ratio=s["min_lr_ratio"],
+    ))
+    return schedulers
+
+
+def _dataloader(dataset: Mapping, batch_size: int, num_workers: int, sampler: dict) -> dict:
+    return dict(
+        batch_size=batch_size,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        sampler=sampler,
+        collate_fn=dict(type="bev_collate"),
+        dataset=copy.deepcopy(dict(dataset)),
+    )
+
+
+def build_runner_config(
+    exp: Config,
+    work_dir: str | os.PathLike,
+    *,
+    launcher: str = "none",
+    resume: bool = False,
+    max_iters: int | None = None,
+    train: bool = True,
+) -> Config:
+    """Expand an experiment config into an mmengine runner config (see the module docstring).
+
+    ``train=False`` leaves out the training parts (for evaluation).
+    """
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
+    sched = _merged(DEFAULT_SCHEDULE, exp.get("schedule"), "schedule")
+    data = _merged(DEFAULT_DATA, exp.get("data"), "data")
+    if max_iters is not None:
+        sched["max_iters"] = int(max_iters)
+    if sched["max_iters"] < 1:
+        raise ExperimentConfigError(f"max_iters must be >= 1, got {sched['max_iters']}")
+    n = sched["max_iters"]
+    val_interval = min(sched["val_interval"] or n, n)
+    ckpt_interval = min(sched["checkpoint_interval"] or n, n)
+    seed = int(exp.get("seed", 0))
+    use_amp = bool(exp.get("amp", False)) and torch.cuda.is_available()
+    distributed = launcher != "none"
+
+    cfg = dict(
+        model=copy.deepcopy(exp.model.to_dict() if isinstance(exp.model, ConfigDict) else exp.model),
+        work_dir=os.fspath(work_dir),
+        experiment_name=exp.get("experiment_name") or _unique_name(experiment_name(exp)),
+        launcher=launcher,
+        resume=resume,
+        load_from=None,
+        randomness=dict(seed=seed, deterministic=bool(exp.get("deterministic", False)),
+                        diff_rank_seed=False),
+        env_cfg=dict(
+            cudnn_benchmark=False,
+            mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+            dist_cfg=dict(backend="nccl" if torch.cuda.is_available() else "gloo"),
+        ),
+        val_dataloader=_dataloader(
+            exp.val_dataset, data["val_batch_size"], data["num_workers"],
+            dict(type="DefaultSampler", shuffle=False),
+        ),
+        val_cfg=dict(type="ValLoop"),
+        val_evaluator=copy.deepcopy(dict(exp.get("val_evaluator", dict(type="BEVDetectionMetric")))),
+        default_hooks=dict(
+            runtime_info=dict(type="RuntimeInfoHook"),
+            timer=dict(type="IterTimerHook"),
+            logger=dict(type="LoggerHook", interval=max(1, min(sched["log_interval"], n)),
+                        log_metric_by_epoch=False),
+            param_scheduler=dict(type="ParamSchedulerHook"),
+            checkpoint=dict(type="AtomicCheckpointHook", by_epoch=False, interval=ckpt_interval,
+                            max_keep_ckpts=sched["max_keep_ckpts"], save_last=True),
+            sampler_seed=dict(type="DistSamplerSeedHook"),
+        ),
+        custom_hooks=[dict(type="RNGStateHook"), dict(type="ProgressBarHook"),
+                      dict(type="LastMetricsHook")],
+        log_processor=dict(by_epoch=False, window_size=max(1, min(sched["log_interval"], n))),
+        log_level=exp.get("log_level", "INFO"),
+        default_scope="mmengine",
+        # Kept for the record (checkpoint meta, the metrics JSON): the experiment as given.
+        experiment=dict(name=experiment_name(exp), role=exp.role, schedule=sched, data=data,
+                        seed=seed, amp=use_amp),
+    )
+    if train:
+        if "train_dataset" not in exp:
+            raise ExperimentConfigError("the experiment config has no train_dataset")
+        optimizer = dict(type="AdamW", lr=sched["lr"], weight_decay=sched["weight_decay"],
+                         betas=tuple(sched["betas"]))
+        cfg.update(
+            train_dataloader=_dataloader(
+                dict(type="KeyedDataset", dataset=exp.train_dataset, seed=seed),
+                data["batch_size"], data["num_workers"],
+                dict(type="KeyedInfiniteSampler", shuffle=True),
+            ),
+            train_cfg=dict(type="FastForwardIterBasedTrainLoop", max_iters=n,
+                           val_interval=val_interval),
+            optim_wrapper=dict(
+                type="AmpOptimWrapper" if use_amp else "OptimWrapper",
+                optimizer=optimizer,
+                clip_grad=dict(max_norm=sched["grad_clip"], norm_type=2)
+                if sched["grad_clip"] else None,
+                **(dict(dtype=exp.get("amp_dtype", "float16")) if use_amp else {}),
+            ),
+            param_scheduler=_param_schedulers(sched),
+        )
+        if exp.get("save_rank_weights", False):
+            cfg["custom_hooks"].append(dict(type="RankWeightsHook"))
+        if exp.get("crash_at_iter") is not None:
+            cfg["custom_hooks"].append(dict(type="CrashHook", at_iter=int(exp.crash_at_iter)))
+    if distributed:
+        cfg["model_wrapper_cfg"] = dict(
+            type="MMDistributedDataParallel",
+            broadcast_buffers=False,
+            find_unused_parameters=bool(exp.get("find_unused_parameters", False)),
+            # CPU DDP needs device_ids=None; with CUDA mmengine fills in [LOCAL_RANK].
+            **({} if torch.cuda.is_available() else dict(device_ids=None)),
+        )
+    return Config(cfg)
+
+
+# --- the runner ---------------------------------------------------------------------------------
+
+
+class BEVRunner(Runner):
+    """mmengine ``Runner`` whose checkpoints are written atomically (temp file + ``os.replace``)."""
+
+    @master_only
+    def save_checkpoint(self, out_dir: str, filename: str, file_client_args=None,
+                        save_optimizer: bool = True, save_param_scheduler: bool = True,
+                        meta: dict | None = None, by_epoch: bool = True,
+                        backend_args: dict | None = None) -> None:
+        if "://" in os.fspath(out_dir) or file_client_args or backend_args:
+            raise ValueError(
+                "BEVRunner writes checkpoints atomically to local folders only; got "
+                f"out_dir={out_dir!r}, backend_args={backend_args}. Save locally and copy."
+            )
+        tmp = temp_name(filename)
+        tmp_path = os.path.join(out_dir, tmp)
+        try:
+            super().save_checkpoint(out_dir, tmp, save_optimizer=save_optimizer,
+                                    save_param_scheduler=save_param_scheduler, meta=meta,
+                                    by_epoch=by_epoch)
+            atomic_replace_from(tmp_path, os.path.join(out_dir, filename))
+        finally:
+            if os.path.exists(tmp_path):
+                os.remove(tmp_path)
+
+
+def make_runner(
+    exp: Config,
+    work_dir: str | os.PathLike,
+    *,
+    launcher: str = "none",
+    resume: bool = False,
+    max_iters: int | None = None,
+    train: bool = True,
+) -> BEVRunner:
+    """Build the :class:`BEVRunner` for an experiment (registers modules, sets up DDP)."""
+    register_modules()
+    allow_mmengine_checkpoint_globals()
+    setup_distributed(launcher)
+    cfg = build_runner_config(exp, work_dir, launcher=launcher, resume=resume,
+                              max_iters=max_iters, train=train)
+    return BEVRunner.from_cfg(cfg)
+
+
