@@ -79,6 +79,7 @@ def ship(run_dir: Path, out_dir: Path = ASSETS) -> dict[str, Any]:
     """Copy a finished run's weights (weights only) into ``out_dir`` and write its card."""
     from bevdistill.engine.checkpoint import atomic_write_bytes, read_state_dict
     from bevdistill.engine.report import write_json
+    from bevdistill.engine.runner import load_experiment
 
     record = json.loads((run_dir / "metrics.json").read_text())
     if record.get("role") != "teacher":
@@ -101,7 +102,8 @@ def ship(run_dir: Path, out_dir: Path = ASSETS) -> dict[str, Any]:
         "device": record["device"],
         "torch": record["torch"],
         "parameters": sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k),
-        "val": {"num_samples": record.get("val_num_samples"), "metrics": record["metrics"]},
+        "val": {"num_samples": load_experiment(record["config_path"]).val_dataset.num_samples,
+                "metrics": record["metrics"]},
         "val_subset": {
             "num_samples": SUBSET_SAMPLES,
             "command": f"bevdistill evaluate {TEACHER_EXPERIMENT} bevdistill/assets/teacher.pth "

@@ -1,0 +1,49 @@
+"""The shipped teacher loads, and its card's validation mAP is reproduced by the project's CLI."""
+
+import json
+
+import pytest
+
+from bevdistill import pretrained
+
+CARD_FIELDS = ("command", "seed", "commit", "training_time_s", "iters", "val", "val_subset", "preset")
+
+
+def test_card_records_how_the_teacher_was_made():
+    card = pretrained.teacher_card()
+    for field in CARD_FIELDS:
+        assert field in card, f"model card lacks {field!r}"
+    assert card["command"].startswith("bevdistill train teacher")
+    metrics = card["val"]["metrics"]
+    for name in ("car", "pedestrian", "cyclist"):
+        assert f"bev/AP_{name}" in metrics, f"card lacks val AP for {name}"
+    # A few MB, so it ships inside the package.
+    assert pretrained.TEACHER_WEIGHTS.stat().st_size < 8 * 2**20
+
+
+def test_shipped_teacher_loads_in_eval_mode():
+    model = pretrained.load_teacher()
+    assert not model.training
+    assert all(not m.training for m in model.modules())
+
+
+@pytest.mark.slow
+def test_card_val_subset_map_is_reproduced():
+    card = pretrained.teacher_card()["val_subset"]
+    metrics = pretrained.evaluate_subset(pretrained.TEACHER_WEIGHTS, card["num_samples"])
+    for key in ("bev/mAP", "bev/AP_car", "bev/AP_pedestrian", "bev/AP_cyclist"):
+        assert metrics[key] == pytest.approx(card["metrics"][key], abs=0.01), (
+            f"{key}: evaluated {metrics[key]:.4f}, card says {card['metrics'][key]:.4f}"
+        )
+
+
+def test_missing_teacher_says_how_to_make_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "TEACHER_WEIGHTS", tmp_path / "teacher.pth")
+    with pytest.raises(pretrained.TeacherNotShippedError, match="bevdistill train teacher"):
+        pretrained.load_teacher()
+
+
+def test_shipping_refuses_a_student_run(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"role": "student"}))
+    with pytest.raises(ValueError, match="ship a teacher run"):
+        pretrained.ship(tmp_path, out_dir=tmp_path)
