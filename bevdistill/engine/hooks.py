@@ -24,7 +24,13 @@ from rich.progress import (
 
 
 def make_progress(disable: bool = False) -> Progress:
-    """A rich progress bar on stderr (mmengine's logger owns stdout)."""
+    """A rich progress bar on stderr (mmengine's logger owns stdout).
+
+    Inside a Jupyter kernel the bar is off: rich's background refresh thread writing to the
+    kernel's streams can stall headless notebook runs, and mmengine's log lines already show
+    progress there. Off a terminal (CI logs) it redraws only when advanced, from the main thread.
+    """
+    console = Console(file=sys.stderr)
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -32,8 +38,9 @@ def make_progress(disable: bool = False) -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
-        console=Console(file=sys.stderr),
-        disable=disable,
+        console=console,
+        disable=disable or "ipykernel" in sys.modules,
+        auto_refresh=console.is_terminal,
         redirect_stdout=False,
         redirect_stderr=False,
     )

@@ -18,6 +18,7 @@ _CHECKERS = {
     "check_attention": "bevdistill.exercises.step4_attention",
     "check_distillation_loss": "bevdistill.exercises.step5_loss",
     "check_build": "bevdistill.exercises.step6_build",
+    "show_solution": "bevdistill.exercises.solutions",
 }
 
 __all__ = ["CheckFailure", "CheckResult", "ExerciseFailed", *_CHECKERS]

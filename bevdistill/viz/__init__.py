@@ -1,0 +1,64 @@
+"""Pictures for the notebooks and the book: BEV scenes, hooked features, attention maps.
+
+* :mod:`bevdistill.viz.bev`: point clouds from above with ground-truth and predicted boxes;
+* :mod:`bevdistill.viz.features`: channel grids, mean/max over channels per layer, teacher vs
+  student attention maps and their difference, and a per-scene feature cache;
+* :mod:`bevdistill.viz.widgets`: ipywidgets explorers (scene, layer, channel) for JupyterLab;
+* :mod:`bevdistill.viz.results`: benchmark JSONs as tables, benchmark modules by name.
+
+Plotting needs matplotlib and the explorers ipywidgets (``pip install 'bevdistill[lab]'``).
+Names resolve lazily, so ``import bevdistill.viz`` imports neither.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    # BEV scenes and boxes
+    "CLASS_COLOURS": "bevdistill.viz.bev",
+    "bev_extent": "bevdistill.viz.bev",
+    "box_footprints": "bevdistill.viz.bev",
+    "draw_boxes": "bevdistill.viz.bev",
+    "plot_points": "bevdistill.viz.bev",
+    "plot_bev": "bevdistill.viz.bev",
+    "plot_sample": "bevdistill.viz.bev",
+    "plot_detections": "bevdistill.viz.bev",
+    # features and attention
+    "feature_map": "bevdistill.viz.features",
+    "channel_summary": "bevdistill.viz.features",
+    "active_channels": "bevdistill.viz.features",
+    "attention_maps": "bevdistill.viz.features",
+    "plot_bev_map": "bevdistill.viz.features",
+    "plot_channel_grid": "bevdistill.viz.features",
+    "plot_layer_summaries": "bevdistill.viz.features",
+    "plot_attention_comparison": "bevdistill.viz.features",
+    "cell_of": "bevdistill.viz.features",
+    "similarity_map": "bevdistill.viz.features",
+    "plot_similarity": "bevdistill.viz.features",
+    "capture": "bevdistill.viz.features",
+    "FeatureCache": "bevdistill.viz.features",
+    "SceneCapture": "bevdistill.viz.features",
+    # JupyterLab explorers
+    "scene_explorer": "bevdistill.viz.widgets",
+    "feature_explorer": "bevdistill.viz.widgets",
+    "attention_explorer": "bevdistill.viz.widgets",
+    "similarity_explorer": "bevdistill.viz.widgets",
+    # benchmark results
+    "list_benchmarks": "bevdistill.viz.results",
+    "load_benchmark": "bevdistill.viz.results",
+    "benchmark_markdown": "bevdistill.viz.results",
+    "markdown_table": "bevdistill.viz.results",
+    "show_benchmark": "bevdistill.viz.results",
+    "import_benchmark": "bevdistill.viz.results",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'bevdistill.viz' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

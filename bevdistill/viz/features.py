@@ -1,0 +1,409 @@
+"""Hooked BEV features as pictures: channel grids, mean/max over channels, attention maps.
+
+Feature maps are ``[B, C, H, W]`` with rows along y and columns along x (see
+:mod:`bevdistill.viz.bev`), drawn with ``origin='lower'`` over the model's point-cloud range,
+so ground-truth boxes can be drawn on top and land on their objects.
+
+The attention maps are exactly what :class:`~bevdistill.AttentionTransferLoss` compares:
+``mean_c F^2`` per cell, both maps area-pooled to the smaller grid, each L2-normalised over the
+cells. The difference panel is ``student - teacher`` of those unit maps, and its squared sum is
+the loss of that sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bevdistill.bev_grid import resize_bev
+from bevdistill.capture import DEFAULT_HOOK_POINTS, FeatureRecorder
+from bevdistill.losses.attention import attention_map
+from bevdistill.viz._deps import pyplot
+from bevdistill.viz.bev import draw_boxes, to_numpy
+
+
+def feature_map(value: Any, index: int = -1, what: str = "feature") -> torch.Tensor:
+    """The ``[B, C, H, W]`` map inside a captured output, detached.
+
+    A tuple/list (``pts_backbone`` returns one map per scale, ``pts_neck`` a list of one) gives
+    its element ``index`` (default: the last, coarsest backbone scale).
+    """
+    if isinstance(value, (tuple, list)):
+        if not value:
+            raise ValueError(f"{what} is an empty {type(value).__name__}")
+        value = value[index]
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{what} must be a tensor or a tuple/list of tensors, got {type(value).__name__}")
+    if value.dim() != 4:
+        raise ValueError(
+            f"{what} has shape {tuple(value.shape)}; pictures need a BEV map [B, C, H, W] "
+            "(hook a layer after the scatter to BEV, e.g. pts_middle_encoder or later)"
+        )
+    return value.detach().float().cpu()
+
+
+def _sample(fmap: torch.Tensor, sample: int) -> torch.Tensor:
+    if not -fmap.shape[0] <= sample < fmap.shape[0]:
+        raise IndexError(f"sample {sample} out of range for a batch of {fmap.shape[0]}")
+    return fmap[sample]
+
+
+def channel_summary(value: Any, sample: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and max over channels of one sample's map: two ``[H, W]`` arrays.
+
+    The mean shows where the layer is active overall; the max shows cells where any single
+    channel fires strongly (a detector channel for one object type, say).
+    """
+    x = _sample(feature_map(value), sample)
+    return x.mean(dim=0).numpy(), x.amax(dim=0).numpy()
+
+
+def active_channels(value: Any, k: int = 16, sample: int = 0) -> list[int]:
+    """The ``k`` channels with the largest mean absolute activation, most active first.
+
+    Many channels of a ReLU network are silent on a given scene; a grid of the first 16 would
+    show mostly blank squares.
+    """
+    x = _sample(feature_map(value), sample)
+    score = x.abs().flatten(1).mean(dim=1)
+    return torch.argsort(score, descending=True)[: min(k, len(score))].tolist()
+
+
+def attention_maps(
+    student: Any, teacher: Any, sample: int | None = 0, p: float = 2
+) -> dict[str, np.ndarray | float | tuple[int, int]]:
+    """Teacher and student attention on their common grid, their difference, and the loss.
+
+    Returns ``teacher``, ``student``, ``difference`` (student - teacher) as ``[H, W]`` arrays
+    (``[B, H, W]`` when ``sample`` is None), ``loss`` (sum of squared differences: the
+    :class:`~bevdistill.AttentionTransferLoss` value of that sample, or of the batch mean) and
+    ``grid`` (H, W).
+    """
+    s, t = feature_map(student, what="student feature"), feature_map(teacher, what="teacher feature")
+    if s.shape[0] != t.shape[0]:
+        raise ValueError(f"batch sizes differ: student {s.shape[0]}, teacher {t.shape[0]}")
+    raw = []
+    for fmap in (s, t):
+        flat = attention_map(fmap, p=p, normalization="none")  # [B, H*W], not yet normalised
+        raw.append(flat.reshape(fmap.shape[0], 1, *fmap.shape[2:]))
+    size = (min(raw[0].shape[2], raw[1].shape[2]), min(raw[0].shape[3], raw[1].shape[3]))
+    a_s, a_t = (F.normalize(resize_bev(r, size).flatten(1), p=2, dim=1) for r in raw)
+    diff = a_s - a_t
+    per_sample = diff.pow(2).sum(dim=1)
+    shape = (-1, *size)
+    out = {"student": a_s.reshape(shape), "teacher": a_t.reshape(shape), "difference": diff.reshape(shape)}
+    if sample is None:
+        result = {k: v.numpy() for k, v in out.items()}
+        result["loss"] = float(per_sample.mean())
+    else:
+        result = {k: _sample(v, sample).numpy() for k, v in out.items()}
+        result["loss"] = float(_sample(per_sample, sample))
+    result["grid"] = size
+    return result
+
+
+def cell_of(x: float, y: float, extent: Sequence[float], shape: Sequence[int]) -> tuple[int, int]:
+    """``(row, col)`` of the cell holding world point ``(x, y)`` on an ``[H, W]`` map over ``extent``."""
+    x0, x1, y0, y1 = (float(v) for v in extent)
+    h, w = int(shape[0]), int(shape[1])
+    if not (x0 <= x < x1 and y0 <= y < y1):
+        raise ValueError(f"point ({x:.1f}, {y:.1f}) lies outside the map's extent {tuple(extent)}")
+    return int((y - y0) / (y1 - y0) * h), int((x - x0) / (x1 - x0) * w)
+
+
+def similarity_map(value: Any, cell: Sequence[int], sample: int = 0, centre: bool = True) -> np.ndarray:
+    """Cosine similarity ``[H, W]`` of every cell's feature vector to the vector at ``cell``.
+
+    What a per-cell contrastive loss works with: cells the network represents alike score near
+    1. On a trained detector, cells on other objects of the query's class light up.
+    ``centre`` subtracts the map's mean vector first: after a ReLU every vector has a large
+    shared positive part, which would make all cells look alike.
+    """
+    x = _sample(feature_map(value), sample)
+    if centre:
+        x = x - x.flatten(1).mean(dim=1)[:, None, None]
+    row, col = int(cell[0]), int(cell[1])
+    if not (0 <= row < x.shape[1] and 0 <= col < x.shape[2]):
+        raise IndexError(f"cell {(row, col)} outside the {x.shape[1]}x{x.shape[2]} grid")
+    unit = F.normalize(x, dim=0, eps=1e-12)
+    return torch.einsum("chw,c->hw", unit, unit[:, row, col]).numpy()
+
+
+# --- drawing -----------------------------------------------------------------------------------
+
+
+def plot_bev_map(
+    ax,
+    values: Any,
+    extent: Sequence[float] | None = None,
+    *,
+    title: str | None = None,
+    cmap: str = "magma",
+    symmetric: bool = False,
+    boxes: Any = None,
+    labels: Any = None,
+    colorbar: bool = True,
+):
+    """Draw an ``[H, W]`` BEV map (row 0 at the bottom) over ``extent`` = (x0, x1, y0, y1).
+
+    ``symmetric``: a diverging colour scale centred on 0 (for differences). ``boxes``: draw
+    ground-truth footprints on top. Returns the image artist.
+    """
+    arr = to_numpy(values, "map").astype(np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"a BEV map must be [H, W], got shape {arr.shape}")
+    kwargs: dict[str, Any] = {"cmap": cmap}
+    if symmetric:
+        bound = float(np.abs(arr).max()) or 1.0
+        kwargs.update(cmap="RdBu_r" if cmap == "magma" else cmap, vmin=-bound, vmax=bound)
+    image = ax.imshow(arr, origin="lower", extent=extent, interpolation="nearest", **kwargs)
+    if boxes is not None and extent is not None and len(to_numpy(boxes)):
+        # White outlines on the dark colour scales, black ones on the white centre of a difference.
+        draw_boxes(ax, boxes, labels, linewidth=0.7, colour="black" if symmetric else "white")
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+    return image
+
+
+def plot_channel_grid(
+    value: Any,
+    *,
+    sample: int = 0,
+    channels: Sequence[int] | None = None,
+    ncols: int = 8,
+    extent: Sequence[float] | None = None,
+    title: str | None = None,
+    panel_size: float = 1.6,
+):
+    """Single channels of one layer, one small panel each (default: the 16 most active).
+
+    Each panel has its own colour scale, so weak and strong channels are both readable.
+    Returns the figure.
+    """
+    plt = pyplot()
+    x = _sample(feature_map(value), sample)
+    chosen = list(channels) if channels is not None else active_channels(value, 16, sample)
+    bad = [c for c in chosen if not 0 <= c < x.shape[0]]
+    if bad:
+        raise IndexError(f"channels {bad} out of range: the layer has {x.shape[0]} channels")
+    nrows = max(1, -(-len(chosen) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, c in zip(axes.flat, chosen, strict=False):  # extra panels stay blank
+        ax.imshow(x[c].numpy(), origin="lower", extent=extent, cmap="viridis", interpolation="nearest")
+        ax.set_title(f"ch {c}", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_layer_summaries(
+    features: Mapping[str, Any],
+    *,
+    sample: int = 0,
+    extent: Sequence[float] | None = None,
+    boxes: Any = None,
+    labels: Any = None,
+    select: Mapping[str, int] | None = None,
+    panel_size: float = 3.2,
+):
+    """One row per hooked layer: mean and max over channels, with shape and channel count.
+
+    ``select[layer]`` picks the element of a tuple/list output (default: the last).
+    Returns the figure.
+    """
+    plt = pyplot()
+    if not features:
+        raise ValueError("features is empty: pass the dict a recorder or wrapper captured")
+    select = dict(select or {})
+    fig, axes = plt.subplots(len(features), 2, figsize=(2 * panel_size + 1, panel_size * len(features)),
+                             squeeze=False)
+    for row, (name, value) in zip(axes, features.items(), strict=True):
+        fmap = feature_map(value, select.get(name, -1), what=name)
+        mean, peak = channel_summary(fmap, sample)
+        shape = "x".join(str(s) for s in fmap.shape[1:])
+        for ax, arr, what in zip(row, (mean, peak), ("mean", "max"), strict=True):
+            plot_bev_map(ax, arr, extent, boxes=boxes, labels=labels,
+                         title=f"{name} [{shape}]\n{what} over channels")
+    fig.tight_layout()
+    return fig
+
+
+def plot_attention_comparison(
+    student: Any,
+    teacher: Any,
+    *,
+    sample: int = 0,
+    extent: Sequence[float] | None = None,
+    boxes: Any = None,
+    labels: Any = None,
+    layer: str = "",
+    panel_size: float = 3.4,
+    axes=None,
+):
+    """Teacher | student | student - teacher attention maps of one layer, side by side.
+
+    The difference panel's title gives the attention-transfer loss of this sample.
+    Returns the figure.
+    """
+    plt = pyplot()
+    maps = attention_maps(student, teacher, sample)
+    if axes is None:
+        fig, axes = plt.subplots(1, 3, figsize=(3 * panel_size + 1.5, panel_size))
+    else:
+        fig = axes[0].figure
+    grid = "x".join(str(s) for s in maps["grid"])
+    prefix = f"{layer}\n" if layer else ""
+    vmax = float(max(maps["teacher"].max(), maps["student"].max()))
+    for ax, key in zip(axes[:2], ("teacher", "student"), strict=True):
+        image = plot_bev_map(ax, maps[key], extent, boxes=boxes, labels=labels, colorbar=False,
+                             title=f"{prefix}{key} attention ({grid})")
+        image.set_clim(0.0, vmax)
+    fig.colorbar(image, ax=list(axes[:2]), fraction=0.046, pad=0.02)
+    plot_bev_map(axes[2], maps["difference"], extent, symmetric=True, boxes=boxes, labels=labels,
+                 title=f"{prefix}student - teacher (loss {maps['loss']:.3f})")
+    return fig
+
+
+def plot_similarity(
+    ax,
+    value: Any,
+    xy: Sequence[float],
+    extent: Sequence[float],
+    *,
+    sample: int = 0,
+    boxes: Any = None,
+    labels: Any = None,
+    title: str | None = None,
+):
+    """:func:`similarity_map` (centred) to the cell at world point ``xy``, marked with a cross.
+
+    The colour scale spans the map's own range, so the most similar cells stand out.
+    """
+    fmap = feature_map(value)
+    cell = cell_of(xy[0], xy[1], extent, fmap.shape[2:])
+    image = plot_bev_map(ax, similarity_map(fmap, cell, sample), extent, boxes=boxes, labels=labels,
+                         cmap="viridis", title=title)
+    ax.plot([xy[0]], [xy[1]], marker="x", color="red", ms=9, mew=2)
+    return image
+
+
+def capture(
+    model: nn.Module,
+    inputs: dict,
+    data_samples: Any = None,
+    *,
+    mode: str = "tensor",
+    hook_points: Sequence[str] = DEFAULT_HOOK_POINTS,
+    select: Mapping[str, int] | None = None,
+    keep_graph: bool = False,
+) -> tuple[Any, dict[str, torch.Tensor]]:
+    """Run ``model(inputs, data_samples, mode=mode)`` once; return ``(result, {layer: map})``.
+
+    One map per layer, ready for the losses: a tuple output gives its element ``select[layer]``
+    (default: the last, e.g. the coarsest backbone scale), a one-element list is unwrapped.
+    ``keep_graph=False`` (a teacher, or pictures) runs under ``torch.no_grad``; ``True`` keeps
+    the autograd graph so a loss on the maps trains the model. The model's train/eval mode is
+    left as it is, and the hooks are removed before returning.
+    """
+    points = tuple(hook_points)
+    select = dict(select) if select is not None else {}
+    with FeatureRecorder(model, points, select=select, detach=not keep_graph) as rec:
+        with torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()), rec.recording() as raw:
+            result = model(inputs, data_samples, mode=mode)
+        features = {}
+        for name, value in raw.items():
+            if isinstance(value, (tuple, list)):
+                value = value[0] if len(value) == 1 else value[-1]
+            features[name] = value
+    return result, features
+
+
+# --- features of dataset scenes, computed once ---------------------------------------------------
+
+
+@dataclass
+class SceneCapture:
+    """What one forward of a model on one dataset item gave."""
+
+    index: int
+    item: dict
+    features: dict[str, Any]
+    predictions: dict[str, torch.Tensor] | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class FeatureCache:
+    """Hooked features (and predictions) of ``model`` on ``dataset[index]``, computed once each.
+
+    The explorers ask for the same scene many times while a learner moves a channel slider;
+    one forward per scene keeps them responsive. The model runs in eval mode under
+    ``torch.no_grad``; its own train/eval flag is restored afterwards, and the hooks are removed
+    after every forward. With no ``hook_points`` it records predictions only.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: Any,
+        hook_points: Sequence[str] = DEFAULT_HOOK_POINTS,
+        select: Mapping[str, int] | None = None,
+        predict: bool = True,
+    ):
+        self.model = model
+        self.dataset = dataset
+        self.hook_points = tuple(hook_points)
+        self.select = dict(select or {})
+        self.predict = predict
+        self._cache: dict[int, SceneCapture] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __call__(self, index: int) -> SceneCapture:
+        index = int(index)
+        if index not in self._cache:
+            self._cache[index] = self._run(index)
+        return self._cache[index]
+
+    def _run(self, index: int) -> SceneCapture:
+        import time
+
+        item = self.dataset[index]
+        inputs = {"points": [item["inputs"]["points"]]}
+        was_training = self.model.training
+        self.model.eval()
+        start = time.perf_counter()
+        try:
+            if not self.hook_points:  # predictions only (a scene explorer needs no features)
+                with torch.no_grad():
+                    preds = self.model.predict(inputs, [item["data_samples"]])[0]
+                features = {}
+            else:
+                with FeatureRecorder(self.model, self.hook_points, select=self.select, detach=True) as rec:
+                    with torch.no_grad(), rec.recording() as captured:
+                        if self.predict:
+                            preds = self.model.predict(inputs, [item["data_samples"]])[0]
+                        else:
+                            preds = None
+                            self.model(inputs, None, mode="tensor")
+                    features = dict(captured)
+        finally:
+            self.model.train(was_training)
+        return SceneCapture(index, item, features, preds, time.perf_counter() - start)

@@ -1,0 +1,158 @@
+"""Benchmark results for the book and the notebooks, read from ``benchmarks/results/*.json``.
+
+Every benchmark writes one JSON with the ``command`` that made it and the ``machine`` it ran
+on; :func:`benchmark_markdown` turns any such file into Markdown (the command, the machine, a
+table per list of rows, the other numbers as a key/value table), so a new benchmark shows up in
+the results chapter without new rendering code. :func:`import_benchmark` loads a benchmark's
+module by name, so a notebook can rerun part of it instead of copying its code.
+
+The ``benchmarks/`` folder belongs to the source checkout, not to an installed wheel; these
+functions find it next to the package (``pip install -e .``) and say so when it is absent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import bevdistill
+
+BENCHMARK_DIR = Path(bevdistill.__file__).resolve().parent.parent / "benchmarks"
+RESULTS_DIR = BENCHMARK_DIR / "results"
+MAX_TABLE_ROWS = 60
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{what} not found at {path}: benchmarks live in the source checkout (git clone, then "
+            "pip install -e .), not in an installed wheel"
+        )
+    return path
+
+
+def list_benchmarks() -> list[str]:
+    """Names of the result files (``benchmarks/results/<name>.json``), sorted."""
+    return sorted(p.stem for p in _require(RESULTS_DIR, "benchmark results").glob("*.json"))
+
+
+def load_benchmark(name: str) -> dict:
+    """The parsed ``benchmarks/results/<name>.json``."""
+    path = RESULTS_DIR / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(list_benchmarks()) or "none"
+        raise FileNotFoundError(f"no benchmark result {name!r} in {RESULTS_DIR} (known: {known})")
+    with open(path) as f:
+        return json.load(f)
+
+
+def import_benchmark(name: str) -> ModuleType:
+    """The module ``benchmarks/<name>.py``, imported as ``benchmarks.<name>``."""
+    module_name = f"benchmarks.{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    path = BENCHMARK_DIR / f"{name}.py"
+    if not path.is_file():
+        known = sorted(p.stem for p in _require(BENCHMARK_DIR, "benchmarks").glob("*.py"))
+        raise FileNotFoundError(f"no benchmark {name!r} in {BENCHMARK_DIR} (known: {known})")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+# --- Markdown ---------------------------------------------------------------------------------
+
+
+def format_value(value: Any) -> str:
+    """Numbers with 4 significant digits, everything else as text safe inside a table cell."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], max_rows: int = MAX_TABLE_ROWS) -> str:
+    """A Markdown table of dict rows; columns in first-seen order, missing cells left empty."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows[:max_rows]:
+        lines.append("| " + " | ".join(format_value(row.get(c, "")) for c in columns) + " |")
+    if len(rows) > max_rows:
+        lines.append(f"\n({len(rows) - max_rows} more rows in the JSON file)")
+    return "\n".join(lines)
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> tuple[dict[str, Any], dict[str, list]]:
+    """Scalars under dotted keys, and lists of dicts (tables) under their dotted keys."""
+    scalars: dict[str, Any] = {}
+    tables: dict[str, list] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            sub_scalars, sub_tables = _flatten(value, f"{name}.")
+            scalars.update(sub_scalars)
+            tables.update(sub_tables)
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            tables[name] = value
+        else:
+            scalars[name] = value
+    return scalars, tables
+
+
+def benchmark_markdown(data: str | Mapping[str, Any], title: str | None = None) -> str:
+    """Markdown for one benchmark result: how to reproduce it, where it ran, what it measured."""
+    name = data if isinstance(data, str) else title or "benchmark"
+    result = load_benchmark(data) if isinstance(data, str) else data
+    if not isinstance(result, Mapping):
+        raise TypeError(f"a benchmark result is a JSON object, got {type(result).__name__}")
+    result = dict(result)
+    command = result.pop("command", None)
+    machine = result.pop("machine", None)
+    parts = [f"**{title or name}** (`benchmarks/results/{name}.json`)" if isinstance(data, str)
+             else f"**{title or name}**"]
+    parts.append(f"Reproduce with:\n\n```bash\n{command}\n```" if command else
+                 "*This result file does not record the command that made it.*")
+    if isinstance(machine, Mapping):
+        scalars, _ = _flatten(machine)
+        parts.append("Measured on: " + "; ".join(f"{k} {format_value(v)}" for k, v in scalars.items()))
+    elif machine:
+        parts.append(f"Measured on: {format_value(machine)}")
+    scalars, tables = _flatten(result)
+    for key, rows in tables.items():
+        parts.append(f"**{key}**\n\n{markdown_table(rows)}")
+    if scalars:
+        parts.append(markdown_table([{"quantity": k, "value": v} for k, v in scalars.items()]))
+    return "\n\n".join(parts)
+
+
+def show_benchmark(name: str, title: str | None = None, missing_ok: bool = False) -> None:
+    """Display :func:`benchmark_markdown` of ``name`` in a notebook (rendered by the book).
+
+    ``missing_ok``: where the result file does not exist yet, say how to make it instead of
+    raising.
+    """
+    from IPython.display import Markdown, display
+
+    if missing_ok and not (RESULTS_DIR / f"{name}.json").is_file():
+        display(Markdown(
+            f"*No result file `benchmarks/results/{name}.json` yet.* Make it with:\n\n"
+            f"```bash\nOMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.{name}\n```"
+        ))
+        return
+    display(Markdown(benchmark_markdown(name, title)))

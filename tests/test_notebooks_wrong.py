@@ -1,0 +1,40 @@
+"""Each notebook with a typical wrong answer in its exercise cell, in strict mode: the check
+cell, not an earlier one, raises ``ExerciseFailed`` and marks the failed case. The notebook is
+cut after the check cell (strict mode stops there anyway), so a run costs only the cells
+before it.
+"""
+
+from __future__ import annotations
+
+import pytest
+from nbclient.exceptions import CellExecutionError
+from notebook_harness import fill, load, run, stream_text
+from notebook_solutions import CORRECT, WRONG
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _strict(monkeypatch):
+    monkeypatch.setenv("BEVDISTILL_STRICT", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def test_every_notebook_has_a_wrong_answer_that_differs_from_the_correct_one():
+    assert set(WRONG) == set(CORRECT)
+    assert all(WRONG[name] != CORRECT[name] for name in CORRECT)
+
+
+@pytest.mark.parametrize("name", sorted(WRONG))
+def test_wrong_answer_fails_its_check(name):
+    nb, check = load(name)
+    nb.cells = nb.cells[: check + 1]
+    fill(nb, WRONG[name])
+    with pytest.raises(CellExecutionError) as failure:
+        run(nb)
+    assert failure.value.ename == "ExerciseFailed", failure.value
+    outputs = nb.cells[check].outputs
+    assert any(o.output_type == "error" and o.ename == "ExerciseFailed" for o in outputs), (
+        "the check cell, not an earlier one, must be the one that failed"
+    )
+    assert "✗" in stream_text(nb.cells[check])  # the report marks the failed case
