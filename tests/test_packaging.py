@@ -39,7 +39,7 @@ def test_torch_pin_is_the_same_in_conda_and_make():
 def test_readme_commands_are_make_targets_and_ci_runs_the_test_command():
     readme = (ROOT / "README.md").read_text()
     makefile = (ROOT / "Makefile").read_text()
-    for target in ("demo", "test"):
+    for target in ("book", "test", "lab", "demo"):
         assert f"make {target}" in readme, f"README should give `make {target}`"
         assert re.search(rf"^{target}:", makefile, re.M), f"Makefile lacks a `{target}` target"
     assert "make test" in (ROOT / ".ci" / "run").read_text()
