@@ -22,6 +22,7 @@ _EXPORTS = {
     "MemoryBankContrastiveLoss": "bevdistill.losses.contrastive",
     # step 4: attention transfer
     "AttentionTransferLoss": "bevdistill.losses.attention",
+    "FeatureMSELoss": "bevdistill.losses.feature",
     "attention_map": "bevdistill.losses.attention",
     # response distillation (the tutorial's alpha_kd)
     "HeatmapDistillationLoss": "bevdistill.losses.response",

@@ -142,3 +142,24 @@ class SpatialProjector(nn.Module):
             )
         y = self.conv2(self.relu(self.norm(self.conv1(x))))
         return F.normalize(y, dim=1, eps=NORM_EPS) if self.normalize else y
+
+    def project_cells(self, cells: torch.Tensor) -> torch.Tensor:
+        """Project cell vectors already read from a map: ``[..., in_dim]`` -> ``[..., out_dim]``.
+
+        The same weights and the same per-cell computation as :meth:`forward`, so
+        ``project_cells(x[b, :, i, j])`` equals ``forward(x)[b, :, i, j]``. Sampling K cells first
+        and projecting only those costs K cells instead of H*W (spatial InfoNCE reads a few
+        hundred cells of maps with tens of thousands).
+        """
+        if not isinstance(cells, torch.Tensor):
+            raise TypeError(f"project_cells expects a torch.Tensor, got {type(cells).__name__}")
+        if cells.dim() < 1 or cells.shape[-1] != self.in_dim:
+            raise ValueError(
+                f"SpatialProjector(in_dim={self.in_dim}).project_cells expects [..., {self.in_dim}] "
+                f"(channels last), got shape {tuple(cells.shape)}"
+            )
+        w1 = self.conv1.weight.flatten(1)  # [hidden, in, 1, 1] -> [hidden, in]
+        w2 = self.conv2.weight.flatten(1)
+        h = self.relu(self.norm.norm(F.linear(cells, w1, self.conv1.bias)))
+        y = F.linear(h, w2, self.conv2.bias)
+        return F.normalize(y, dim=-1, eps=NORM_EPS) if self.normalize else y

@@ -339,3 +339,44 @@ def test_end_to_end_with_tiny_detectors_reduces_the_distillation_loss():
     assert history[-1]["loss_at.pts_middle_encoder"] == pytest.approx(
         history[0]["loss_at.pts_middle_encoder"]
     )
+
+
+# --- spatial InfoNCE projects only the sampled cells ------------------------------------------
+
+
+def test_spatial_term_equals_projecting_whole_maps_when_grids_match():
+    """Sampling K cells and projecting them is the full-map computation read at those cells
+    (the cells are teacher-grid centres, and both maps are on that grid here)."""
+    from bevdistill import SpatialContrastiveLoss
+
+    loss = build(contrastive="spatial", num_samples=24, alpha_at=0.0, alpha_kd=0.0)
+    s, t = feats(S_CH, (8, 8), seed=3), feats(T_CH, (8, 8), seed=4)
+    torch.manual_seed(11)
+    fast = loss(s, t)
+    reference = SpatialContrastiveLoss(loss.contrastive_loss.temperature, num_samples=24)
+    torch.manual_seed(11)  # the same cells: the same draws from the global generator
+    for layer in S_CH:
+        key = layer.replace(".", "__")
+        full = reference(loss.projectors_s[key](s[layer]), loss.projectors_t[key](t[layer]))
+        torch.testing.assert_close(fast[f"loss_crd.{layer}"], full, rtol=1e-5, atol=1e-6)
+
+
+def test_spatial_term_does_not_project_whole_maps(monkeypatch):
+    """The speed fix: the projectors' full-map forward is never called by the loss."""
+    from bevdistill import SpatialProjector
+
+    def whole_map(self, x):
+        raise AssertionError("SpatialProjector.forward projected a whole map")
+
+    loss = build(contrastive="spatial", num_samples=16, alpha_kd=0.0)
+    monkeypatch.setattr(SpatialProjector, "forward", whole_map)
+    out = run(loss, outputs=False)
+    assert all(torch.isfinite(v) for v in out.values())
+
+
+def test_spatial_term_rejects_non_finite_features_it_samples():
+    loss = build(contrastive="spatial", num_samples=16, alpha_at=0.0, alpha_kd=0.0)
+    s, t = feats(S_CH, (8, 8)), feats(T_CH, (8, 8), seed=1)
+    t["pts_neck"] = torch.full_like(t["pts_neck"], float("nan"))
+    with pytest.raises(ValueError, match="teacher feature 'pts_neck' contains NaN or inf"):
+        loss(s, t)

@@ -136,3 +136,28 @@ def test_spatial_projector_gradients_and_errors():
         model(torch.randn(2, 8))
     with pytest.raises(ValueError, match=r"in_dim=8.*got 3 channels"):
         model(torch.randn(2, 3, 4, 4))
+
+
+# --- projecting sampled cells only (what spatial InfoNCE does, for speed) -------------------
+
+
+def test_project_cells_equals_forward_at_those_cells():
+    torch.manual_seed(0)
+    proj = SpatialProjector(6, hidden_dim=16, out_dim=8)
+    x = torch.randn(2, 6, 5, 7)
+    full = proj(x)  # [B, D, H, W]
+    cells = x.permute(0, 2, 3, 1)  # [B, H, W, C]
+    torch.testing.assert_close(proj.project_cells(cells), full.permute(0, 2, 3, 1),
+                               rtol=1e-5, atol=1e-6)
+    raw = SpatialProjector(6, hidden_dim=16, out_dim=8, normalize=False)
+    raw.load_state_dict(proj.state_dict())
+    torch.testing.assert_close(raw.project_cells(cells[:, 1, 2]), raw(x)[:, :, 1, 2],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_project_cells_rejects_channels_first_or_wrong_width():
+    proj = SpatialProjector(6, out_dim=8)
+    with pytest.raises(ValueError, match=r"\[\.\.\., 6\] \(channels last\)"):
+        proj.project_cells(torch.randn(2, 5, 4))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        proj.project_cells([1.0] * 6)

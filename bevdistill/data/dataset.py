@@ -17,7 +17,13 @@ Both datasets are registered in mmengine's ``DATASETS`` registry and ``bev_colla
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -135,7 +141,11 @@ class SyntheticBEVDataset(_LidarBEVDataset):
 
     Scans are deterministic, so ``cache=True`` keeps generated ones in memory (about 0.5 MB
     each) for later epochs; with DataLoader workers each worker keeps its own cache.
-    ``scene`` and ``lidar`` override :class:`SceneConfig` / :class:`LidarConfig` fields.
+    ``cache_dir`` also keeps them on disk (one ``.npz`` per scan, written atomically, named
+    by world seed, index and a hash of every generation setting), so many runs or processes
+    on the same world generate each scan once; augmentation is applied after loading, as
+    without the cache. ``scene`` and ``lidar`` override :class:`SceneConfig` /
+    :class:`LidarConfig` fields.
     """
 
     source = "synthetic"
@@ -152,6 +162,7 @@ class SyntheticBEVDataset(_LidarBEVDataset):
         cache: bool = True,
         scene: dict | None = None,
         lidar: dict | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -162,13 +173,46 @@ class SyntheticBEVDataset(_LidarBEVDataset):
         self.num_samples = int(num_samples)
         self.scene_config = SceneConfig.from_dict(scene)
         self.simulator = LidarSimulator(lidar)
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
+        self._cache_key = self._settings_hash() if self.cache_dir is not None else ""
 
     def __len__(self) -> int:
         return self.num_samples
 
+    def _settings_hash(self) -> str:
+        """Hash of everything a scan depends on besides (world seed, index)."""
+        settings = {"scene": asdict(self.scene_config), "lidar": asdict(self.simulator.config),
+                    "min_points": self.min_points}
+        text = json.dumps(settings, sort_keys=True, default=repr)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def cache_path(self, index: int) -> Path | None:
+        """Where scan ``index`` is kept on disk (None without ``cache_dir``)."""
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / f"w{self.world_seed}_{self._cache_key}_{index:07d}.npz"
+
     def _load(self, index: int) -> dict:
-        return simulate_sample(self.world_seed, index, self.scene_config, self.simulator,
-                               min_points=self.min_points)
+        path = self.cache_path(index)
+        if path is not None and path.is_file():
+            with np.load(path) as f:
+                sample = {k: f[k] for k in f.files}
+            for key, kind in (("sample_idx", int), ("seed", int), ("source", str)):
+                sample[key] = kind(sample[key])
+            return sample
+        sample = simulate_sample(self.world_seed, index, self.scene_config, self.simulator,
+                                 min_points=self.min_points)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+            os.close(fd)
+            try:
+                np.savez(tmp, **sample)
+                os.replace(tmp, path)  # atomic: a concurrent reader sees all or nothing
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        return sample
 
 
 @DATASETS.register_module()

@@ -8,6 +8,9 @@ Per layer present in both ``student_channels`` and ``teacher_channels``:
   contrasts cells at the same world place (teaches at B=1); ``'none'`` skips the term.
 * ``loss_at.<layer>``: attention transfer, weighted by ``alpha_at``, for layers whose student and
   teacher features are both spatial maps (``[B, C, H, W]`` or ``[B, C, D, H, W]``).
+* ``loss_mse.<layer>``: FitNets-style feature imitation (:class:`FeatureMSELoss`: 1x1 adapter,
+  student resized to the teacher grid, MSE), weighted by ``alpha_mse`` (default 0: off), for
+  layers whose features are both BEV maps ``[B, C, H, W]``.
 
 and, when head outputs are passed, ``loss_kd.heatmap``: binary-KL response distillation of the
 class heatmaps, weighted by ``alpha_kd`` (the tutorial accepts ``alpha_kd`` and never uses it).
@@ -22,6 +25,15 @@ Where the tutorial wraps each layer in ``try/except: print`` (a mistyped layer n
 count then silently trains without distillation), this raises at the first call with what was
 wrong and how to fix it. All terms are computed in float32 even under autocast; the teacher's
 features and outputs are detached.
+
+Cost: spatial InfoNCE draws its K cells first and projects only those (K vectors per sample,
+not H*W). For the teacher, whose grid the cells are drawn on, this is exactly the projection
+of the full map read at the cells. The student is read at the same world points by bilinear
+interpolation of its *raw* features, then projected; where the student grid differs from the
+teacher's this interpolates before the (non-linear) projector instead of after it, the same
+choice a per-point projector makes, and still compares the two models at the same world place.
+Where the grids are equal (the neck and the last backbone scale of the presets) both readings
+are identical.
 """
 
 from __future__ import annotations
@@ -34,8 +46,10 @@ import torch
 from torch import nn
 
 from bevdistill._warnings import warn_once
+from bevdistill.bev_grid import sample_cells
 from bevdistill.losses.attention import AttentionTransferLoss, Normalization
 from bevdistill.losses.contrastive import ContrastiveLoss, SpatialContrastiveLoss
+from bevdistill.losses.feature import FeatureMSELoss
 from bevdistill.losses.response import HeatmapDistillationLoss, heatmap_logits
 from bevdistill.projection import ProjectionMLP, SpatialProjector
 
@@ -106,6 +120,7 @@ class BEVFusionDistillationLoss(nn.Module):
         at_normalization: Normalization = "l2",
         kd_temperature: float = 1.0,
         require_outputs: bool = False,
+        alpha_mse: float = 0.0,
     ):
         super().__init__()
         self.student_channels = _check_channels(student_channels, "student")
@@ -128,6 +143,7 @@ class BEVFusionDistillationLoss(nn.Module):
         self.alpha_crd = _check_weight("alpha_crd", alpha_crd)
         self.alpha_at = _check_weight("alpha_at", alpha_at)
         self.alpha_kd = _check_weight("alpha_kd", alpha_kd)
+        self.alpha_mse = _check_weight("alpha_mse", alpha_mse)
         layer_weights = dict(layer_weights or {})
         unknown = sorted(set(layer_weights) - set(self.layers))
         if unknown:
@@ -149,6 +165,12 @@ class BEVFusionDistillationLoss(nn.Module):
             key = module_key(layer)
             self.projectors_s[key] = projector(self.student_channels[layer], out_dim=feat_dim)
             self.projectors_t[key] = projector(self.teacher_channels[layer], out_dim=feat_dim)
+        self.feature_losses = nn.ModuleDict({
+            module_key(layer): FeatureMSELoss(
+                self.student_channels[layer], self.teacher_channels[layer]
+            )
+            for layer in self._layers_with("mse")
+        })
         if contrastive == "spatial":
             self.contrastive_loss = SpatialContrastiveLoss(temperature, num_samples=num_samples)
         else:
@@ -158,7 +180,11 @@ class BEVFusionDistillationLoss(nn.Module):
 
     def weight(self, term: str, layer: str) -> float:
         """The factor of ``loss_<term>.<layer>``: the term's alpha times the layer's weight."""
-        alpha = {"crd": self.alpha_crd if self.contrastive != "none" else 0.0, "at": self.alpha_at}
+        alpha = {
+            "crd": self.alpha_crd if self.contrastive != "none" else 0.0,
+            "at": self.alpha_at,
+            "mse": self.alpha_mse,
+        }
         return alpha[term] * self.layer_weights[layer]
 
     def _layers_with(self, term: str) -> list[str]:
@@ -210,6 +236,11 @@ class BEVFusionDistillationLoss(nn.Module):
             raise ValueError(
                 f"{side} feature {layer!r} has shape {tuple(x.shape)}; contrastive='spatial' needs a "
                 f"BEV map [B, C, H, W]. Use contrastive='global' or layer_weights={{{layer!r}: 0}}"
+            )
+        if self.weight("mse", layer) > 0 and x.dim() != 4:
+            raise ValueError(
+                f"{side} feature {layer!r} has shape {tuple(x.shape)}; alpha_mse > 0 needs a BEV "
+                f"map [B, C, H, W]. Set alpha_mse=0 or layer_weights={{{layer!r}: 0}}"
             )
         return x
 
@@ -274,21 +305,45 @@ class BEVFusionDistillationLoss(nn.Module):
         for layer, (s, t) in pairs.items():
             s, t = _to_fp32(s), _to_fp32(t.detach())
             w_crd = self.weight("crd", layer)
+            key = module_key(layer)
             if w_crd > 0:
-                key = module_key(layer)
-                s_emb, t_emb = self.projectors_s[key](s), self.projectors_t[key](t)
                 if self.contrastive == "spatial":
-                    crd = self.contrastive_loss(s_emb, t_emb, foreground)
+                    crd = self._spatial_crd(key, s, t, foreground)
                 else:
-                    crd = self.contrastive_loss(s_emb, t_emb)
+                    crd = self.contrastive_loss(self.projectors_s[key](s), self.projectors_t[key](t))
                 losses[f"loss_crd.{layer}"] = w_crd * crd
             w_at = self.weight("at", layer)
             if w_at > 0 and s.dim() in (4, 5) and t.dim() in (4, 5):
                 losses[f"loss_at.{layer}"] = w_at * self.attention_loss(s, t, foreground)
+            w_mse = self.weight("mse", layer)
+            if w_mse > 0:
+                losses[f"loss_mse.{layer}"] = w_mse * self.feature_losses[key](s, t, foreground)
         if outputs is not None:
             s_logits, t_logits = _to_fp32(outputs[0]), _to_fp32(outputs[1].detach())
             losses["loss_kd.heatmap"] = self.alpha_kd * self.response_loss(s_logits, t_logits)
         return losses
+
+    def _spatial_crd(self, key: str, s: torch.Tensor, t: torch.Tensor, foreground) -> torch.Tensor:
+        """Spatial InfoNCE on the K sampled cells only (see the module docstring for why)."""
+        loss_fn: SpatialContrastiveLoss = self.contrastive_loss  # type: ignore[assignment]
+        coords = loss_fn.draw_coords(
+            s.shape[0], t.shape[-2:], foreground, device=t.device, dtype=s.dtype
+        )
+        if coords is None:
+            return s.sum() * 0.0
+        s_cells, t_cells = sample_cells(s, coords), sample_cells(t, coords)
+        # Only the sampled cells enter the loss, so only they are checked (checking whole maps
+        # took several passes over the largest tensors of the step).
+        for name, cells in (("student", s_cells), ("teacher", t_cells)):
+            if not torch.isfinite(cells).all():
+                raise ValueError(
+                    f"{name} feature {key.replace('__', '.')!r} contains NaN or inf at the cells "
+                    "sampled for spatial InfoNCE; the loss would be NaN. Check the layer that "
+                    "produced it (e.g. run the model in fp32 or lower the learning rate)"
+                )
+        s_emb = self.projectors_s[key].project_cells(s_cells)
+        t_emb = self.projectors_t[key].project_cells(t_cells)
+        return loss_fn.cell_loss(s_emb, t_emb)
 
 
 def _describe(x: Any) -> str:

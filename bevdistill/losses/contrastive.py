@@ -241,7 +241,30 @@ class SpatialContrastiveLoss(nn.Module):
             )
         _check_finite("student_map", student_map)
         _check_finite("teacher_map", teacher_map)
-        batch, (ht, wt) = student_map.shape[0], teacher_map.shape[-2:]
+        coords = self.draw_coords(
+            student_map.shape[0], teacher_map.shape[-2:], foreground, generator,
+            device=teacher_map.device, dtype=student_map.dtype,
+        )
+        if coords is None:
+            return student_map.sum() * 0.0
+        return self.cell_loss(sample_cells(student_map, coords), sample_cells(teacher_map, coords))
+
+    def draw_coords(
+        self,
+        batch: int,
+        teacher_size: tuple[int, int] | torch.Size,
+        foreground: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor | None:
+        """Normalised coordinates ``[B, K, 2]`` of the cells to contrast (teacher cell centres).
+
+        None (with a one-time warning) when the teacher grid has fewer than 2 cells. Together
+        with :meth:`cell_loss` this lets a caller read and project only the K sampled cells
+        instead of whole maps (what :class:`~bevdistill.BEVFusionDistillationLoss` does).
+        """
+        ht, wt = int(teacher_size[0]), int(teacher_size[1])
         n_cells = ht * wt
         if n_cells < 2:
             warn_once(
@@ -249,17 +272,24 @@ class SpatialContrastiveLoss(nn.Module):
                 f"SpatialContrastiveLoss: the teacher grid has {n_cells} cell(s), so there is no "
                 f"negative; the loss is 0. Distil a layer with a spatial grid.",
             )
-            return student_map.sum() * 0.0
+            return None
         k = min(self.num_samples, n_cells)
         weights = None
         if foreground is not None and self.foreground_fraction > 0:
-            weights = foreground_weights(foreground, batch, (ht, wt)).to(teacher_map.device)
-        idx = draw_cells(
-            batch, n_cells, k, weights, self.foreground_fraction, generator, teacher_map.device
-        )
-        coords = cell_centres(ht, wt, device=idx.device, dtype=student_map.dtype)[idx]
-        s = F.normalize(sample_cells(student_map, coords), dim=2, eps=NORM_EPS)  # [B, K, D]
-        t = F.normalize(sample_cells(teacher_map, coords).to(s.dtype), dim=2, eps=NORM_EPS)
+            weights = foreground_weights(foreground, batch, (ht, wt)).to(device)
+        idx = draw_cells(batch, n_cells, k, weights, self.foreground_fraction, generator, device)
+        return cell_centres(ht, wt, device=idx.device, dtype=dtype)[idx]
+
+    def cell_loss(self, student_cells: torch.Tensor, teacher_cells: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE of cell vectors ``[B, K, D]`` read at the same places (row k of
+        both is the positive pair); vectors are L2-normalised here."""
+        if student_cells.dim() != 3 or student_cells.shape != teacher_cells.shape:
+            raise ValueError(
+                f"cell_loss expects student and teacher cells of the same shape [B, K, D], got "
+                f"{tuple(student_cells.shape)} and {tuple(teacher_cells.shape)}"
+            )
+        s = F.normalize(student_cells, dim=2, eps=NORM_EPS)
+        t = F.normalize(teacher_cells.to(s.dtype), dim=2, eps=NORM_EPS)
         return symmetric_info_nce(torch.bmm(s, t.transpose(1, 2)) / self.temperature)
 
 

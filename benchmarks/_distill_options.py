@@ -1,0 +1,112 @@
+"""What the distillation benchmarks share: the options compared, and the record of the machine.
+
+Each option is a set of ``--cfg-options`` overrides of the ``distill`` experiment
+(``bevdistill/configs/experiments/distill.py``); ``None`` is the student trained alone
+(``train_student``). Every option sets every weight, so an option never inherits another term
+from the default config by accident.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bevdistill.engine.report import git_commit
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+
+
+def _only(**terms: Any) -> dict[str, Any]:
+    """Overrides that switch every term off except ``terms``."""
+    base: dict[str, Any] = {
+        "model.distill.contrastive": "none",
+        "model.distill.alpha_crd": 0.0,
+        "model.distill.alpha_at": 0.0,
+        "model.distill.alpha_kd": 0.0,
+        "model.distill.alpha_mse": 0.0,
+    }
+    base.update({f"model.distill.{k}": v for k, v in terms.items()})
+    return base
+
+
+# name -> (what it is, overrides of `distill`; None = no teacher at all).
+# Weights: each option's term gets a weight that puts the norm of its gradient on the student's
+# weights, at the start of distillation from the shipped teacher, at roughly a fifth to a half of
+# the detection losses' (about 30 at batch 4): InfoNCE 1 (about 5-15 at weight 1), attention
+# transfer 2 (about 5 at weight 1 with L2 maps, 0.04 with the tutorial's L1 maps: the same weight
+# for both shows what the normalisation does), feature MSE 10 (about 0.6 at weight 1), heatmap
+# KD 5 (about 1.5 at weight 1).
+OPTIONS: dict[str, tuple[str, dict[str, Any] | None]] = {
+    "baseline": ("student trained alone (train_student)", None),
+    "global_infonce": (
+        "tutorial's InfoNCE on pooled embeddings (batch negatives)",
+        _only(contrastive="global", alpha_crd=1.0),
+    ),
+    "spatial_infonce": (
+        "InfoNCE over BEV cells at the same world place",
+        _only(contrastive="spatial", alpha_crd=1.0),
+    ),
+    "at_l2": ("attention transfer, L2-normalised maps (ours)", _only(alpha_at=2.0)),
+    "at_l1": (
+        "attention transfer, L1-normalised maps (the tutorial's normalisation; summed over "
+        "cells like at_l2, so 1/(H*W) less dilute than the tutorial's mean)",
+        _only(alpha_at=2.0, at_normalization="l1"),
+    ),
+    "feature_mse": ("FitNets-style feature MSE (1x1 adapter)", _only(alpha_mse=10.0)),
+    "heatmap_kd": ("response KD on the class heatmaps (binary KL)", _only(alpha_kd=5.0)),
+    "combined": ("the default distill config (spatial InfoNCE + AT + heatmap KD)", {}),
+}
+
+
+def cfg_option_args(overrides: dict[str, Any]) -> list[str]:
+    """``--cfg-options`` arguments (``key=value`` strings) for the bevdistill CLI."""
+    return [f"{k}={v}" for k, v in overrides.items()]
+
+
+def machine() -> dict[str, Any]:
+    """Where a figure was measured: enough to judge whether two figures compare."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+    }
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _dirty() -> bool | None:
+    """Whether the working tree differs from the commit (results then come from uncommitted
+    code, which the record should say)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=False)
+    except FileNotFoundError:
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
+def provenance(module: str, argv: list[str] | None) -> dict[str, Any]:
+    """The command, commit, date and machine of a benchmark record."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return {
+        "command": " ".join(["python -m", module, *map(shlex.quote, args)]),
+        "git_commit": git_commit(),
+        "uncommitted_changes": _dirty(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+    }
