@@ -49,7 +49,7 @@ demo: venv
 	$(PY) -m bevdistill.demo
 
 test: venv $(REFERENCE_TOOLS)
-	$(PY) -m pytest -n 2 --dist loadfile tests notebooks --nbmake --nbmake-timeout=900
+	$(PY) -m pytest -n 2 --dist loadfile tests notebooks --nbmake --nbmake-timeout=600
 
 lint: venv
 	$(VENV)/bin/ruff check bevdistill tests benchmarks
