@@ -48,8 +48,13 @@ lab: venv
 demo: venv
 	$(PY) -m bevdistill.demo
 
+# A headless notebook run here occasionally stalls with its kernel idle and the client waiting
+# for a reply (seen with ipykernel 6 and 7, under load; cause not found). Such a run times out
+# after 4 minutes and is retried up to twice; any other failure fails at once.
+NOTEBOOK_RETRY := --reruns 2 --only-rerun "timed out" --only-rerun CellTimeoutError
+
 test: venv $(REFERENCE_TOOLS)
-	$(PY) -m pytest -n 2 --dist loadfile tests notebooks --nbmake --nbmake-timeout=600
+	$(PY) -m pytest -n 2 --dist loadfile $(NOTEBOOK_RETRY) tests notebooks --nbmake --nbmake-timeout=240
 
 lint: venv
 	$(VENV)/bin/ruff check bevdistill tests benchmarks

@@ -9,7 +9,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
-TIMEOUT_S = 600  # per cell
+TIMEOUT_S = 240  # per cell: the longest CI-mode cell takes well under a minute
 
 
 def tags(cell) -> set[str]:
