@@ -18,11 +18,11 @@ everything in that block already hit something nearer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
-from .scene import Scene
+from .scene import Scene, settings_from_dict
 
 
 @dataclass(frozen=True)
@@ -75,13 +75,7 @@ class LidarConfig:
             return cls()
         if isinstance(cfg, cls):
             return cfg
-        valid = {f.name for f in fields(cls)}
-        unknown = set(cfg) - valid
-        if unknown:
-            raise KeyError(
-                f"unknown LiDAR setting(s) {sorted(unknown)}; valid settings are {sorted(valid)}"
-            )
-        cfg = dict(cfg)
+        cfg = settings_from_dict(cls, cfg, "LiDAR")
         if cfg.get("ego_roof") is not None:
             cfg["ego_roof"] = tuple(float(v) for v in cfg["ego_roof"])
         return cls(**cfg)

@@ -40,6 +40,21 @@ _INSET = 0.03  # parts stay this far inside their label box
 _EGO_RECT = (0.45, 0.0, 4.9, 2.0, 0.0)  # the ego car's footprint in the LiDAR frame
 
 
+def settings_from_dict(cls: type, cfg: dict, what: str) -> dict:
+    """Keyword arguments for the settings dataclass ``cls`` from a config dict.
+
+    Unknown keys raise (naming the valid ones); lists become tuples, since mmengine configs
+    turn tuples into lists.
+    """
+    valid = {f.name for f in fields(cls)}
+    unknown = set(cfg) - valid
+    if unknown:
+        raise KeyError(
+            f"unknown {what} setting(s) {sorted(unknown)}; valid settings are {sorted(valid)}"
+        )
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
+
+
 @dataclass(frozen=True)
 class SceneConfig:
     """Knobs of the scene generator; defaults give a busy town street."""
@@ -71,13 +86,7 @@ class SceneConfig:
             return cls()
         if isinstance(cfg, cls):
             return cfg
-        valid = {f.name for f in fields(cls)}
-        unknown = set(cfg) - valid
-        if unknown:
-            raise KeyError(
-                f"unknown scene setting(s) {sorted(unknown)}; valid settings are {sorted(valid)}"
-            )
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+        return cls(**settings_from_dict(cls, cfg, "scene"))
 
 
 @dataclass
