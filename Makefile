@@ -8,16 +8,29 @@ VENV ?= .venv
 #   make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,lab
+# `make test` also installs and tests the mmdet3d integration; WITH_MMDET3D=no skips it (its tests
+# then skip with a message).
+WITH_MMDET3D ?= yes
 PY := $(VENV)/bin/python
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 # nuscenes-devkit is the reference for the metric tests. It pins numpy<2, which mmengine's
 # opencv cannot use, so only the evaluation code it needs is installed, without its pins.
 REFERENCE_TOOLS := $(VENV)/.installed-reference-tools
+# mmdet3d 1.4.0 needs mmcv 2.1.0, which has no wheel for recent torch on PyPI: it is built from
+# source once (CPU ops; CUDA ops where nvcc is found; about 13 minutes on 2 cores) in a throwaway
+# venv against the same torch, and kept in MMCV_WHEELS for later installs on this machine.
+# mmdet3d itself is installed without its declared requirements: they pull nuscenes-devkit 1.1,
+# which pins matplotlib<3.6 (built for numpy 1, broken beside numpy 2) and open3d (0.5 GB, unused
+# here); the `mmdet3d` extra in pyproject.toml lists what mmdet3d imports instead.
+MMCV_VERSION := 2.1.0
+MMCV_WHEELS ?= $(HOME)/.cache/bevdistill/wheels/$(subst ==,-,$(firstword $(TORCH_SPEC)))
+MMCV_BUILD_VENV := $(MMCV_WHEELS)/.build-venv
+MMDET3D := $(VENV)/.installed-mmdet3d
 # Notebook cells and tests share two cores: one BLAS/torch thread per process.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv book lab demo test lint clean
+.PHONY: venv mmcv-wheel mmdet3d book lab demo test lint clean
 
 venv: $(STAMP)
 
@@ -26,6 +39,31 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+# The mmcv wheel: reused from MMCV_WHEELS when one was built for this torch, else built there.
+mmcv-wheel:
+	@if ls $(MMCV_WHEELS)/mmcv-$(MMCV_VERSION)-*.whl >/dev/null 2>&1; then \
+		echo "mmcv $(MMCV_VERSION): cached wheel in $(MMCV_WHEELS)"; \
+	else \
+		echo "mmcv $(MMCV_VERSION): building from source into $(MMCV_WHEELS) (about 13 minutes)"; \
+		set -e; mkdir -p $(MMCV_WHEELS); rm -rf $(MMCV_BUILD_VENV); \
+		$(PYTHON) -m venv $(MMCV_BUILD_VENV); \
+		$(MMCV_BUILD_VENV)/bin/pip install --quiet $(TORCH_SPEC) numpy wheel; \
+		$(MMCV_BUILD_VENV)/bin/pip install --quiet --no-deps "setuptools<70"; \
+		MMCV_WITH_OPS=1 $(MMCV_BUILD_VENV)/bin/pip wheel --no-build-isolation --no-deps \
+			--wheel-dir $(MMCV_WHEELS) mmcv==$(MMCV_VERSION); \
+		rm -rf $(MMCV_BUILD_VENV); \
+	fi
+
+# mmcv (cached wheel), mmdet 3.2, mmdet3d 1.4.0 and what mmdet3d imports: `bevdistill.mmdet3d`.
+mmdet3d: $(MMDET3D)
+
+$(MMDET3D): $(STAMP)
+	$(MAKE) mmcv-wheel
+	$(PY) -m pip install --quiet --find-links $(MMCV_WHEELS) "mmcv==$(MMCV_VERSION)" -e ".[mmdet3d]"
+	$(PY) -m pip install --quiet --no-deps mmdet3d==1.4.0 lyft_dataset_sdk==0.0.8 nuscenes-devkit==1.2.0
+	$(PY) -c "import mmcv.ops, mmdet3d.models; print('mmdet3d', mmdet3d.__version__, 'with mmcv', mmcv.__version__)"
 	touch $@
 
 $(REFERENCE_TOOLS): $(STAMP)
@@ -54,7 +92,7 @@ demo: venv
 # explorer cells, which are now tagged skip-execution.
 NOTEBOOK_RETRY := --reruns 2 --only-rerun "timed out" --only-rerun CellTimeoutError --only-rerun NotebookFailedException
 
-test: venv $(REFERENCE_TOOLS)
+test: venv $(REFERENCE_TOOLS) $(if $(filter yes,$(WITH_MMDET3D)),$(MMDET3D))
 	$(PY) -m pytest -n 2 --dist loadfile $(NOTEBOOK_RETRY) tests notebooks --nbmake --nbmake-timeout=240
 
 lint: venv

@@ -3,11 +3,15 @@
     bevdistill train teacher|student [CONFIG] [--work-dir D] [--max-iters N] [--resume]
                                      [--launcher none|pytorch] [--cfg-options k=v ...]
     bevdistill distill [CONFIG] [same options]
+    bevdistill train MMDET3D_CONFIG.py [same options]
     bevdistill evaluate CONFIG CHECKPOINT [--num-samples N] [--work-dir D]
     bevdistill export CONFIG CHECKPOINT OUT
     bevdistill list
 
-CONFIG is a shipped experiment name (``bevdistill list``) or a config file. Every command writes
+CONFIG is a shipped experiment name (``bevdistill list``) or a config file. An mmdet3d config
+(``default_scope = 'mmdet3d'``, e.g. bevdistill/configs/mmdet3d/*.py with a BEVDistiller model)
+runs as it is on mmengine's Runner in the mmdet3d scope; export then writes the student's
+weights and a plain mmdet3d config (OUT and OUT with suffix .py). Every command writes
 a JSON record of its metrics (``WORK_DIR/metrics.json``; ``OUT.json`` for export). Many
 processes: ``torchrun --nproc_per_node=N -m bevdistill train student --launcher pytorch``.
 """
@@ -50,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a teacher or a student detector alone")
-    train.add_argument("role", choices=("teacher", "student"))
+    train.add_argument("role", metavar="teacher|student|MMDET3D_CONFIG",
+                       help="which model to train, or an mmdet3d config file to run as it is")
     train.add_argument("config", nargs="?", help="experiment name or config file")
     _add_run_options(train)
 
@@ -92,6 +97,48 @@ def _finish_distributed() -> None:
         dist.destroy_process_group()
 
 
+def _mmdet3d_config(args: argparse.Namespace) -> str | None:
+    """The mmdet3d config file this command was given, if it was given one."""
+    from bevdistill.mmdet3d.train import is_mmdet3d_config
+
+    given = [getattr(args, "role", None), args.config]
+    return next((c for c in given if c and is_mmdet3d_config(c)), None)
+
+
+def cmd_train_mmdet3d(args: argparse.Namespace, argv: Sequence[str], config: str) -> dict:
+    from mmengine.dist import is_main_process
+
+    from bevdistill.engine.report import run_record, write_json
+    from bevdistill.mmdet3d.train import make_mmdet3d_runner
+
+    started = time.time()
+    if args.command == "train" and args.config:
+        raise ExperimentConfigError(
+            f"an mmdet3d config is the whole job: `bevdistill train {config}` takes no second "
+            f"config (got {args.config!r})"
+        )
+    work_dir = Path(args.work_dir or Path("work_dirs") / Path(config).stem)
+    runner = make_mmdet3d_runner(config, work_dir, launcher=args.launcher, resume=args.resume,
+                                 max_iters=args.max_iters, cfg_options=args.cfg_options)
+    runner.train()
+    last = work_dir / "last_checkpoint"
+    logs = runner.message_hub.log_scalars
+    metrics = {k: round(float(v.current()), 6) for k, v in logs.items() if k.startswith("train/")}
+    record = run_record(
+        command=args.command, argv=argv, config=Path(config).stem, config_path=config,
+        started=started, metrics=metrics, seed=runner.seed,
+        extra=dict(work_dir=str(work_dir), max_iters=runner.max_iters, iters_done=runner.iter,
+                   resumed=bool(args.resume), world_size=runner.world_size, scope="mmdet3d",
+                   cfg_options=dict(args.cfg_options),
+                   checkpoint=last.read_text().strip() if last.is_file() else None),
+    )
+    if is_main_process():
+        path = write_json(work_dir / "metrics.json", record)
+        print(f"bevdistill: last training losses {metrics} -> {path}")
+    _finish_distributed()
+    return record
+
+
 def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from mmengine.dist import is_main_process
 
@@ -99,6 +146,14 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from bevdistill.engine.report import run_record, write_json
     from bevdistill.engine.runner import experiment_name, load_experiment, make_runner
 
+    mmdet3d_config = _mmdet3d_config(args)
+    if mmdet3d_config:
+        return cmd_train_mmdet3d(args, argv, mmdet3d_config)
+    if args.command == "train" and args.role not in ("teacher", "student"):
+        raise ExperimentConfigError(
+            f"`bevdistill train` takes teacher, student or an mmdet3d config file "
+            f"(default_scope = 'mmdet3d'); got {args.role!r}"
+        )
     started = time.time()
     role = "distill" if args.command == "distill" else args.role
     exp = load_experiment(args.config or DEFAULT_CONFIG[role], args.cfg_options)
@@ -183,6 +238,8 @@ def cmd_export(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from bevdistill.engine.runner import experiment_name, load_experiment, register_modules
 
     started = time.time()
+    if _mmdet3d_config(args):
+        return cmd_export_mmdet3d(args, argv)
     exp = load_experiment(args.config, args.cfg_options)
     name = experiment_name(exp)
     if exp.role != "distill":
@@ -211,6 +268,33 @@ def cmd_export(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     )
     write_json(Path(f"{out}.json"), record)
     print(f"bevdistill: student written to {out} (record {out}.json)")
+    return record
+
+
+def cmd_export_mmdet3d(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    from bevdistill.engine.report import run_record, write_json
+    from bevdistill.mmdet3d.export import export_student_checkpoint
+    from bevdistill.mmdet3d.train import load_config
+
+    started = time.time()
+    cfg = load_config(args.config, args.cfg_options)
+    if cfg.model.get("type") != "BEVDistiller":
+        raise ExperimentConfigError(
+            f"export takes the student out of a BEVDistiller checkpoint; {args.config} declares "
+            f"model type {cfg.model.get('type')!r}"
+        )
+    out, config_out = export_student_checkpoint(
+        cfg, args.checkpoint, args.out, meta=dict(config=str(Path(args.config).resolve()))
+    )
+    record = run_record(
+        command="export", argv=argv, config=Path(args.config).stem, config_path=args.config,
+        started=started, metrics=None, seed=cfg.get("randomness", {}).get("seed", 0),
+        extra=dict(checkpoint=str(Path(args.checkpoint).resolve()), out=str(out.resolve()),
+                   student_config=str(config_out.resolve())),
+    )
+    write_json(Path(f"{out}.json"), record)
+    print(f"bevdistill: student written to {out} and {config_out}; load it with "
+          f"mmdet3d.apis.init_model('{config_out}', '{out}')")
     return record
 
 

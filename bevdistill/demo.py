@@ -62,7 +62,7 @@ def run(batch_size: int = 2, seed: int = 0) -> dict[str, float]:
     inputs, samples = batch["inputs"], batch["data_samples"]
     counts = torch.bincount(torch.cat([s["gt_labels"] for s in samples]), minlength=len(CLASS_NAMES))
     print(f"scene: {batch_size} synthetic scans, {sum(len(p) for p in inputs['points'])} LiDAR points, "
-          + ", ".join(f"{n} {c}" for n, c in zip(counts.tolist(), CLASS_NAMES)))
+          + ", ".join(f"{n} {c}" for n, c in zip(counts.tolist(), CLASS_NAMES, strict=True)))
 
     # Step 1: hooks. The teacher's captures are detached, the student's keep their graph.
     hooks = ("pts_middle_encoder", "pts_backbone", "pts_neck", "bbox_head.heatmap_head")

@@ -41,6 +41,7 @@ from torch import nn
 
 from bevdistill._warnings import warn_once
 from bevdistill.capture import DEFAULT_HOOK_POINTS, FeatureRecorder
+from bevdistill.losses.response import heatmap_logits
 
 NUM_RINGS = 32  # nuScenes' top LiDAR
 MAX_INTENSITY = 255.0
@@ -412,8 +413,8 @@ class Distiller(BaseModel):
         trust_teacher_ckpt: bool = False,
         init_cfg: dict | None = None,
     ):
-        student_model = build_model(student, "student")
-        teacher_model = build_model(teacher, "teacher")
+        student_model = self.build_submodel(student, "student")
+        teacher_model = self.build_submodel(teacher, "teacher")
         if teacher_model is student_model:
             raise ValueError("teacher and student are the same module; build two models")
         if data_preprocessor is None and isinstance(
@@ -425,6 +426,7 @@ class Distiller(BaseModel):
 
         self.teacher_load_report: LoadReport | None = None
         if teacher_ckpt is not None:
+            self._before_teacher_load()
             self.teacher_load_report = load_teacher_weights(
                 teacher_model, teacher_ckpt, strict=strict_teacher, trusted=trust_teacher_ckpt
             )
@@ -434,7 +436,7 @@ class Distiller(BaseModel):
         self._frozen = _Frozen(teacher_model)
 
         distill = self._plan_capture(hook_points, select, kd_hook, distill)
-        inputs = example_inputs if example_inputs is not None else example_inputs_for(student_model)
+        inputs = example_inputs if example_inputs is not None else self.make_example_inputs()
         self.distill_loss = self._build_loss(inputs, distill)
 
         # Persistent hooks, created after the dry run's temporary ones were removed.
@@ -447,6 +449,32 @@ class Distiller(BaseModel):
         self._teacher_ckpt_name = (
             str(teacher_ckpt) if isinstance(teacher_ckpt, (str, os.PathLike)) else None
         )
+
+    # --- extension points: a subclass drives other model APIs (bevdistill.mmdet3d) -----------
+
+    @staticmethod
+    def build_submodel(spec: Any, role: str) -> nn.Module:
+        """The teacher or student module from its spec (see :func:`build_model`)."""
+        return build_model(spec, role)
+
+    def _before_teacher_load(self) -> None:
+        """Called before the teacher checkpoint is read (e.g. to allow-list pickled types)."""
+
+    def make_example_inputs(self) -> Any:
+        """The dry-forward batch when none is given: random points for the student."""
+        return example_inputs_for(self.student)
+
+    def dry_run(self, model: nn.Module, inputs: Any, recorded: Sequence[str]) -> dict[str, Any]:
+        """What ``recorded`` output in one eval-mode, no-grad forward of ``model``."""
+        return dry_forward(model, inputs, recorded, self.select)
+
+    def teacher_forward(self, inputs: Any, data_samples: Any) -> None:
+        """Run the teacher far enough for its hooks to fire (called under no_grad)."""
+        self.teacher(inputs, data_samples, mode="tensor")
+
+    def student_loss(self, inputs: Any, data_samples: Any) -> dict[str, torch.Tensor]:
+        """The student's own detection losses; its hooks fire on the way."""
+        return self.student(inputs, data_samples, mode="loss")
 
     def _plan_capture(self, hook_points, select, kd_hook, distill) -> dict[str, Any]:
         """Set hook_points, select and kd_hook; returns the loss kwargs they imply."""
@@ -477,8 +505,8 @@ class Distiller(BaseModel):
         from bevdistill.losses.combined import BEVFusionDistillationLoss
 
         recorded = self.hook_points + ((self.kd_hook,) if self.kd_hook else ())
-        s_feats, s_out = self._split(dry_forward(self.student, inputs, recorded, self.select))
-        t_feats, t_out = self._split(dry_forward(self.teacher, inputs, recorded, self.select))
+        s_feats, s_out = self._split(self.dry_run(self.student, inputs, recorded))
+        t_feats, t_out = self._split(self.dry_run(self.teacher, inputs, recorded))
         self.student_channels = infer_channels(s_feats, "student")
         self.teacher_channels = infer_channels(t_feats, "teacher")
         loss = BEVFusionDistillationLoss(
@@ -516,8 +544,8 @@ class Distiller(BaseModel):
     def _split(self, features: dict[str, Any]) -> tuple[dict[str, torch.Tensor], Any]:
         """Layer features (one tensor each) and the response-KD output, if one is recorded."""
         out = features.pop(self.kd_hook) if self.kd_hook else None
-        if out is not None:
-            out = as_feature(self.kd_hook, out, "kd_hook")
+        if out is not None:  # a logits map, or a head's per-task dicts (CenterHead)
+            out = heatmap_logits(out, who=f"kd_hook {self.kd_hook!r}")
         return {n: as_feature(n, features[n], "captured") for n in self.hook_points}, out
 
     def _distill_args(self, s_feats, t_feats, s_out, t_out) -> dict[str, Any]:
@@ -539,10 +567,10 @@ class Distiller(BaseModel):
             )
             self.teacher.eval()
         with torch.no_grad(), self._teacher_rec.recording() as captured:
-            self.teacher(inputs, data_samples, mode="tensor")
+            self.teacher_forward(inputs, data_samples)
         t_feats, t_out = self._split(dict(captured))
         with self._student_rec.recording() as captured:
-            det_losses = self.student(inputs, data_samples, mode="loss")
+            det_losses = self.student_loss(inputs, data_samples)
         s_feats, s_out = self._split(dict(captured))
         distill_losses = self.distill_loss(**self._distill_args(s_feats, t_feats, s_out, t_out))
         clash = set(det_losses) & set(distill_losses)

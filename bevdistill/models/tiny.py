@@ -83,7 +83,7 @@ class TinyNeck(nn.Module):
 
     def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         size = feats[0].shape[-2:]
-        ups = [F.interpolate(lat(f), size=size, mode="nearest") for lat, f in zip(self.lateral, feats)]
+        ups = [F.interpolate(lat(f), size=size, mode="nearest") for lat, f in zip(self.lateral, feats, strict=True)]
         return [torch.cat(ups, dim=1)]
 
 

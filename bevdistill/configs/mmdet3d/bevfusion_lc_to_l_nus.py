@@ -1,0 +1,44 @@
+# BEVFusion LiDAR + camera teacher -> LiDAR-only BEVFusion student, nuScenes (GPU only).
+#
+# BEVFusion lives in mmdetection3d's `projects/BEVFusion`, which is not part of the mmdet3d
+# package: point MMDET3D_ROOT at your mmdetection3d checkout (with BEVFusion's ops built,
+# `python projects/BEVFusion/setup.py develop`, for your GPU's architecture) and run from it:
+#
+#   cd $MMDET3D_ROOT && MMDET3D_ROOT=$PWD torchrun --nproc_per_node=8 -m bevdistill train \
+#       /path/to/bevdistill/configs/mmdet3d/bevfusion_lc_to_l_nus.py --launcher pytorch \
+#       --cfg-options model.teacher_ckpt=checkpoints/bevfusion_lidar-cam.pth
+#
+# Data, pipelines (points AND images: the teacher sees the cameras), schedule and runtime are
+# the lidar-camera config's; the student is the lidar-only config's model. Nothing of
+# BEVFusion is copied here: both are read from the checkout, its modules imported by
+# custom_imports.
+_base_ = [
+    "{{$MMDET3D_ROOT:mmdetection3d}}/projects/BEVFusion/configs/"
+    "bevfusion_lidar-cam_voxel0075_second_secfpn_8xb4-cyclic-20e_nus-3d.py"
+]
+custom_imports = dict(
+    imports=["projects.BEVFusion.bevfusion", "bevdistill.mmdet3d.distiller"],
+    allow_failed_imports=False,
+)
+default_scope = "mmdet3d"
+student_config = (
+    "{{$MMDET3D_ROOT:mmdetection3d}}/projects/BEVFusion/configs/"
+    "bevfusion_lidar_voxel0075_second_secfpn_8xb4-cyclic-20e_nus-3d.py"
+)
+
+model = dict(
+    _delete_=True,
+    type="BEVDistiller",
+    teacher={{_base_.model}},
+    teacher_ckpt=None,  # the trained lidar-camera BEVFusion: set with --cfg-options
+    student=student_config,
+    # Layers both models have. The teacher's backbone and neck come after its fusion layer, so
+    # they carry what the cameras added; 180 x 180 BEV on both sides. (A narrower lidar-camera
+    # student could add "fusion_layer"; hook points name the same module on both models.)
+    hook_points=["pts_backbone", "pts_neck"],
+    select={"pts_backbone": -1},
+    kd_hook="bbox_head.heatmap_head",  # TransFusion's class heatmap, before its query selection
+    # The teacher's camera branch needs real images for the dry forward: one validation sample
+    probe=dict(dataset={{_base_.val_dataloader.dataset}}),
+    distill=dict(contrastive="spatial", alpha_crd=1.0, alpha_at=2.0, alpha_kd=5.0, feat_dim=128),
+)

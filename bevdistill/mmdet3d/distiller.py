@@ -1,0 +1,330 @@
+"""``BEVDistiller``: the core :class:`~bevdistill.Distiller`, driving mmdet3d detectors.
+
+The core distiller calls ``model(inputs, samples, mode='tensor'|'loss')`` on models that share
+one data preprocessor. mmdet3d models need three changes, and only these are made here:
+
+* Each model preprocesses the batch itself: a voxel 0.1 m teacher and a pillar 0.2 m student
+  voxelize the same points differently (the voxel layer lives in each model's
+  ``Det3DDataPreprocessor``). The distiller's own preprocessor only moves data to the device.
+* The teacher runs through the real API, ``extract_feat(batch_inputs_dict, batch_input_metas)``,
+  then its head's ``forward`` when a hooked layer sits in the head. ``mode='tensor'`` cannot be
+  relied on: BEVFusion's ``_forward`` returns nothing. The student runs ``loss(inputs, samples)``.
+* The dry forward that reads channel sizes needs inputs the models accept: random points with
+  the models' point dimension inside their point-cloud range (LiDAR-only models), or one real
+  sample of a dataset config (``probe=dict(dataset=...)``, required for camera models).
+
+Hook points, losses, teacher freezing and loading, and export are the core's.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.dataset import pseudo_collate
+from mmengine.model import BaseDataPreprocessor
+from mmengine.registry import DefaultScope
+from torch import nn
+
+from bevdistill.capture import DEFAULT_HOOK_POINTS, FeatureRecorder
+from bevdistill.distiller import (
+    MAX_INTENSITY,
+    NUM_RINGS,
+    Distiller,
+    DistillerBuildError,
+    _eval_mode,
+    _plain,
+)
+from bevdistill.engine.checkpoint import allow_mmengine_checkpoint_globals
+from bevdistill.mmdet3d import require_mmdet3d
+
+require_mmdet3d()
+
+SCOPE = "mmdet3d"
+HEADS = ("pts_bbox_head", "bbox_head")  # CenterPoint / MVX-style, BEVFusion / TransFusion
+KD_HOOKS = {"pts_bbox_head": "pts_bbox_head", "bbox_head": "bbox_head.heatmap_head"}
+
+
+def _registry():
+    from mmdet3d.registry import MODELS
+    from mmdet3d.utils import register_all_modules
+
+    register_all_modules(init_default_scope=False)
+    return MODELS
+
+
+def model_config(spec: Any, role: str) -> ConfigDict:
+    """The model dict of ``spec``: a dict, an mmengine Config, a config file or a package config
+    (``'mmdet3d::centerpoint/....py'``), the last two read for their ``model``."""
+    if isinstance(spec, str) and "::" in spec:  # a config shipped in a package: 'mmdet3d::...'
+        from mmengine.hub import get_config
+
+        spec = get_config(spec).model
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{role} config {str(path)!r} does not exist")
+        cfg = Config.fromfile(str(path))
+        if "model" not in cfg:
+            raise DistillerBuildError(f"{role} config {path} has no `model` entry")
+        spec = cfg.model
+    if isinstance(spec, Config):
+        spec = spec.model if "model" in spec else spec
+    if not isinstance(spec, Mapping) or "type" not in spec:
+        raise TypeError(
+            f"{role} must be an mmdet3d model config (a dict with 'type', a Config or a config "
+            f"file path) or an nn.Module; got {type(spec).__name__}"
+        )
+    # mmdet3d reads nested settings as attributes (train_cfg.pts): a ConfigDict, not a dict
+    return ConfigDict(copy.deepcopy(dict(spec)))
+
+
+def build_mmdet3d_model(spec: Any, role: str = "model") -> nn.Module:
+    """An mmdet3d detector from a module, a model dict, a Config or a config file path."""
+    if isinstance(spec, nn.Module):
+        model = spec
+    else:
+        cfg = model_config(spec, role)
+        registry = _registry()
+        with DefaultScope.overwrite_default_scope(SCOPE):
+            model = registry.build(cfg)
+    missing = [m for m in ("extract_feat", "loss", "predict", "data_preprocessor")
+               if not hasattr(model, m)]
+    if missing:
+        raise DistillerBuildError(
+            f"the {role} ({type(model).__name__}) lacks {missing}: BEVDistiller drives mmdet3d "
+            "detectors (Base3DDetector: extract_feat, loss, predict, data_preprocessor)"
+        )
+    return model
+
+
+def head_name(model: nn.Module) -> str | None:
+    """``'pts_bbox_head'`` (CenterPoint) or ``'bbox_head'`` (BEVFusion), whichever is built."""
+    return next((h for h in HEADS if isinstance(getattr(model, h, None), nn.Module)), None)
+
+
+def _positional_arity(fn: Any) -> int:
+    params = inspect.signature(fn).parameters.values()
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in kinds and p.default is p.empty for p in params)
+
+
+def run_head(model: nn.Module, feats: Any, metas: list[dict]) -> Any:
+    """The head's forward on ``extract_feat``'s output, as the model's own ``loss`` calls it."""
+    name = head_name(model)
+    if name is None:
+        raise DistillerBuildError(f"{type(model).__name__} has no detection head to hook")
+    head = getattr(model, name)
+    if name == "pts_bbox_head" and isinstance(feats, tuple) and len(feats) == 2:
+        feats = feats[1]  # MVXTwoStageDetector.extract_feat returns (img_feats, pts_feats)
+    return head(feats, metas) if _positional_arity(head.forward) >= 2 else head(feats)
+
+
+def _point_dim(spec: Any) -> int | None:
+    """Point features the model reads (``pts_voxel_encoder.in_channels``/``num_features``)."""
+    if not isinstance(spec, Mapping):
+        return None
+    encoder = spec.get("pts_voxel_encoder") or {}
+    return encoder.get("in_channels", encoder.get("num_features"))
+
+
+def _point_cloud_range(model: nn.Module) -> Sequence[float] | None:
+    """From the preprocessor's voxel layer (CenterPoint) or the model's own (BEVFusion)."""
+    layers = (getattr(getattr(model, "data_preprocessor", None), "voxel_layer", None),
+              getattr(model, "pts_voxel_layer", None))
+    return next((layer.point_cloud_range for layer in layers
+                 if getattr(layer, "point_cloud_range", None) is not None), None)
+
+
+def _register(cls: type) -> type:
+    from mmdet3d.registry import MODELS
+
+    MODELS.register_module(module=cls)
+    return cls
+
+
+@_register
+class BEVDistiller(Distiller):
+    """A frozen mmdet3d teacher distilling into an mmdet3d student (see the module docstring).
+
+    Args (besides the core :class:`~bevdistill.Distiller`'s):
+        teacher, student: mmdet3d model dicts, Configs, config file paths or modules.
+        kd_hook: ``'auto'`` picks the head's class heatmaps: ``pts_bbox_head`` (CenterHead's
+            per-task outputs, concatenated) or ``bbox_head.heatmap_head`` (TransFusion).
+        probe: inputs of the dry forward. ``dict(dataset=<dataset config>, index=0)`` takes one
+            real sample; otherwise ``dict(num_points=4096, point_dim=None)`` makes random
+            points (``point_dim`` read from the student's ``pts_voxel_encoder`` config when None).
+    """
+
+    def __init__(
+        self,
+        teacher: Any,
+        student: Any,
+        teacher_ckpt: Any = None,
+        distill: Mapping[str, Any] | None = None,
+        hook_points: Sequence[str] = DEFAULT_HOOK_POINTS,
+        select: Mapping[str, int] | None = None,
+        kd_hook: str | None = "auto",
+        probe: Mapping[str, Any] | None = None,
+        strict_teacher: bool = True,
+        trust_teacher_ckpt: bool = False,
+        data_preprocessor: dict | nn.Module | None = None,
+        init_cfg: dict | None = None,
+    ):
+        student_spec = student if isinstance(student, nn.Module) else model_config(student, "student")
+        teacher_spec = teacher if isinstance(teacher, nn.Module) else model_config(teacher, "teacher")
+        student_model = build_mmdet3d_model(student_spec, "student")
+        teacher_model = build_mmdet3d_model(teacher_spec, "teacher")
+        if torch.cuda.is_available():  # sparse-conv and BEVFusion ops have no CPU kernels
+            student_model.cuda()
+            teacher_model.cuda()
+        if kd_hook == "auto":
+            kd_hook = KD_HOOKS.get(head_name(student_model) or "", None)
+        self._probe_cfg = dict(probe or {})
+        self._student_point_dim = _point_dim(student_spec)
+        super().__init__(
+            teacher_model, student_model, teacher_ckpt=teacher_ckpt, distill=distill,
+            hook_points=hook_points, select=select, kd_hook=kd_hook,
+            data_preprocessor=data_preprocessor or BaseDataPreprocessor(),
+            strict_teacher=strict_teacher, trust_teacher_ckpt=trust_teacher_ckpt,
+            init_cfg=init_cfg,
+        )
+        self._student_meta = _plain(student_spec)
+
+    # --- the core's extension points ------------------------------------------------------
+
+    build_submodel = staticmethod(build_mmdet3d_model)
+
+    def _before_teacher_load(self) -> None:
+        allow_mmengine_checkpoint_globals()  # Runner checkpoints: message hub, numpy scalars
+
+    @property
+    def _recorded(self) -> tuple[str, ...]:
+        return self.hook_points + ((self.kd_hook,) if self.kd_hook else ())
+
+    def _needs_head(self, model: nn.Module) -> bool:
+        name = head_name(model)
+        return name is not None and any(
+            r == name or r.startswith(name + ".") for r in self._recorded
+        )
+
+    def _extract(self, model: nn.Module, inputs: Any, data_samples: Any, training: bool) -> Any:
+        """Preprocess with the model's own preprocessor, then extract_feat (+ head if hooked)."""
+        samples = [s.clone() for s in data_samples] if data_samples is not None else None
+        data = model.data_preprocessor({"inputs": inputs, "data_samples": samples}, training)
+        metas = [s.metainfo for s in data["data_samples"]]
+        feats = model.extract_feat(data["inputs"], metas)
+        if self._needs_head(model):
+            run_head(model, feats, metas)
+        return feats
+
+    def make_example_inputs(self) -> dict:
+        """One batch for the dry forward: a real dataset sample, or random points."""
+        if "dataset" in self._probe_cfg:
+            return self._dataset_probe()
+        for role, model in (("student", self.student), ("teacher", self.teacher)):
+            if getattr(model, "img_backbone", None) is not None:
+                raise DistillerBuildError(
+                    f"the {role} has a camera branch; random points cannot feed it. Pass one "
+                    "real sample for the dry forward: probe=dict(dataset=<your train dataset "
+                    "config>) (e.g. probe=dict(dataset=train_dataloader['dataset']))"
+                )
+        return self._random_points()
+
+    def _dataset_probe(self) -> dict:
+        from mmdet3d.registry import DATASETS
+
+        cfg = copy.deepcopy(dict(self._probe_cfg["dataset"]))
+        index = int(self._probe_cfg.get("index", 0))
+        with DefaultScope.overwrite_default_scope(SCOPE):
+            dataset = DATASETS.build(cfg)
+        if len(dataset) <= index:
+            raise DistillerBuildError(
+                f"probe dataset has {len(dataset)} samples; probe index {index} is out of range"
+            )
+        return pseudo_collate([dataset[index]])
+
+    def _random_points(self) -> dict:
+        from mmdet3d.structures import Det3DDataSample
+
+        pc_range = _point_cloud_range(self.student) or _point_cloud_range(self.teacher)
+        point_dim = self._probe_cfg.get("point_dim") or self._student_point_dim
+        if pc_range is None or point_dim is None:
+            raise DistillerBuildError(
+                "cannot make random points for the dry forward: "
+                + ("the models have no voxel_layer.point_cloud_range in their data "
+                   "preprocessor" if pc_range is None else
+                   "the student config does not give pts_voxel_encoder.in_channels")
+                + ". Pass probe=dict(point_dim=D) and a voxelizing preprocessor, or "
+                "probe=dict(dataset=<dataset config>)."
+            )
+        num_points = int(self._probe_cfg.get("num_points", 4096))
+        gen = torch.Generator().manual_seed(0)
+        low = torch.tensor([float(v) for v in pc_range[:3]])
+        high = torch.tensor([float(v) for v in pc_range[3:]])
+        points = []
+        for _ in range(2):  # two samples: global InfoNCE needs a batch
+            xyz = low + torch.rand(num_points, 3, generator=gen) * (high - low)
+            extra = [torch.rand(num_points, 1, generator=gen) * MAX_INTENSITY,
+                     torch.randint(0, NUM_RINGS, (num_points, 1), generator=gen).float()]
+            feats = torch.cat([xyz, *extra], dim=1)[:, :point_dim]
+            if feats.shape[1] < point_dim:
+                feats = torch.cat([feats, feats.new_zeros(num_points, point_dim - feats.shape[1])], 1)
+            points.append(feats)
+        return {"inputs": {"points": points}, "data_samples": [Det3DDataSample() for _ in points]}
+
+    def dry_run(self, model: nn.Module, batch: Any, recorded: Sequence[str]) -> dict[str, Any]:
+        with FeatureRecorder(model, recorded, select=self.select, detach=True) as recorder:
+            with _eval_mode(model), torch.no_grad(), recorder.recording() as features:
+                device = next(model.parameters()).device
+                batch = model.data_preprocessor.cast_data(batch) if device.type != "cpu" else batch
+                try:
+                    self._extract(model, batch["inputs"], batch["data_samples"], training=False)
+                except RuntimeError as exc:
+                    if device.type == "cpu" and "not implemented on CPU" in str(exc):
+                        raise DistillerBuildError(
+                            f"the dry forward of {type(model).__name__} failed on the CPU ({exc}): "
+                            "its ops (sparse convolution, BEVFusion's voxelization and bev_pool) "
+                            "run only on a GPU. Build it where CUDA is available, with mmcv "
+                            "compiled with CUDA ops (see the book's set-up page)."
+                        ) from exc
+                    raise
+            features = dict(features)
+        batch_size = len(batch["data_samples"])
+        for name in self.hook_points:
+            value = features[name]
+            if isinstance(value, torch.Tensor) and value.shape[0] != batch_size:
+                raise DistillerBuildError(
+                    f"{type(model).__name__}.{name} outputs shape {tuple(value.shape)}, whose first "
+                    f"dimension is not the batch ({batch_size} samples): per-voxel or per-point "
+                    "features cannot be distilled map to map. Hook a dense BEV layer instead "
+                    "(pts_middle_encoder, pts_backbone, pts_neck, fusion_layer)."
+                )
+        return features
+
+    def teacher_forward(self, inputs: Any, data_samples: Any) -> None:
+        self._extract(self.teacher, inputs, data_samples, training=False)
+
+    def student_loss(self, inputs: Any, data_samples: Any) -> dict[str, torch.Tensor]:
+        data = self.student.data_preprocessor(
+            {"inputs": inputs, "data_samples": data_samples}, True
+        )
+        return self.student.loss(data["inputs"], data["data_samples"])
+
+    def predict(self, inputs: Any, data_samples: Any = None) -> list:
+        """The student's predictions, through its own preprocessor."""
+        data = self.student.data_preprocessor(
+            {"inputs": inputs, "data_samples": data_samples}, False
+        )
+        return self.student.predict(data["inputs"], data["data_samples"])
+
+    def forward(self, inputs: Any, data_samples: Any = None, mode: str = "tensor"):
+        if mode == "tensor":  # BEVFusion's _forward returns None: give the student's features
+            return self._extract(self.student, inputs, data_samples, training=False)
+        return super().forward(inputs, data_samples, mode)
