@@ -83,8 +83,13 @@ def _as_grid(feat: torch.Tensor, who: str) -> torch.Tensor:
 
 
 def _raw_attention(feat: torch.Tensor, p: float) -> torch.Tensor:
-    """``mean_c |F|^p`` as ``[B, 1, H, W]``, not yet normalised (so it can be resized)."""
-    return feat.abs().pow(p).mean(dim=1, keepdim=True)
+    """``mean_c |F|^p`` as ``[B, 1, H, W]``, not yet normalised (so it can be resized).
+
+    ``p = 2`` (the default) squares directly: the same values without the abs/sign passes over
+    the whole map in forward and backward (a few percent of a CPU training step).
+    """
+    powered = feat.square() if p == 2 else feat.abs().pow(p)
+    return powered.mean(dim=1, keepdim=True)
 
 
 def _normalise(flat: torch.Tensor, normalization: str) -> torch.Tensor:
