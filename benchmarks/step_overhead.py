@@ -246,10 +246,37 @@ def main(argv: list[str] | None = None) -> dict:
         record["options"].append(row)
         print(_row_text(row), flush=True)
     record["machine_after"] = {"load_average": [round(v, 2) for v in os.getloadavg()]}
+    record["markdown"] = markdown(record["options"], device)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"-> {args.out}")
     return record
+
+
+def _peak_mib(row: dict, mode: str) -> str:
+    mem = row.get("memory") or {}
+    entry = mem.get(mode)
+    if entry is None:
+        return "-"
+    value = entry["peak_rise"] if isinstance(entry, dict) else entry
+    return f"{value / 2**20:.0f}"
+
+
+def markdown(rows: list[dict], device: str) -> str:
+    """The summary table the book shows: times, ratio against the goal, peak memory."""
+    where = "peak RSS rise, MiB" if device == "cpu" else "peak allocated, MiB"
+    lines = [
+        f"| option | reference step (s) | distillation step (s) | ratio | goal <= {GOAL_RATIO} "
+        f"| memory reference ({where}) | memory distillation |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['option']} | {row['reference']['wall_s']:.3f} | {row['distill']['wall_s']:.3f} "
+            f"| {row['ratio_wall']:.3f} | {'yes' if row['meets_goal'] else 'no'} "
+            f"| {_peak_mib(row, 'reference')} | {_peak_mib(row, 'distill')} |"
+        )
+    return "\n".join(lines)
 
 
 def _row_text(row: dict) -> str:

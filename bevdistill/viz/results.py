@@ -25,6 +25,7 @@ import bevdistill
 BENCHMARK_DIR = Path(bevdistill.__file__).resolve().parent.parent / "benchmarks"
 RESULTS_DIR = BENCHMARK_DIR / "results"
 MAX_TABLE_ROWS = 60
+LONG_TEXT = 120  # characters: longer strings (commands of every run) stay in the JSON file
 
 
 def _require(path: Path, what: str) -> Path:
@@ -133,11 +134,19 @@ def benchmark_markdown(data: str | Mapping[str, Any], title: str | None = None) 
         parts.append("Measured on: " + "; ".join(f"{k} {format_value(v)}" for k, v in scalars.items()))
     elif machine:
         parts.append(f"Measured on: {format_value(machine)}")
+    summary = result.pop("markdown", None)
     scalars, tables = _flatten(result)
-    for key, rows in tables.items():
-        parts.append(f"**{key}**\n\n{markdown_table(rows)}")
-    if scalars:
-        parts.append(markdown_table([{"quantity": k, "value": v} for k, v in scalars.items()]))
+    if summary:  # the benchmark's own table; its per-run rows stay in the JSON file
+        parts.append(summary)
+    else:
+        for key, rows in tables.items():
+            parts.append(f"**{key}**\n\n{markdown_table(rows)}")
+    long = [k for k, v in scalars.items() if isinstance(v, str) and len(v) > LONG_TEXT]
+    shown = {k: v for k, v in scalars.items() if k not in long}
+    if shown:
+        parts.append(markdown_table([{"quantity": k, "value": v} for k, v in shown.items()]))
+    if long:
+        parts.append(f"Also in the JSON file: {', '.join(f'`{k}`' for k in long)}.")
     return "\n\n".join(parts)
 
 
