@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from bevdistill._warnings import warn_once
-from bevdistill.bev_grid import sample_cells
+from bevdistill.bev_grid import cell_centres, gather_cells, sample_cells
 from bevdistill.losses.attention import AttentionTransferLoss, Normalization
 from bevdistill.losses.contrastive import ContrastiveLoss, SpatialContrastiveLoss
 from bevdistill.losses.feature import FeatureMSELoss
@@ -326,12 +326,15 @@ class BEVFusionDistillationLoss(nn.Module):
     def _spatial_crd(self, key: str, s: torch.Tensor, t: torch.Tensor, foreground) -> torch.Tensor:
         """Spatial InfoNCE on the K sampled cells only (see the module docstring for why)."""
         loss_fn: SpatialContrastiveLoss = self.contrastive_loss  # type: ignore[assignment]
-        coords = loss_fn.draw_coords(
-            s.shape[0], t.shape[-2:], foreground, device=t.device, dtype=s.dtype
-        )
-        if coords is None:
+        index = loss_fn.draw_cell_indices(s.shape[0], t.shape[-2:], foreground, device=t.device)
+        if index is None:
             return s.sum() * 0.0
-        s_cells, t_cells = sample_cells(s, coords), sample_cells(t, coords)
+        t_cells = gather_cells(t, index)  # the cells are drawn on the teacher's own grid
+        if s.shape[-2:] == t.shape[-2:]:
+            s_cells = gather_cells(s, index)
+        else:  # the same world points, read from the student's grid by bilinear interpolation
+            coords = cell_centres(*t.shape[-2:], device=t.device, dtype=s.dtype)[index]
+            s_cells = sample_cells(s, coords)
         # Only the sampled cells enter the loss, so only they are checked (checking whole maps
         # took several passes over the largest tensors of the step).
         for name, cells in (("student", s_cells), ("teacher", t_cells)):

@@ -265,6 +265,21 @@ class SpatialContrastiveLoss(nn.Module):
         instead of whole maps (what :class:`~bevdistill.BEVFusionDistillationLoss` does).
         """
         ht, wt = int(teacher_size[0]), int(teacher_size[1])
+        idx = self.draw_cell_indices(batch, (ht, wt), foreground, generator, device)
+        if idx is None:
+            return None
+        return cell_centres(ht, wt, device=idx.device, dtype=dtype)[idx]
+
+    def draw_cell_indices(
+        self,
+        batch: int,
+        teacher_size: tuple[int, int] | torch.Size,
+        foreground: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor | None:
+        """Flat (row-major) indices ``[B, K]`` of the teacher cells :meth:`draw_coords` reads."""
+        ht, wt = int(teacher_size[0]), int(teacher_size[1])
         n_cells = ht * wt
         if n_cells < 2:
             warn_once(
@@ -277,8 +292,7 @@ class SpatialContrastiveLoss(nn.Module):
         weights = None
         if foreground is not None and self.foreground_fraction > 0:
             weights = foreground_weights(foreground, batch, (ht, wt)).to(device)
-        idx = draw_cells(batch, n_cells, k, weights, self.foreground_fraction, generator, device)
-        return cell_centres(ht, wt, device=idx.device, dtype=dtype)[idx]
+        return draw_cells(batch, n_cells, k, weights, self.foreground_fraction, generator, device)
 
     def cell_loss(self, student_cells: torch.Tensor, teacher_cells: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE of cell vectors ``[B, K, D]`` read at the same places (row k of
