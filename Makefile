@@ -49,7 +49,7 @@ mmcv-wheel:
 		echo "mmcv $(MMCV_VERSION): building from source into $(MMCV_WHEELS) (about 13 minutes)"; \
 		set -e; mkdir -p $(MMCV_WHEELS); rm -rf $(MMCV_BUILD_VENV); \
 		$(PYTHON) -m venv $(MMCV_BUILD_VENV); \
-		$(MMCV_BUILD_VENV)/bin/pip install --quiet $(TORCH_SPEC) numpy wheel; \
+		$(MMCV_BUILD_VENV)/bin/pip install --quiet $(TORCH_SPEC) numpy wheel ninja packaging; \
 		$(MMCV_BUILD_VENV)/bin/pip install --quiet --no-deps "setuptools<70"; \
 		MMCV_WITH_OPS=1 $(MMCV_BUILD_VENV)/bin/pip wheel --no-build-isolation --no-deps \
 			--wheel-dir $(MMCV_WHEELS) mmcv==$(MMCV_VERSION); \
