@@ -193,6 +193,6 @@ def test_demo_command_prints_the_distillation_losses(cfg, capsys):
     from bevdistill.mmdet3d.demo import main
 
     assert main(["--steps", "2", "--data-root", cfg.train_dataloader.dataset.data_root]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
     assert [line.split(":")[0] for line in lines] == ["step 0", "step 1"]
     assert "loss_kd.heatmap=" in lines[0] and "loss_crd.pts_neck=" in lines[0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import io
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
+from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 
 from bevdistill.mmdet3d.distiller import BEVDistiller
@@ -109,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher-ckpt", help="trained teacher weights (default: untrained)")
     parser.add_argument("--data-root", help="folder of the nuScenes frame (default: the config's)")
     args = parser.parse_args(argv)
+    # mmengine reports every parameter's initialisation and the dataset's class counts at INFO
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
     run = distil_on_frame(load_cpu_config(args.data_root), args.steps, teacher_ckpt=args.teacher_ckpt)
     keys = [k for k in run.losses[0] if k.startswith(("loss_crd", "loss_at", "loss_kd"))]
     for step, losses in enumerate(run.losses):
