@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import matplotlib
@@ -266,6 +267,19 @@ def test_benchmark_markdown_renders_any_result_file():
         assert "Reproduce with" in vr.benchmark_markdown(name)
     with pytest.raises(FileNotFoundError, match="known:"):
         vr.load_benchmark("no_such_benchmark")
+
+
+def test_gap_by_class_splits_the_teacher_student_gap(tmp_path, monkeypatch):
+    result = {"teacher": {"mAP": 0.5, "AP_car": 0.9, "AP_ped": 0.1},
+              "results": [{"option": "baseline", "AP_car_mean": 0.5, "AP_ped_mean": 0.1},
+                          {"option": "kd", "AP_car_mean": 0.7, "AP_ped_mean": 0.1}]}
+    (tmp_path / "gain.json").write_text(json.dumps(result))
+    monkeypatch.setattr(vr, "RESULTS_DIR", tmp_path)
+    car, ped = vr.gap_by_class("gain", "kd")
+    assert car["share of the gap"] == "100%" and car["class gap recovered"] == "50%"
+    assert ped["share of the gap"] == "0%" and ped["class gap recovered"] == "-"
+    with pytest.raises(KeyError, match="options"):
+        vr.gap_by_class("gain", "nope")
 
 
 def test_import_benchmark_and_missing_results(monkeypatch):

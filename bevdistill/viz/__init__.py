@@ -49,6 +49,7 @@ _EXPORTS = {
     "markdown_table": "bevdistill.viz.results",
     "show_benchmark": "bevdistill.viz.results",
     "import_benchmark": "bevdistill.viz.results",
+    "gap_by_class": "bevdistill.viz.results",
 }
 
 __all__ = list(_EXPORTS)
