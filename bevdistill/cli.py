@@ -305,7 +305,12 @@ def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     print(f"experiments in {EXPERIMENT_DIR}:")
     for n in names:
         print(f"  {n}")
-    return {"experiments": names}
+    mmdet3d_dir = EXPERIMENT_DIR.parent / "mmdet3d"
+    mmdet3d = sorted(str(p) for p in mmdet3d_dir.glob("*.py"))
+    print("mmdet3d configs (bevdistill train CONFIG.py; needs `make mmdet3d`):")
+    for path in mmdet3d:
+        print(f"  {path}")
+    return {"experiments": names, "mmdet3d_configs": mmdet3d}
 
 
 COMMANDS = {"train": cmd_train, "distill": cmd_train, "evaluate": cmd_evaluate,

@@ -153,3 +153,4 @@ def test_list_names_the_experiments(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert all(n in out for n in ("train_teacher", "train_student", "distill", "distill_ci"))
+    assert "mmdet3d/centerpoint_pillar_cpu.py" in out
