@@ -380,3 +380,10 @@ def test_spatial_term_rejects_non_finite_features_it_samples():
     t["pts_neck"] = torch.full_like(t["pts_neck"], float("nan"))
     with pytest.raises(ValueError, match="teacher feature 'pts_neck' contains NaN or inf"):
         loss(s, t)
+
+
+def test_projector_hidden_width_is_a_setting():
+    loss = BEVFusionDistillationLoss({"pts_neck": 16}, {"pts_neck": 32}, contrastive="spatial",
+                                     feat_dim=8, hidden_dim=12)
+    for projectors in (loss.projectors_s, loss.projectors_t):
+        assert projectors["pts_neck"].hidden_dim == 12

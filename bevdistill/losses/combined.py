@@ -121,6 +121,7 @@ class BEVFusionDistillationLoss(nn.Module):
         kd_temperature: float = 1.0,
         require_outputs: bool = False,
         alpha_mse: float = 0.0,
+        hidden_dim: int = 256,
     ):
         super().__init__()
         self.student_channels = _check_channels(student_channels, "student")
@@ -163,8 +164,12 @@ class BEVFusionDistillationLoss(nn.Module):
         projector = SpatialProjector if contrastive == "spatial" else ProjectionMLP
         for layer in self._layers_with("crd"):
             key = module_key(layer)
-            self.projectors_s[key] = projector(self.student_channels[layer], out_dim=feat_dim)
-            self.projectors_t[key] = projector(self.teacher_channels[layer], out_dim=feat_dim)
+            self.projectors_s[key] = projector(
+                self.student_channels[layer], hidden_dim=hidden_dim, out_dim=feat_dim
+            )
+            self.projectors_t[key] = projector(
+                self.teacher_channels[layer], hidden_dim=hidden_dim, out_dim=feat_dim
+            )
         self.feature_losses = nn.ModuleDict({
             module_key(layer): FeatureMSELoss(
                 self.student_channels[layer], self.teacher_channels[layer]

@@ -16,8 +16,9 @@ model = dict(
     hook_points=("pts_backbone", "pts_neck"),
     # Weights from the gradient norms at the start of distillation (see
     # benchmarks/_distill_options.py): heatmap KD needs a larger weight than the tutorial's 0.5
-    # to weigh anything next to the detection losses.
-    distill=dict(contrastive="spatial", feat_dim=64, num_samples=256, alpha_crd=1.0,
+    # to weigh anything next to the detection losses. Projectors 128 wide (default 256): their
+    # matrix products were most of what a step cost on top of the two models (step_overhead).
+    distill=dict(contrastive="spatial", feat_dim=64, hidden_dim=128, num_samples=256, alpha_crd=1.0,
                  alpha_at=1.0, alpha_kd=5.0, alpha_mse=0.0),
 )
 train_dataset = dict(point_cloud_range={{_base_.point_cloud_range}})
