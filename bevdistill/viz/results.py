@@ -26,6 +26,7 @@ BENCHMARK_DIR = Path(bevdistill.__file__).resolve().parent.parent / "benchmarks"
 RESULTS_DIR = BENCHMARK_DIR / "results"
 MAX_TABLE_ROWS = 60
 LONG_TEXT = 120  # characters: longer strings (commands of every run) stay in the JSON file
+PER_RUN_KEYS = ("runs", "results")  # what a benchmark's own summary table already sums up
 
 
 def _require(path: Path, what: str) -> Path:
@@ -135,8 +136,11 @@ def benchmark_markdown(data: str | Mapping[str, Any], title: str | None = None) 
     elif machine:
         parts.append(f"Measured on: {format_value(machine)}")
     summary = result.pop("markdown", None)
-    scalars, tables = _flatten(result)
     if summary:  # the benchmark's own table; its per-run rows stay in the JSON file
+        for key in PER_RUN_KEYS:
+            result.pop(key, None)
+    scalars, tables = _flatten(result)
+    if summary:
         parts.append(summary)
     else:
         for key, rows in tables.items():
