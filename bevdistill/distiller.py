@@ -259,6 +259,17 @@ def example_inputs_for(
         )
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
+    points = random_points(pc_range, batch_size, num_points, seed)
+    return {"points": [p.to(device) for p in points]}
+
+
+def random_points(
+    pc_range: Sequence[float], batch_size: int = 2, num_points: int = 2048, seed: int = 0,
+    point_dim: int = 5,
+) -> list[torch.Tensor]:
+    """``batch_size`` clouds of uniform points in ``pc_range`` (x0, y0, z0, x1, y1, z1), with
+    nuScenes-like intensity and ring: ``(x, y, z, intensity, ring)`` cut or zero-padded to
+    ``point_dim`` features."""
     low = torch.tensor([float(v) for v in pc_range[:3]])
     high = torch.tensor([float(v) for v in pc_range[3:]])
     gen = torch.Generator().manual_seed(seed)
@@ -267,8 +278,10 @@ def example_inputs_for(
         xyz = low + torch.rand(num_points, 3, generator=gen) * (high - low)
         intensity = torch.rand(num_points, 1, generator=gen) * MAX_INTENSITY
         ring = torch.randint(0, NUM_RINGS, (num_points, 1), generator=gen).float()
-        points.append(torch.cat([xyz, intensity, ring], dim=1).to(device))
-    return {"points": points}
+        cloud = torch.cat([xyz, intensity, ring], dim=1)[:, :point_dim]
+        pad = point_dim - cloud.shape[1]
+        points.append(torch.cat([cloud, cloud.new_zeros(num_points, pad)], 1) if pad > 0 else cloud)
+    return points
 
 
 @contextmanager
@@ -440,15 +453,19 @@ class Distiller(BaseModel):
         self.distill_loss = self._build_loss(inputs, distill)
 
         # Persistent hooks, created after the dry run's temporary ones were removed.
-        recorded = self.hook_points + ((self.kd_hook,) if self.kd_hook else ())
-        self._student_rec = FeatureRecorder(student_model, recorded, self.select, detach=False)
-        self._teacher_rec = FeatureRecorder(teacher_model, recorded, self.select, detach=True)
+        self._student_rec = FeatureRecorder(student_model, self.recorded, self.select, detach=False)
+        self._teacher_rec = FeatureRecorder(teacher_model, self.recorded, self.select, detach=True)
         # Plain copies for export meta: keeping the specs would register module specs as
         # submodules (and the teacher would be back in the module tree).
         self._student_meta = _plain(student)
         self._teacher_ckpt_name = (
             str(teacher_ckpt) if isinstance(teacher_ckpt, (str, os.PathLike)) else None
         )
+
+    @property
+    def recorded(self) -> tuple[str, ...]:
+        """Every hooked module: the distilled layers, then the response-KD output if any."""
+        return self.hook_points + ((self.kd_hook,) if self.kd_hook else ())
 
     # --- extension points: a subclass drives other model APIs (bevdistill.mmdet3d) -----------
 
@@ -504,9 +521,8 @@ class Distiller(BaseModel):
         """Channels from a dry forward of both models, then the loss, tried once on the captures."""
         from bevdistill.losses.combined import BEVFusionDistillationLoss
 
-        recorded = self.hook_points + ((self.kd_hook,) if self.kd_hook else ())
-        s_feats, s_out = self._split(self.dry_run(self.student, inputs, recorded))
-        t_feats, t_out = self._split(self.dry_run(self.teacher, inputs, recorded))
+        s_feats, s_out = self._split(self.dry_run(self.student, inputs, self.recorded))
+        t_feats, t_out = self._split(self.dry_run(self.teacher, inputs, self.recorded))
         self.student_channels = infer_channels(s_feats, "student")
         self.teacher_channels = infer_channels(t_feats, "teacher")
         loss = BEVFusionDistillationLoss(

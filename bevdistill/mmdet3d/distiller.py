@@ -34,12 +34,11 @@ from torch import nn
 
 from bevdistill.capture import DEFAULT_HOOK_POINTS, FeatureRecorder
 from bevdistill.distiller import (
-    MAX_INTENSITY,
-    NUM_RINGS,
     Distiller,
     DistillerBuildError,
     _eval_mode,
     _plain,
+    random_points,
 )
 from bevdistill.engine.checkpoint import allow_mmengine_checkpoint_globals
 from bevdistill.mmdet3d import require_mmdet3d
@@ -204,14 +203,10 @@ class BEVDistiller(Distiller):
     def _before_teacher_load(self) -> None:
         allow_mmengine_checkpoint_globals()  # Runner checkpoints: message hub, numpy scalars
 
-    @property
-    def _recorded(self) -> tuple[str, ...]:
-        return self.hook_points + ((self.kd_hook,) if self.kd_hook else ())
-
     def _needs_head(self, model: nn.Module) -> bool:
         name = head_name(model)
         return name is not None and any(
-            r == name or r.startswith(name + ".") for r in self._recorded
+            r == name or r.startswith(name + ".") for r in self.recorded
         )
 
     def _extract(self, model: nn.Module, inputs: Any, data_samples: Any, training: bool) -> Any:
@@ -265,18 +260,8 @@ class BEVDistiller(Distiller):
                 "probe=dict(dataset=<dataset config>)."
             )
         num_points = int(self._probe_cfg.get("num_points", 4096))
-        gen = torch.Generator().manual_seed(0)
-        low = torch.tensor([float(v) for v in pc_range[:3]])
-        high = torch.tensor([float(v) for v in pc_range[3:]])
-        points = []
-        for _ in range(2):  # two samples: global InfoNCE needs a batch
-            xyz = low + torch.rand(num_points, 3, generator=gen) * (high - low)
-            extra = [torch.rand(num_points, 1, generator=gen) * MAX_INTENSITY,
-                     torch.randint(0, NUM_RINGS, (num_points, 1), generator=gen).float()]
-            feats = torch.cat([xyz, *extra], dim=1)[:, :point_dim]
-            if feats.shape[1] < point_dim:
-                feats = torch.cat([feats, feats.new_zeros(num_points, point_dim - feats.shape[1])], 1)
-            points.append(feats)
+        # two samples: global InfoNCE needs a batch
+        points = random_points(pc_range, 2, num_points, seed=0, point_dim=int(point_dim))
         return {"inputs": {"points": points}, "data_samples": [Det3DDataSample() for _ in points]}
 
     def dry_run(self, model: nn.Module, batch: Any, recorded: Sequence[str]) -> dict[str, Any]:
