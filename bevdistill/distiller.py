@@ -485,13 +485,28 @@ class Distiller(BaseModel):
         """What ``recorded`` output in one eval-mode, no-grad forward of ``model``."""
         return dry_forward(model, inputs, recorded, self.select)
 
+    @staticmethod
+    def view_of(inputs: Any, role: str) -> Any:
+        """What ``role`` ('teacher' or 'student') reads from a batch.
+
+        A batch from a two-sensor world carries ``inputs['teacher_points']``, the richer
+        sensor's scan of the same scenes: the teacher reads it as its ``points``, the student
+        reads ``points`` (the deployed sensor). Other batches go to both models unchanged.
+        """
+        if not isinstance(inputs, Mapping) or "teacher_points" not in inputs:
+            return inputs
+        view = {k: v for k, v in inputs.items() if k != "teacher_points"}
+        if role == "teacher":
+            view["points"] = inputs["teacher_points"]
+        return view
+
     def teacher_forward(self, inputs: Any, data_samples: Any) -> None:
-        """Run the teacher far enough for its hooks to fire (called under no_grad)."""
-        self.teacher(inputs, data_samples, mode="tensor")
+        """Run the teacher on its view far enough for its hooks to fire (under no_grad)."""
+        self.teacher(self.view_of(inputs, "teacher"), data_samples, mode="tensor")
 
     def student_loss(self, inputs: Any, data_samples: Any) -> dict[str, torch.Tensor]:
-        """The student's own detection losses; its hooks fire on the way."""
-        return self.student(inputs, data_samples, mode="loss")
+        """The student's own detection losses on its view; its hooks fire on the way."""
+        return self.student(self.view_of(inputs, "student"), data_samples, mode="loss")
 
     def _plan_capture(self, hook_points, select, kd_hook, distill) -> dict[str, Any]:
         """Set hook_points, select and kd_hook; returns the loss kwargs they imply."""
@@ -598,8 +613,8 @@ class Distiller(BaseModel):
         return {**det_losses, **distill_losses}
 
     def predict(self, inputs: dict, data_samples: Sequence[Any] | None = None) -> list:
-        """The student's predictions (the teacher only teaches)."""
-        return self.student(inputs, data_samples, mode="predict")
+        """The student's predictions on its view (the teacher only teaches)."""
+        return self.student(self.view_of(inputs, "student"), data_samples, mode="predict")
 
     def forward(
         self, inputs: dict, data_samples: Sequence[Any] | None = None, mode: str = "tensor"
@@ -609,7 +624,7 @@ class Distiller(BaseModel):
         if mode == "predict":
             return self.predict(inputs, data_samples)
         if mode == "tensor":
-            return self.student(inputs, data_samples, mode="tensor")
+            return self.student(self.view_of(inputs, "student"), data_samples, mode="tensor")
         raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
 
     # --- export ------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """mmengine-ready datasets of LiDAR samples (synthetic or nuScenes) and their collate function.
 
 An item is ``{"inputs": {"points": Tensor[N, 5]}, "data_samples": sample}`` with ``sample`` a
-plain dict (see the project's data contract). Points are cropped to ``point_cloud_range``;
+plain dict (see the project's data contract). A two-sensor synthetic world (``teacher_lidar``)
+adds ``inputs["teacher_points"]``: the richer sensor's scan of the same scene, which a
+:class:`~bevdistill.Distiller` feeds to its teacher while the student reads ``points``. Points are cropped to ``point_cloud_range``;
 boxes whose BEV centre falls outside it are dropped; boxes hit by fewer than ``min_points``
 points are DROPPED too unless ``keep_invisible=True`` (then they stay, ``visible=False``), so
 by default every box a model or metric sees is a training target.
@@ -39,6 +41,7 @@ from .transforms import GlobalAugment
 
 DEFAULT_POINT_CLOUD_RANGE: tuple[float, ...] = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+VIEWS: tuple[str, ...] = ("student", "teacher")
 _AUG_STREAM = 2  # random stream of the augmentation (0: scene, 1: sensor)
 
 
@@ -71,7 +74,11 @@ class _LidarBEVDataset(Dataset):
     source = "unknown"
 
     def __init__(self, point_cloud_range, augment, min_points: int, keep_invisible: bool,
-                 aug_seed: int, cache: bool):
+                 aug_seed: int, cache: bool, view: str = "student"):
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS} (whose scan is inputs['points']), "
+                             f"got {view!r}")
+        self.view = view
         self.point_cloud_range = _check_range(point_cloud_range)
         self.augment = GlobalAugment.from_config(augment)
         if min_points < 0:
@@ -112,12 +119,25 @@ class _LidarBEVDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         index = int(index)
         raw = self.raw_sample(index)
-        points, boxes = raw["points"], raw["gt_boxes"]
-        if self.augment is not None:
-            rng = np.random.default_rng([self.aug_seed, index, _AUG_STREAM, self.epoch])
-            points, boxes = self.augment(points, boxes, rng)
+        views = {"points": raw["points"]}
+        if "teacher_points" in raw:
+            if self.view == "teacher":
+                views = {"points": raw["teacher_points"]}
+            else:
+                views["teacher_points"] = raw["teacher_points"]
+        elif self.view == "teacher":
+            raise ValueError("view='teacher' needs a second, richer scan: set teacher_lidar")
+        boxes = raw["gt_boxes"]
         lo, hi = np.array(self.point_cloud_range[:3]), np.array(self.point_cloud_range[3:])
-        inside = np.all((points[:, :3] >= lo) & (points[:, :3] < hi), axis=1)
+        if self.augment is not None:  # one transform for every scan: the views stay aligned
+            rng = np.random.default_rng([self.aug_seed, index, _AUG_STREAM, self.epoch])
+            sizes = np.cumsum([len(v) for v in views.values()])[:-1]
+            merged, boxes = self.augment(np.concatenate(list(views.values())), boxes, rng)
+            views = dict(zip(views, np.split(merged, sizes), strict=True))
+        inputs = {}
+        for key, cloud in views.items():
+            inside = np.all((cloud[:, :3] >= lo) & (cloud[:, :3] < hi), axis=1)
+            inputs[key] = torch.from_numpy(np.ascontiguousarray(cloud[inside], dtype=np.float32))
         keep = np.all((boxes[:, :2] >= lo[:2]) & (boxes[:, :2] < hi[:2]), axis=1)
         visible = raw["num_points"] >= self.min_points
         if not self.keep_invisible:
@@ -131,8 +151,7 @@ class _LidarBEVDataset(Dataset):
             "source": raw["source"],
             "seed": raw["seed"],
         }
-        points = torch.from_numpy(np.ascontiguousarray(points[inside], dtype=np.float32))
-        return {"inputs": {"points": points}, "data_samples": sample}
+        return {"inputs": inputs, "data_samples": sample}
 
 
 @DATASETS.register_module()
@@ -146,6 +165,12 @@ class SyntheticBEVDataset(_LidarBEVDataset):
     on the same world generate each scan once; augmentation is applied after loading, as
     without the cache. ``scene`` and ``lidar`` override :class:`SceneConfig` /
     :class:`LidarConfig` fields.
+
+    ``teacher_lidar`` (LidarConfig fields) adds a second scan of every scene from a richer
+    sensor: items then carry ``inputs["teacher_points"]`` and boxes are labelled by what that
+    scan sees (see :func:`~bevdistill.data.simulate_sample`). ``view="teacher"`` puts the rich
+    scan in ``inputs["points"]`` instead (to train or evaluate the teacher on it), with the
+    same labels.
     """
 
     source = "synthetic"
@@ -163,16 +188,22 @@ class SyntheticBEVDataset(_LidarBEVDataset):
         scene: dict | None = None,
         lidar: dict | None = None,
         cache_dir: str | os.PathLike | None = None,
+        teacher_lidar: dict | None = None,
+        view: str = "student",
     ):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         self.split = split
         self.world_seed = split_world_seed(seed, split)
         super().__init__(point_cloud_range, augment, min_points, keep_invisible,
-                         aug_seed=self.world_seed, cache=cache)
+                         aug_seed=self.world_seed, cache=cache, view=view)
         self.num_samples = int(num_samples)
         self.scene_config = SceneConfig.from_dict(scene)
         self.simulator = LidarSimulator(lidar)
+        self.teacher_simulator = LidarSimulator(teacher_lidar) if teacher_lidar else None
+        if view == "teacher" and self.teacher_simulator is None:
+            raise ValueError("view='teacher' needs teacher_lidar: the richer sensor whose scan "
+                             "the teacher reads")
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self._cache_key = self._settings_hash() if self.cache_dir is not None else ""
 
@@ -183,6 +214,8 @@ class SyntheticBEVDataset(_LidarBEVDataset):
         """Hash of everything a scan depends on besides (world seed, index)."""
         settings = {"scene": asdict(self.scene_config), "lidar": asdict(self.simulator.config),
                     "min_points": self.min_points}
+        if self.teacher_simulator is not None:
+            settings["teacher_lidar"] = asdict(self.teacher_simulator.config)
         text = json.dumps(settings, sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -201,7 +234,7 @@ class SyntheticBEVDataset(_LidarBEVDataset):
                 sample[key] = kind(sample[key])
             return sample
         sample = simulate_sample(self.world_seed, index, self.scene_config, self.simulator,
-                                 min_points=self.min_points)
+                                 min_points=self.min_points, teacher_lidar=self.teacher_simulator)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
@@ -262,7 +295,7 @@ def bev_collate(batch: Sequence[dict]) -> dict:
     """
     if not isinstance(batch, Sequence) or len(batch) == 0:
         raise ValueError("bev_collate needs a non-empty list of dataset items")
-    points, samples = [], []
+    points, samples, teacher_points = [], [], []
     for i, item in enumerate(batch):
         if not isinstance(item, dict) or "inputs" not in item or "data_samples" not in item:
             raise TypeError(
@@ -277,4 +310,12 @@ def bev_collate(batch: Sequence[dict]) -> dict:
             )
         points.append(pts)
         samples.append(item["data_samples"])
-    return {"inputs": {"points": points}, "data_samples": samples}
+        if "teacher_points" in item["inputs"]:
+            teacher_points.append(item["inputs"]["teacher_points"])
+    inputs = {"points": points}
+    if teacher_points:
+        if len(teacher_points) != len(points):
+            raise ValueError("some items carry inputs['teacher_points'] and some do not: build "
+                             "every dataset of a run with the same teacher_lidar setting")
+        inputs["teacher_points"] = teacher_points
+    return {"inputs": inputs, "data_samples": samples}
