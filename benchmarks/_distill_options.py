@@ -64,6 +64,8 @@ OPTIONS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "feature_mse": ("FitNets-style feature MSE (1x1 adapter)", _only(alpha_mse=10.0)),
     "heatmap_kd": ("response KD on the class heatmaps (binary KL)", _only(alpha_kd=5.0)),
     "combined": ("the default distill config (spatial InfoNCE + AT + heatmap KD)", {}),
+    "mse_kd": ("feature MSE + heatmap KD (FitNets-style imitation of the teacher's maps, and "
+               "its responses)", _only(alpha_mse=10.0, alpha_kd=5.0)),
 }
 
 
@@ -89,7 +91,7 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def _dirty() -> bool | None:
+def tree_is_dirty() -> bool | None:
     """Whether the working tree differs from the commit (results then come from uncommitted
     code, which the record should say)."""
     try:
@@ -106,7 +108,7 @@ def provenance(module: str, argv: list[str] | None) -> dict[str, Any]:
     return {
         "command": " ".join(["python -m", module, *map(shlex.quote, args)]),
         "git_commit": git_commit(),
-        "uncommitted_changes": _dirty(),
+        "uncommitted_changes": tree_is_dirty(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
     }

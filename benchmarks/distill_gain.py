@@ -1,364 +1,390 @@
-"""Does distillation help? The same student, trained alone and with each distillation option.
+"""Does distillation help? Students trained alone and distilled, to the baseline's plateau.
 
-Every run is the project's own command (``bevdistill train student train_student`` or
-``bevdistill distill distill`` with ``--cfg-options`` selecting the option, see
-:mod:`benchmarks._distill_options`), at an EQUAL budget: the same iterations, batch size,
-schedule, training scenes and validation scenes; each option is run for every seed (the seed
-sets the initial weights and the order of the batches). The teacher is evaluated on the same
-validation scenes (``bevdistill evaluate train_teacher CKPT``). Reported per option: mean and
-standard deviation over seeds of the val mAP and per-class AP, the gain over the baseline with
-the standard deviation of the per-seed (paired) gains, and the share of the teacher-student gap
-recovered, ``(distilled - baseline) / (teacher - baseline)``.
+Two scenarios (``SCENARIOS``):
 
-    .venv/bin/python -m benchmarks.distill_gain                 # CPU preset, 2 runs at a time
-    .venv/bin/python -m benchmarks.distill_gain --preset gpu    # bigger budget, CUDA, 1 at a time
+* ``two_sensor``: the teacher *sees more*. Every scene is scanned by the deployed 16-beam LiDAR
+  (the student's input) and by a 64-beam one (the teacher's); teacher and student are the same
+  network, so what the teacher knows beyond the student comes from what it saw. This is the
+  situation of BEVFusion-to-LiDAR and LiDAR-beam distillation.
+* ``compression``: a wide teacher on a fine grid, a narrow student on a coarse grid, one sensor.
+
+Every run is the project's own command (``bevdistill train student ...`` or ``bevdistill distill
+...`` with ``--cfg-options`` selecting the option, :mod:`benchmarks._distill_options`). Each run
+validates on the TUNING split (``val``) every ``eval_interval`` iterations: those curves show
+where the baseline plateaus and are what options are chosen on. The final numbers come from the
+HELD-OUT split (``test``), never seen while choosing: the checkpoint at the end of the schedule
+(budget ``converged``) and the one after ``equal_iters`` iterations (budget ``equal``, the short
+budget earlier benchmarks used; same iterations for every option). The teacher is scored on the
+same test scenes. ``gap_recovered = (distilled - baseline) / (teacher - baseline)`` (mAP).
+
+Provenance: every run records the commit and whether the tree was clean, when it started, how
+long it took, its full command, and whether this invocation reused it. A finished run is reused
+only when its commit and command equal this invocation's; otherwise it is moved aside
+(``<dir>.stale-<n>``, nothing deleted) and run again, so an aggregate never mixes commits.
+
+    .venv/bin/python -m benchmarks.distill_gain --scenario two_sensor    # CPU, 2 runs at a time
+    .venv/bin/python -m benchmarks.distill_gain --scenario two_sensor --preset gpu
     .venv/bin/python -m benchmarks.distill_gain --smoke --work-root /tmp/dg --out /tmp/dg.json
 
-Scans are generated once into ``scan_cache_<preset>`` beside ``WORK_ROOT`` (``SyntheticBEVDataset(cache_dir=)``)
-and read by every run. A run whose ``metrics.json`` exists is skipped, so after a crash the
-same command resumes where it stopped. Writes ``benchmarks/results/distill_gain.json`` (or
-``--out``) and prints a markdown table.
+Writes ``benchmarks/results/distill_gain.json`` (``--out``): a top-level ``summary`` (one row per
+scenario, option, budget and split), ``runs`` (one entry per training or evaluation run) and
+``curves``. Results of another scenario already in the file are kept (each scenario's rows and
+runs carry their own commits), so the two scenarios can be measured in separate sessions.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._distill_options import (
-    OPTIONS,
-    REPO_ROOT,
-    RESULTS_DIR,
-    cfg_option_args,
-    provenance,
-)
+from benchmarks._distill_options import OPTIONS, REPO_ROOT, RESULTS_DIR, cfg_option_args, provenance
+from benchmarks._runs import RunSpec, run_all, scalars_history
 from bevdistill.data.classes import CLASS_NAMES
 
 MODULE = "benchmarks.distill_gain"
-SHIPPED_TEACHER = REPO_ROOT / "bevdistill" / "assets" / "teacher.pth"
+ASSETS = REPO_ROOT / "bevdistill" / "assets"
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "two_sensor": dict(student="train_student_16beam", distill="distill_64to16beam",
+                       teacher="train_teacher_64beam", teacher_ckpt=ASSETS / "teacher_64beam.pth",
+                       what="64-beam teacher -> 16-beam student, same network"),
+    "compression": dict(student="train_student", distill="distill", teacher="train_teacher",
+                        teacher_ckpt=ASSETS / "teacher.pth",
+                        what="wide 0.25 m teacher -> narrow 0.5 m student, same sensor"),
+    "smoke": dict(student="train_student_ci", distill="distill_ci", teacher="train_teacher_ci",
+                  teacher_ckpt=None, what="tiny CI models"),
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # 2 single-threaded runs at a time on a 2-core machine, about an hour in all
-    "cpu": dict(student="train_student", distill="distill", teacher="train_teacher",
-                iters=400, batch_size=4, train_samples=800, val_samples=150, seeds=(0, 1, 2),
-                parallel=2, threads=1, device="cpu"),
+    # 2 single-threaded runs at a time on a 2-core machine
+    "cpu": dict(iters=2000, equal_iters=500, eval_interval=500, batch_size=4, train_samples=2000,
+                tune_samples=150, test_samples=300, seeds=(0, 1, 2), parallel=2, threads=1,
+                device="cpu", options=("baseline", "mse_kd"), ablation=("combined",)),
     # the same comparison at a larger budget on one CUDA device
-    "gpu": dict(student="train_student", distill="distill", teacher="train_teacher",
-                iters=3000, batch_size=8, train_samples=4000, val_samples=500, seeds=(0, 1, 2),
-                parallel=1, threads=None, device="cuda"),
+    "gpu": dict(iters=6000, equal_iters=1500, eval_interval=1000, batch_size=8,
+                train_samples=8000, tune_samples=500, test_samples=1000, seeds=(0, 1, 2),
+                parallel=1, threads=None, device="cuda",
+                options=("baseline", "mse_kd", "combined"),
+                ablation=("heatmap_kd", "feature_mse", "spatial_infonce", "at_l2")),
     # tiny CI models: checks the script end to end in seconds
-    "smoke": dict(student="train_student_ci", distill="distill_ci", teacher="train_teacher_ci",
-                  iters=2, batch_size=2, train_samples=4, val_samples=2, seeds=(0,),
-                  parallel=1, threads=1, device="cpu", options=("baseline", "heatmap_kd")),
+    "smoke": dict(iters=4, equal_iters=2, eval_interval=2, batch_size=2, train_samples=4,
+                  tune_samples=2, test_samples=2, seeds=(0,), parallel=1, threads=1,
+                  device="cpu", options=("baseline", "heatmap_kd")),
 }
 
 
-# --- one run ---------------------------------------------------------------------------------
+# --- commands --------------------------------------------------------------------------------
 
 
-def run_command(preset: dict, option: str, seed: int, work_dir: Path, cache_dir: Path,
-                teacher_ckpt: str | None) -> list[str]:
-    """The bevdistill command line of one (option, seed) run."""
+def _data_args(preset: dict, cache_dir: Path, split: str, num: int) -> dict[str, Any]:
+    return {"val_dataset.split": split, "val_dataset.num_samples": num,
+            "val_dataset.cache_dir": str(cache_dir), "data.val_batch_size": preset["batch_size"],
+            "data.num_workers": 0}
+
+
+def train_command(scenario: dict, preset: dict, option: str, seed: int, work_dir: Path,
+                  cache_dir: Path, teacher_ckpt: str | None) -> list[str]:
+    """The bevdistill command line of one (option, seed) training run."""
     overrides = OPTIONS[option][1]
-    common = {
+    args = {
         "seed": seed,
         "train_dataset.num_samples": preset["train_samples"],
         "train_dataset.cache_dir": str(cache_dir),
-        "val_dataset.num_samples": preset["val_samples"],
-        "val_dataset.cache_dir": str(cache_dir),
+        **_data_args(preset, cache_dir, "val", preset["tune_samples"]),
         "data.batch_size": preset["batch_size"],
-        "data.val_batch_size": preset["batch_size"],
-        "data.num_workers": 0,
-        "schedule.val_interval": preset["iters"],  # validate once, at the end
-        "schedule.checkpoint_interval": preset["iters"],
+        "schedule.val_interval": preset["eval_interval"],
+        "schedule.checkpoint_interval": preset["equal_iters"],
+        "schedule.max_keep_ckpts": -1,  # the equal-budget checkpoint is scored at the end
         "schedule.log_interval": max(1, min(50, preset["iters"])),
     }
     if overrides is None:
-        head = ["train", "student", preset["student"]]
+        head = ["train", "student", scenario["student"]]
     else:
-        head = ["distill", preset["distill"]]
-        common.update(overrides)
+        head = ["distill", scenario["distill"]]
+        args.update(overrides)
         if teacher_ckpt is not None:
-            common["model.teacher_ckpt"] = teacher_ckpt
+            args["model.teacher_ckpt"] = teacher_ckpt
     return [sys.executable, "-m", "bevdistill", *head, "--work-dir", str(work_dir),
-            "--max-iters", str(preset["iters"]), "--cfg-options", *cfg_option_args(common)]
+            "--max-iters", str(preset["iters"]), "--cfg-options", *cfg_option_args(args)]
 
 
-def teacher_command(preset: dict, teacher_ckpt: str, work_dir: Path, cache_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "bevdistill", "evaluate", preset["teacher"], teacher_ckpt,
-            "--work-dir", str(work_dir), "--cfg-options",
-            f"val_dataset.num_samples={preset['val_samples']}",
-            f"val_dataset.cache_dir={cache_dir}", f"data.val_batch_size={preset['batch_size']}",
-            "data.num_workers=0"]
-
-
-def _env(preset: dict) -> dict[str, str]:
-    env = dict(os.environ)
-    if preset["threads"] is not None:
-        env["OMP_NUM_THREADS"] = str(preset["threads"])
-        env["MKL_NUM_THREADS"] = str(preset["threads"])
-    if preset["device"] == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    return env
-
-
-def run_all(jobs: list[tuple[str, list[str], Path]], preset: dict) -> None:
-    """Run ``(name, command, work_dir)`` jobs, ``preset['parallel']`` at a time; a job whose
-    ``metrics.json`` exists is skipped. Each job logs to ``work_dir/run.log``."""
-    pending = [j for j in jobs if not (j[2] / "metrics.json").is_file()]
-    print(f"{len(jobs) - len(pending)} of {len(jobs)} runs already done; {len(pending)} to go",
-          flush=True)
-    running: list[tuple[str, subprocess.Popen, float, Any]] = []
-    failed: list[str] = []
-    while pending or running:
-        while pending and len(running) < preset["parallel"]:
-            name, cmd, work_dir = pending.pop(0)
-            work_dir.mkdir(parents=True, exist_ok=True)
-            log = open(work_dir / "run.log", "w")  # noqa: SIM115 - closed when the job ends
-            log.write(" ".join(cmd) + "\n")
-            log.flush()
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(preset),
-                                    cwd=REPO_ROOT)
-            running.append((name, proc, time.time(), log))
-            print(f"[{time.strftime('%H:%M:%S')}] start {name}", flush=True)
-        time.sleep(0.2)
-        for job in list(running):
-            name, proc, started, log = job
-            if proc.poll() is None:
-                continue
-            running.remove(job)
-            log.close()
-            status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
-            if proc.returncode != 0:
-                failed.append(name)
-            print(f"[{time.strftime('%H:%M:%S')}] {status} {name} in {time.time() - started:.0f}s",
-                  flush=True)
-    if failed:
-        raise RuntimeError(f"runs failed: {failed}; see run.log in their work dirs and rerun "
-                           "the same command (finished runs are skipped)")
-
-
-def teacher_weights(teacher_ckpt: str, work_root: Path) -> str:
-    """``teacher_ckpt`` itself when plain ``torch.load(weights_only=True)`` reads it (what the
-    Distiller does); otherwise a weights-only copy (an mmengine Runner checkpoint also holds the
-    message hub, which plain weights-only loading refuses)."""
-    import pickle
-
-    import torch
-
-    from bevdistill.engine.checkpoint import read_state_dict
-
-    try:
-        torch.load(teacher_ckpt, map_location="cpu", weights_only=True)
-        return teacher_ckpt
-    except pickle.UnpicklingError:
-        pass  # Python objects besides tensors: extract the weights below
-    out = work_root / "teacher_weights.pth"
-    if not out.is_file():
-        work_root.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        torch.save({"state_dict": read_state_dict(teacher_ckpt, "teacher checkpoint")}, tmp)
-        os.replace(tmp, out)
-    return str(out)
-
-
-# --- scans generated once -------------------------------------------------------------------
-
-
-def _warm_one(args: tuple[str, int, str, int]) -> None:
-    from bevdistill.data.dataset import SyntheticBEVDataset
-
-    split, num_samples, cache_dir, index = args
-    SyntheticBEVDataset(split=split, num_samples=num_samples, cache_dir=cache_dir).raw_sample(index)
-
-
-def warm_cache(preset: dict, cache_dir: Path) -> float:
-    """Generate every train/val scan the runs read, ``parallel`` processes at a time."""
-    started = time.time()
-    tasks = [(split, n, str(cache_dir), i)
-             for split, n in (("train", preset["train_samples"]), ("val", preset["val_samples"]))
-             for i in range(n)]
-    if preset["parallel"] > 1:
-        with multiprocessing.get_context("fork").Pool(preset["parallel"]) as pool:
-            pool.map(_warm_one, tasks, chunksize=8)
-    else:
-        for task in tasks:
-            _warm_one(task)
-    return time.time() - started
+def test_command(experiment: str, preset: dict, checkpoint: Path, work_dir: Path,
+                 cache_dir: Path, model_args: dict[str, Any] | None = None) -> list[str]:
+    """Score ``checkpoint`` on the held-out test split (``model_args``: the overrides it was
+    trained with, so that the checkpoint fits the model built)."""
+    args = {**(model_args or {}), **_data_args(preset, cache_dir, "test", preset["test_samples"])}
+    return [sys.executable, "-m", "bevdistill", "evaluate", experiment, str(checkpoint),
+            "--work-dir", str(work_dir), "--cfg-options", *cfg_option_args(args)]
 
 
 # --- results ---------------------------------------------------------------------------------
 
 
-def _metrics(work_dir: Path, iters: int | None = None) -> dict:
-    record = json.loads((work_dir / "metrics.json").read_text())
-    if iters is not None and record.get("max_iters") != iters:
-        raise ValueError(f"{work_dir} was trained for {record.get('max_iters')} iterations, not "
-                         f"{iters}: use another --work-root for another budget")
-    metrics = record["metrics"]
+def _scores(metrics_json: Path) -> dict[str, float]:
+    metrics = json.loads(metrics_json.read_text())["metrics"]
     if not metrics or "bev/mAP" not in metrics:
-        raise KeyError(f"{work_dir / 'metrics.json'} has no 'bev/mAP' (metrics: {metrics})")
-    return {"mAP": metrics["bev/mAP"],
-            **{f"AP_{c}": metrics.get(f"bev/AP_{c}") for c in CLASS_NAMES},
-            "duration_s": record.get("duration_s")}
+        raise KeyError(f"{metrics_json} has no 'bev/mAP' (metrics: {metrics})")
+    return {"mAP": metrics["bev/mAP"], **{f"AP_{c}": metrics[f"bev/AP_{c}"] for c in CLASS_NAMES}}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarise(options: list[str], seeds: list[int], runs: dict, teacher: dict | None) -> list[dict]:
-    base = [runs["baseline"][s]["mAP"] for s in seeds]
-    base_mean, base_std = _mean_std(base)
-    t_map = teacher["mAP"] if teacher else None
+def summarise(scenario: str, option_seeds: dict[str, list[int]],
+              scores: dict[tuple[str, str, str], dict[int, dict]], teacher: dict[str, dict]
+              ) -> list[dict]:
+    """Rows of the summary: per option, budget and split, mean/std over the option's seeds, gain
+    over the baseline on the same seeds, seed spread and share of the teacher-student gap
+    recovered. Ablation options ran on the first seed only: their rows say so (``seeds``)."""
     rows = []
-    for option in options:
-        per_seed = [runs[option][s] for s in seeds]
-        maps = [r["mAP"] for r in per_seed]
-        mean, std = _mean_std(maps)
-        row: dict[str, Any] = {"option": option, "description": OPTIONS[option][0],
-                               "mAP_per_seed": maps, "mAP_mean": mean, "mAP_std": std}
-        for c in CLASS_NAMES:
-            vals = [r[f"AP_{c}"] for r in per_seed]
-            row[f"AP_{c}_mean"], row[f"AP_{c}_std"] = _mean_std(vals)
-        row["train_s_mean"] = statistics.fmean(r["duration_s"] or 0.0 for r in per_seed)
-        if option != "baseline":
-            gains = [m - b for m, b in zip(maps, base, strict=True)]
-            gain, gain_std = _mean_std(gains)
-            spread = max(std, base_std)
-            row.update(gain=gain, gain_std_paired=gain_std, seed_spread=spread,
-                       gain_exceeds_2x_spread=gain > 2 * spread)
-            if t_map is not None and t_map != base_mean:
-                row["gap_recovered"] = (mean - base_mean) / (t_map - base_mean)
-        rows.append(row)
+    for split in ("val", "test"):
+        for budget in ("equal", "converged"):
+            base = scores[("baseline", budget, split)]
+            t = teacher.get(split)
+            for option, seeds in option_seeds.items():
+                base_mean, base_std = _mean_std([base[s]["mAP"] for s in seeds])
+                runs = scores[(option, budget, split)]
+                maps = [runs[s]["mAP"] for s in seeds]
+                mean, std = _mean_std(maps)
+                row: dict[str, Any] = dict(scenario=scenario, option=option, budget=budget,
+                                           split=split, seeds=seeds, mAP_mean=mean, mAP_std=std,
+                                           mAP_per_seed=maps)
+                for c in CLASS_NAMES:
+                    row[f"AP_{c}_mean"] = statistics.fmean(runs[s][f"AP_{c}"] for s in seeds)
+                gain = mean - base_mean
+                spread = max(std, base_std)
+                row.update(gain=gain, seed_spread=spread,
+                           gain_exceeds_2x_spread=option != "baseline" and gain > 2 * spread,
+                           teacher_mAP=t["mAP"] if t else None, gap_recovered=None)
+                if t and t["mAP"] != base_mean:
+                    row["gap_recovered"] = gain / (t["mAP"] - base_mean)
+                    row["gap_recovered_by_class"] = {
+                        c: _class_share(t, base, runs, seeds, c) for c in CLASS_NAMES}
+                rows.append(row)
     return rows
 
 
-def markdown(rows: list[dict], teacher: dict | None, seeds: list[int]) -> str:
-    head = ["option", f"val mAP (mean ± std, {len(seeds)} seeds)",
-            *[f"AP {c}" for c in CLASS_NAMES], "gain", "paired std", "gain > 2·spread",
-            "gap recovered"]
+def _class_share(teacher, base, runs, seeds, c) -> float | None:
+    key = f"AP_{c}"
+    gap = teacher[key] - statistics.fmean(base[s][key] for s in seeds)
+    if abs(gap) < 1e-9:
+        return None
+    return (statistics.fmean(runs[s][key] for s in seeds)
+            - statistics.fmean(base[s][key] for s in seeds)) / gap
+
+
+def markdown(rows: list[dict], split: str = "test") -> str:
+    head = ["scenario", "option", "budget", "mAP (mean ± std)", *[f"AP {c}" for c in CLASS_NAMES],
+            "gain", "> 2·spread", "gap recovered"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["option"], f"{r['mAP_mean']:.4f} ± {r['mAP_std']:.4f}",
-                 *[f"{r[f'AP_{c}_mean']:.4f}" for c in CLASS_NAMES]]
-        if r["option"] == "baseline":
-            cells += ["-", "-", "-", "-"]
-        else:
-            rec = r.get("gap_recovered")
-            cells += [f"{r['gain']:+.4f}", f"{r['gain_std_paired']:.4f}",
-                      "yes" if r["gain_exceeds_2x_spread"] else "no",
-                      f"{100 * rec:.0f}%" if rec is not None else "n/a"]
-        lines.append("| " + " | ".join(cells) + " |")
-    if teacher:
-        cells = ["teacher", f"{teacher['mAP']:.4f}",
-                 *[f"{teacher[f'AP_{c}']:.4f}" for c in CLASS_NAMES], "", "", "", "100%"]
-        lines.append("| " + " | ".join(cells) + " |")
+        if r["split"] != split:
+            continue
+        rec = r["gap_recovered"]
+        lines.append("| " + " | ".join([
+            r["scenario"], r["option"], r["budget"], f"{r['mAP_mean']:.3f} ± {r['mAP_std']:.3f}",
+            *[f"{r[f'AP_{c}_mean']:.3f}" for c in CLASS_NAMES],
+            "-" if r["option"] == "baseline" else f"{r['gain']:+.3f}",
+            "-" if r["option"] == "baseline" else ("yes" if r["gain_exceeds_2x_spread"] else "no"),
+            "-" if r["option"] == "baseline" or rec is None else f"{100 * rec:.0f}%",
+        ]) + " |")
     return "\n".join(lines)
+
+
+def choose_best(rows: list[dict]) -> str | None:
+    """The option with the best TUNING-split mAP at convergence (never chosen on test)."""
+    tuned = [r for r in rows if r["split"] == "val" and r["budget"] == "converged"
+             and r["option"] != "baseline"]
+    return max(tuned, key=lambda r: r["mAP_mean"])["option"] if tuned else None
+
+
+# --- the benchmark ---------------------------------------------------------------------------
+
+
+def _env(preset: dict) -> dict[str, str]:
+    env = dict(os.environ)
+    if preset["threads"] is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(preset["threads"])
+    if preset["device"] == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", choices=("two_sensor", "compression"), default="two_sensor")
     parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--smoke", action="store_true", help="CI models, 2 iterations, 1 seed, "
-                        "2 options: checks that the script runs")
+    parser.add_argument("--smoke", action="store_true", help="CI models, 4 iterations, 1 seed")
     parser.add_argument("--iters", type=int, help="iterations per run (default: the preset's)")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the preset's)")
     parser.add_argument("--options", nargs="+", choices=list(OPTIONS),
-                        help="options to run (baseline is always included)")
+                        help="options run on every seed (baseline is always included)")
+    parser.add_argument("--ablation", nargs="*", choices=list(OPTIONS), default=None,
+                        help="options tried on the first seed only, to choose on the tuning "
+                             "split (default: the preset's)")
     parser.add_argument("--parallel", type=int, help="runs at a time (default: the preset's)")
-    parser.add_argument("--teacher-ckpt", help=f"teacher weights (default: {SHIPPED_TEACHER}; "
-                        "smoke: none, a random teacher)")
-    parser.add_argument("--work-root", type=Path,
-                        help="runs' work dirs (default: work_dirs/distill_gain_<preset>)")
+    parser.add_argument("--teacher-ckpt", help="teacher weights (default: the scenario's "
+                        "shipped teacher; smoke: a random teacher)")
+    parser.add_argument("--work-root", type=Path, help="runs' work dirs (default: "
+                        "work_dirs/distill_gain/<scenario>_<preset>)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "distill_gain.json")
     args = parser.parse_args(argv)
 
-    name = "smoke" if args.smoke else args.preset
-    preset = dict(PRESETS[name])
+    scenario_name = "smoke" if args.smoke else args.scenario
+    scenario = SCENARIOS[scenario_name]
+    preset = dict(PRESETS["smoke" if args.smoke else args.preset])
     for key in ("iters", "parallel"):
         if getattr(args, key) is not None:
             preset[key] = getattr(args, key)
+    preset["equal_iters"] = min(preset["equal_iters"], preset["iters"])
     seeds = list(args.seeds or preset["seeds"])
-    options = list(args.options or preset.get("options", OPTIONS))
-    if "baseline" not in options:
-        options.insert(0, "baseline")
-    teacher_ckpt = args.teacher_ckpt
-    if teacher_ckpt is None and not args.smoke:
-        if not SHIPPED_TEACHER.is_file():
-            raise SystemExit(f"no teacher at {SHIPPED_TEACHER}; pass --teacher-ckpt PATH")
-        teacher_ckpt = str(SHIPPED_TEACHER)
+    options = list(dict.fromkeys(["baseline", *(args.options or preset["options"])]))
+    ablation = [o for o in (preset.get("ablation", ()) if args.ablation is None else args.ablation)
+                if o not in options]
+    option_seeds = {**{o: seeds for o in options}, **{o: seeds[:1] for o in ablation}}
+    teacher_ckpt = args.teacher_ckpt or scenario["teacher_ckpt"]
+    if teacher_ckpt is not None and list(option_seeds) == ["baseline"] \
+            and not Path(teacher_ckpt).is_file():
+        teacher_ckpt = None  # students alone need no teacher: their runs can start first
     if teacher_ckpt is not None:
+        if not Path(teacher_ckpt).is_file():
+            raise SystemExit(f"no teacher at {teacher_ckpt}: train and ship it first (see "
+                             "bevdistill/assets/*_card.json for the command) or pass --teacher-ckpt")
         teacher_ckpt = str(Path(teacher_ckpt).resolve())
-    # The budget is part of the default folder: a resumed run must not mix budgets.
-    default_root = REPO_ROOT / "work_dirs" / f"distill_gain_{name}_it{preset['iters']}"
-    work_root = (args.work_root or default_root).resolve()
-    # Scans depend on the world, not on the budget: shared by every work root beside it.
-    cache_dir = work_root.parent / f"scan_cache_{name}"
-    teacher_source = teacher_ckpt
-    if teacher_ckpt is not None:
-        teacher_ckpt = teacher_weights(teacher_ckpt, work_root)
-
-    started = time.time()
+    work_root = (args.work_root or REPO_ROOT / "work_dirs" / "distill_gain"
+                 / f"{scenario_name}_{'smoke' if args.smoke else args.preset}").resolve()
+    cache_dir = work_root.parent / "scan_cache"
     record = provenance(MODULE, argv)
-    warm_s = warm_cache(preset, cache_dir)
-    print(f"scans ready in {cache_dir} ({warm_s:.0f}s)", flush=True)
+    started = time.time()
 
-    jobs = []
+    # Stage 1: training runs (and the teacher's test score); stage 2: test scores of checkpoints.
+    train_specs, test_specs = [], []
     if teacher_ckpt is not None:
-        jobs.append(("teacher", teacher_command(preset, teacher_ckpt, work_root / "teacher",
-                                                cache_dir), work_root / "teacher"))
+        test_specs.append(RunSpec("teacher/test", test_command(
+            scenario["teacher"], preset, Path(teacher_ckpt), work_root / "teacher" / "test",
+            cache_dir), work_root / "teacher" / "test"))
     for seed in seeds:  # seed-major: a partial run holds every option for the first seeds
-        for option in options:
-            work_dir = work_root / option / f"seed{seed}"
-            cmd = run_command(preset, option, seed, work_dir, cache_dir, teacher_ckpt)
-            jobs.append((f"{option}/seed{seed}", cmd, work_dir))
-    run_all(jobs, preset)
+        for option in [o for o, o_seeds in option_seeds.items() if seed in o_seeds]:
+            run_dir = work_root / option / f"seed{seed}"
+            train_specs.append(RunSpec(f"{option}/seed{seed}", train_command(
+                scenario, preset, option, seed, run_dir, cache_dir, teacher_ckpt), run_dir))
+            overrides = OPTIONS[option][1]
+            experiment = scenario["student"] if overrides is None else scenario["distill"]
+            model_args = None if overrides is None else {
+                **overrides, **({"model.teacher_ckpt": teacher_ckpt} if teacher_ckpt else {})}
+            for budget, it in (("equal", preset["equal_iters"]), ("converged", preset["iters"])):
+                test_dir = run_dir / f"test_{budget}"
+                test_specs.append(RunSpec(f"{option}/seed{seed}/test_{budget}", test_command(
+                    experiment, preset, run_dir / f"iter_{it}.pth", test_dir, cache_dir,
+                    model_args),
+                    test_dir, after=f"{option}/seed{seed}"))
+    runs = run_all(train_specs + test_specs, parallel=preset["parallel"], env=_env(preset),
+                   cwd=REPO_ROOT)
 
-    runs = {o: {s: _metrics(work_root / o / f"seed{s}", preset["iters"]) for s in seeds}
-            for o in options}
-    teacher = _metrics(work_root / "teacher") if teacher_ckpt is not None else None
-    rows = summarise(options, seeds, runs, teacher)
-    distilled = [r for r in rows if r["option"] != "baseline"]
-    best = max(distilled, key=lambda r: r["mAP_mean"]) if distilled else None
-    table = markdown(rows, teacher, seeds)
-    record.update(
-        preset=name,
-        budget={k: preset[k] for k in ("iters", "batch_size", "train_samples", "val_samples",
-                                       "parallel", "threads", "device")},
-        seeds=seeds,
-        teacher_ckpt=teacher_source,
-        teacher_weights_used=teacher_ckpt,
-        teacher=teacher,
-        options={o: {"description": OPTIONS[o][0], "cfg_options": OPTIONS[o][1]}
-                 for o in options},
-        example_commands={o: " ".join(run_command(preset, o, seeds[0], work_root / o /
-                                                  f"seed{seeds[0]}", cache_dir, teacher_ckpt)[1:])
-                          for o in options},
-        runs={o: {str(s): runs[o][s] for s in seeds} for o in options},
-        results=rows,
-        best_option=best["option"] if best else None,
-        goal={"gap_recovered_at_least": 0.5, "gain_exceeds_2x_seed_spread": True,
-              "met": bool(best and best.get("gap_recovered", 0) >= 0.5
-                          and best["gain_exceeds_2x_spread"])},
-        scan_generation_s=warm_s,
-        wall_s=time.time() - started,
-        markdown=table,
-    )
+    scores: dict[tuple[str, str, str], dict[int, dict]] = {}
+    curves: dict[str, dict[str, list]] = {}
+    for option, o_seeds in option_seeds.items():
+        for seed in o_seeds:
+            run_dir = work_root / option / f"seed{seed}"
+            history = scalars_history(run_dir)
+            curves.setdefault(option, {})[str(seed)] = history
+            by_iter = {h["iter"]: h for h in history}
+            for budget, it in (("equal", preset["equal_iters"]), ("converged", preset["iters"])):
+                if it not in by_iter:
+                    raise KeyError(f"{run_dir}: no validation at iteration {it} (have "
+                                   f"{sorted(by_iter)}); eval_interval must divide it")
+                scores.setdefault((option, budget, "val"), {})[seed] = by_iter[it]
+                scores.setdefault((option, budget, "test"), {})[seed] = _scores(
+                    run_dir / f"test_{budget}" / "metrics.json")
+    teacher = {}
+    if teacher_ckpt is not None:
+        teacher["test"] = _scores(work_root / "teacher" / "test" / "metrics.json")
+        teacher["val"] = _teacher_val(scenario, teacher_ckpt)
+    rows = summarise(scenario_name, option_seeds, scores, teacher)
+    best = choose_best(rows)
+    table = markdown(rows)
+    result = {
+        "scenario": scenario_name, "what": scenario["what"], "provenance": record,
+        "budget": {k: preset[k] for k in ("iters", "equal_iters", "eval_interval", "batch_size",
+                                          "train_samples", "tune_samples", "test_samples",
+                                          "parallel", "threads", "device")},
+        "teacher_ckpt": _shown(teacher_ckpt), "teacher": teacher, "seeds": seeds,
+        "teacher_sha256": _sha256(teacher_ckpt) if teacher_ckpt else None,
+        "options": {o: {"description": OPTIONS[o][0], "cfg_options": OPTIONS[o][1],
+                        "seeds": option_seeds[o]} for o in option_seeds},
+        "best_option": best, "chosen_on": "val (tuning split), converged budget",
+        "wall_s": round(time.time() - started, 1), "markdown": table,
+    }
+    merged = _merge(args.out, scenario_name, result, rows, runs, curves)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(merged, indent=2) + "\n")
+    os.replace(tmp, args.out)
     print(table)
-    print(f"-> {args.out}")
-    return record
+    print(f"best option on the tuning split: {best}; -> {args.out}")
+    return merged
+
+
+def _teacher_val(scenario: dict, teacher_ckpt: str) -> dict | None:
+    """The teacher's tuning-split score, from its card when the card says it (same scenes)."""
+    card = Path(teacher_ckpt).with_name(Path(teacher_ckpt).stem + "_card.json")
+    if not card.is_file():
+        return None
+    metrics = json.loads(card.read_text()).get("val", {}).get("metrics", {})
+    if "bev/mAP" not in metrics:
+        return None
+    return {"mAP": metrics["bev/mAP"], **{f"AP_{c}": metrics.get(f"bev/AP_{c}", 0.0)
+                                          for c in CLASS_NAMES}}
+
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _shown(path: str | None) -> str | None:
+    """A path as the record shows it: relative to the repository where it lies inside it."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return path
+
+
+def _merge(out: Path, scenario: str, result: dict, rows: list, runs: list, curves: dict) -> dict:
+    """This scenario's results, beside the other scenarios' results already in ``out``."""
+    old = json.loads(out.read_text()) if out.is_file() else {}
+    if "scenarios" not in old:  # an older schema: replaced, not mixed
+        old = {}
+    scenarios = {k: v for k, v in old.get("scenarios", {}).items() if k != scenario}
+    scenarios[scenario] = result
+    keep = lambda items: [x for x in items if x.get("scenario") != scenario]  # noqa: E731
+    summary = keep(old.get("summary", [])) + rows
+    all_runs = keep(old.get("runs", [])) + [{"scenario": scenario, **r} for r in runs]
+    all_curves = {k: v for k, v in old.get("curves", {}).items() if k != scenario}
+    all_curves[scenario] = curves
+    return {
+        "benchmark": "distill_gain",
+        "command_pattern": "python -m benchmarks.distill_gain --scenario SCENARIO",
+        "goal": {"gap_recovered_at_least": 0.5, "gain_exceeds_2x_seed_spread": True,
+                 "split": "test", "met_in": [
+                     s for s, r in scenarios.items() if _goal_met(summary, s, r["best_option"])]},
+        "scenarios": scenarios, "summary": summary, "runs": all_runs, "curves": all_curves,
+    }
+
+
+def _goal_met(summary: list[dict], scenario: str, best: str | None) -> bool:
+    return any(r["scenario"] == scenario and r["option"] == best and r["split"] == "test"
+               and r["budget"] == "converged" and (r["gap_recovered"] or 0) >= 0.5
+               and r["gain_exceeds_2x_spread"] for r in summary)
 
 
 if __name__ == "__main__":

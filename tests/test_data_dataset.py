@@ -186,3 +186,60 @@ def test_mmengine_builds_the_dataset_and_loader():
     batch = next(iter(loader))
     assert len(batch["inputs"]["points"]) == 2
     assert [s["sample_idx"] for s in batch["data_samples"]] == [0, 1]
+
+
+# --- the two-sensor world: one scene, two scans ------------------------------------------------
+
+SPARSE, DENSE = dict(n_rings=16, n_azimuth=360), dict(n_rings=64, n_azimuth=360)
+
+
+def test_two_sensor_items_carry_both_scans_of_one_scene():
+    single = SyntheticBEVDataset(num_samples=2, point_cloud_range=WIDE, lidar=SPARSE)
+    both = SyntheticBEVDataset(num_samples=2, point_cloud_range=WIDE, lidar=SPARSE,
+                               teacher_lidar=DENSE, keep_invisible=True)
+    item = both[0]
+    sparse, dense = item["inputs"]["points"], item["inputs"]["teacher_points"]
+    assert len(dense) > 3 * len(sparse)  # 64 rings against 16
+    # the student's scan is the one a single-sensor world makes: only the teacher gets more
+    assert torch.equal(sparse, single[0]["inputs"]["points"])
+    raw = both.raw_sample(0)
+    boxes = raw["gt_boxes"]
+    # labels come from the richer scan; the deployed sensor's counts are kept beside them
+    assert np.array_equal(raw["num_points"], count_points_in_boxes(raw["teacher_points"], boxes))
+    assert np.array_equal(raw["num_points_student"], count_points_in_boxes(raw["points"], boxes))
+    assert (raw["num_points"] >= raw["num_points_student"]).mean() > 0.9
+
+
+def test_two_sensor_views_are_augmented_together():
+    ds = SyntheticBEVDataset(num_samples=1, point_cloud_range=WIDE, lidar=SPARSE,
+                             teacher_lidar=DENSE, augment=True)
+    item = ds[0]
+    boxes = item["data_samples"]["gt_boxes"].numpy()
+    for key in ("points", "teacher_points"):
+        pts = item["inputs"][key].numpy()
+        counts = count_points_in_boxes(pts, boxes)
+        # same transform for boxes and both scans: the boxes still hold the scans' object points
+        assert counts.sum() > 0.5 * count_points_in_boxes(
+            ds.raw_sample(0)[key], ds.raw_sample(0)["gt_boxes"]).sum()
+
+
+def test_teacher_view_reads_the_rich_scan_with_the_same_labels():
+    kwargs = dict(num_samples=1, point_cloud_range=WIDE, lidar=SPARSE, teacher_lidar=DENSE)
+    student, teacher = SyntheticBEVDataset(**kwargs), SyntheticBEVDataset(**kwargs, view="teacher")
+    assert torch.equal(teacher[0]["inputs"]["points"], student[0]["inputs"]["teacher_points"])
+    assert "teacher_points" not in teacher[0]["inputs"]
+    assert torch.equal(teacher[0]["data_samples"]["gt_boxes"], student[0]["data_samples"]["gt_boxes"])
+    with pytest.raises(ValueError, match="teacher_lidar"):
+        SyntheticBEVDataset(num_samples=1, view="teacher")
+    with pytest.raises(ValueError, match="view must be one of"):
+        SyntheticBEVDataset(num_samples=1, view="both")
+
+
+def test_collate_keeps_the_teacher_scans_and_refuses_a_mix():
+    both = SyntheticBEVDataset(num_samples=2, point_cloud_range=WIDE, lidar=SPARSE,
+                               teacher_lidar=DENSE)
+    batch = bev_collate([both[0], both[1]])
+    assert len(batch["inputs"]["teacher_points"]) == 2
+    single = SyntheticBEVDataset(num_samples=1, point_cloud_range=WIDE, lidar=SPARSE)
+    with pytest.raises(ValueError, match="teacher_lidar"):
+        bev_collate([both[0], single[0]])

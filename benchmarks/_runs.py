@@ -1,0 +1,162 @@
+"""Benchmark runs as subprocesses, each traced to the commit and command that made it.
+
+A run is one ``bevdistill`` command with its own work dir. When it finishes, ``provenance.json``
+is written beside its ``metrics.json``: commit, whether the tree was clean, start time, duration
+and the command. A later invocation reuses a finished run only when commit and command are the
+same; a run from another commit or command is moved aside (``<dir>.stale-<n>``, nothing is
+deleted) and run again, and so is every run that depends on a rerun one. So one aggregate never
+mixes code versions, and a benchmark killed halfway resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks._distill_options import REPO_ROOT, tree_is_dirty
+from bevdistill.engine.report import git_commit
+
+PROVENANCE = "provenance.json"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One command; ``after`` names the run whose outputs it reads (it starts once that ends)."""
+
+    name: str
+    command: list[str]
+    work_dir: Path
+    after: str | None = None
+
+
+def _identity(command: list[str]) -> list[str]:
+    """The command without the interpreter's path: the same run on another venv still matches."""
+    return command[1:]
+
+
+def _finished(spec: RunSpec, commit: str | None) -> tuple[bool, str]:
+    """(reusable, why not) for a run already on disk."""
+    prov_path = spec.work_dir / PROVENANCE
+    if not (spec.work_dir / "metrics.json").is_file() or not prov_path.is_file():
+        return False, "not finished"
+    prov = json.loads(prov_path.read_text())
+    if prov.get("commit") != commit:
+        return False, f"made by commit {prov.get('commit')}, this is {commit}"
+    if prov.get("command") != _identity(spec.command):
+        return False, "made by another command (config or budget differ)"
+    return True, ""
+
+
+def _move_aside(work_dir: Path) -> Path | None:
+    if not work_dir.exists():
+        return None
+    n = 1
+    while work_dir.with_name(f"{work_dir.name}.stale-{n}").exists():
+        n += 1
+    target = work_dir.with_name(f"{work_dir.name}.stale-{n}")
+    work_dir.rename(target)
+    return target
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def run_all(specs: list[RunSpec], parallel: int, env: dict[str, str], cwd: Path = REPO_ROOT
+            ) -> list[dict]:
+    """Run ``specs`` (``parallel`` at a time, dependencies first); returns one provenance
+    record per run, with ``reused`` saying whether it was done by an earlier invocation."""
+    commit, dirty = git_commit(REPO_ROOT), tree_is_dirty()
+    names = {s.name for s in specs}
+    for s in specs:
+        if s.after is not None and s.after not in names:
+            raise ValueError(f"run {s.name!r} depends on {s.after!r}, which is not in the list")
+    rerun: set[str] = set()
+    todo: list[RunSpec] = []
+    for spec in specs:  # dependencies come first in ``specs``
+        ok, why = _finished(spec, commit)
+        if ok and spec.after not in rerun:
+            continue
+        if spec.work_dir.exists():
+            moved = _move_aside(spec.work_dir)
+            print(f"rerun {spec.name}: {why or 'its input was rerun'} (old run kept in {moved})",
+                  flush=True)
+        rerun.add(spec.name)
+        todo.append(spec)
+    print(f"{len(specs) - len(todo)} of {len(specs)} runs already done; {len(todo)} to go",
+          flush=True)
+
+    running: dict[str, tuple[subprocess.Popen, float, Any]] = {}
+    done: set[str] = {s.name for s in specs} - rerun
+    failed: list[str] = []
+    while todo or running:
+        for spec in list(todo):
+            if len(running) >= parallel:
+                break
+            if spec.after is not None and spec.after not in done:
+                continue
+            todo.remove(spec)
+            spec.work_dir.mkdir(parents=True, exist_ok=True)
+            log = open(spec.work_dir / "run.log", "w")  # noqa: SIM115 - closed when it ends
+            log.write(" ".join(spec.command) + "\n")
+            log.flush()
+            proc = subprocess.Popen(spec.command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    cwd=cwd)
+            running[spec.name] = (proc, time.time(), log)
+            print(f"[{time.strftime('%H:%M:%S')}] start {spec.name}", flush=True)
+        if not running and todo:
+            blocked = [s.name for s in todo]
+            raise RuntimeError(f"runs {blocked} wait for runs that failed: {failed}")
+        time.sleep(0.5)
+        for name, (proc, started, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            log.close()
+            spec = next(s for s in specs if s.name == name)
+            took = time.time() - started
+            if proc.returncode != 0:
+                failed.append(name)
+                print(f"[{time.strftime('%H:%M:%S')}] FAILED (exit {proc.returncode}) {name}; "
+                      f"see {spec.work_dir / 'run.log'}", flush=True)
+                continue
+            done.add(name)
+            _write_json(spec.work_dir / PROVENANCE, {
+                "commit": commit, "dirty": dirty,
+                "started": datetime.datetime.fromtimestamp(started, datetime.timezone.utc)
+                .isoformat(timespec="seconds"),
+                "duration_s": round(took, 1), "command": _identity(spec.command)})
+            print(f"[{time.strftime('%H:%M:%S')}] done {name} in {took:.0f}s", flush=True)
+    if failed:
+        raise RuntimeError(f"runs failed: {failed}; see run.log in their work dirs, then rerun "
+                           "the same command (finished runs are reused)")
+    records = []
+    for spec in specs:
+        prov = json.loads((spec.work_dir / PROVENANCE).read_text())
+        records.append({"name": spec.name, **prov, "command": " ".join(prov["command"]),
+                        "reused": spec.name not in rerun})
+    return records
+
+
+def scalars_history(work_dir: Path) -> list[dict[str, Any]]:
+    """Validation metrics over iterations, from mmengine's ``vis_data/scalars.json`` files
+    (one per start of the run: a resumed run has several; later lines win)."""
+    by_iter: dict[int, dict[str, Any]] = {}
+    for path in sorted(work_dir.glob("*/vis_data/scalars.json")):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if "bev/mAP" not in row:
+                continue  # a training-loss line
+            by_iter[int(row["step"])] = {
+                "iter": int(row["step"]), "mAP": row["bev/mAP"],
+                **{k[len("bev/"):]: v for k, v in row.items()
+                   if k.startswith("bev/AP_") and "@" not in k}}
+    return [by_iter[i] for i in sorted(by_iter)]
