@@ -9,8 +9,10 @@ list outputs survive, sparse outputs are densified, and the teacher's captures a
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -125,14 +127,39 @@ def _pick(name: str, output: Any, index: int) -> Any:
 
 
 class _CaptureHook:
-    """A forward hook that hands a module's output to its recorder under ``name``."""
+    """A forward hook that hands a module's output to its recorder under ``name``.
+
+    It holds its recorder weakly: the model must not keep a recorder (or the wrapper around
+    it) alive, so that deleting the wrapper lets the recorder's finalizer remove the hooks.
+    """
 
     def __init__(self, recorder: FeatureRecorder, name: str):
-        self.bevdistill_recorder = recorder  # the marker that _OWNER_ATTR names
+        self._recorder = weakref.ref(recorder)
         self.name = name
 
+    @property
+    def bevdistill_recorder(self) -> FeatureRecorder | None:  # the marker _OWNER_ATTR names
+        return self._recorder()
+
     def __call__(self, module: nn.Module, args: Any, output: Any) -> None:
-        self.bevdistill_recorder._store(self.name, output)
+        recorder = self._recorder()
+        if recorder is not None:
+            recorder._store(self.name, output)
+
+    def __deepcopy__(self, memo: dict) -> _CaptureHook:
+        # A copied model's hook feeds the copied recorder (kept alive by its copied owner).
+        recorder = self._recorder()
+        clone = copy.copy(self)
+        if recorder is not None:
+            clone._recorder = weakref.ref(copy.deepcopy(recorder, memo))
+        return clone
+
+
+def _remove_handles(handles: dict[str, RemovableHandle]) -> None:
+    """Finalizer of a recorder: the model outlives it, its hooks must not."""
+    for handle in handles.values():
+        handle.remove()
+    handles.clear()
 
 
 def _check_hook_points(hook_points: str | Sequence[str]) -> tuple[str, ...]:
@@ -207,6 +234,7 @@ class FeatureRecorder:
             taken += self._take_over(module)
             self._modules[name] = module
             self._handles[name] = module.register_forward_hook(self.hook_fn(name))
+        weakref.finalize(self, _remove_handles, self._handles)
         if taken:
             warn_once(
                 f"capture.take-over:{sorted(taken)}",
@@ -222,9 +250,22 @@ class FeatureRecorder:
         """The forward hook that stores a module's output in ``features[name]``."""
         return _CaptureHook(self, name)
 
+    def __setstate__(self, state: dict) -> None:
+        # copy.deepcopy: the copy removes its own hooks when it goes, as the original does.
+        self.__dict__.update(state)
+        weakref.finalize(self, _remove_handles, self._handles)
+
     def _store(self, name: str, output: Any) -> None:
         if name in self.select:
-            output = _pick(name, output, self.select[name])
+            try:
+                output = _pick(name, output, self.select[name])
+            except (TypeError, ValueError) as exc:
+                # Left in place, the hook would break every later forward of the model.
+                self.close()
+                raise type(exc)(
+                    f"{exc} This recorder's hooks were removed, so the model runs as before; "
+                    "fix select and create a new recorder or wrapper."
+                ) from exc
         self.features[name] = _densify(output, self.detach)
         self.fire_counts[name] = self.fire_counts.get(name, 0) + 1
         if self.fire_counts[name] == 2 and self._recording:

@@ -14,6 +14,10 @@ runs as it is on mmengine's Runner in the mmdet3d scope; export then writes the 
 weights and a plain mmdet3d config (OUT and OUT with suffix .py). Every command writes
 a JSON record of its metrics (``WORK_DIR/metrics.json``; ``OUT.json`` for export). Many
 processes: ``torchrun --nproc_per_node=N -m bevdistill train student --launcher pytorch``.
+
+A user error (a bad path, a corrupt checkpoint, a diverged run, a config mistake) ends with a
+one- or two-line message, exit status 2, and the fix in ``--cfg-options key=value`` form where
+it is a config key; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -27,10 +31,36 @@ from pathlib import Path
 
 from mmengine.config import DictAction
 
-from bevdistill.engine.checkpoint import CheckpointMismatchError, MissingCheckpointError
+from bevdistill.engine.checkpoint import (
+    CheckpointMismatchError,
+    ChecksumError,
+    CorruptCheckpointError,
+    MissingCheckpointError,
+)
+from bevdistill.engine.hooks import DivergenceError
 from bevdistill.engine.runner import ExperimentConfigError, LaunchError
 
-USER_ERRORS = (ExperimentConfigError, LaunchError, MissingCheckpointError, CheckpointMismatchError)
+
+class WorkDirError(ValueError):
+    """``--work-dir`` is a file, or a folder that cannot be created."""
+
+
+USER_ERRORS = (ExperimentConfigError, LaunchError, MissingCheckpointError, CheckpointMismatchError,
+               CorruptCheckpointError, ChecksumError, DivergenceError, WorkDirError)
+# Loaded on demand (they import the models): errors raised while building or feeding them.
+LAZY_USER_ERRORS = {
+    "bevdistill.distiller": ("TeacherCheckpointError", "DistillerBuildError"),
+    "bevdistill.losses._checks": ("LossInputError",),
+    "bevdistill.data.nuscenes": ("InfoFileError", "PointFileError"),
+}
+# Python-form advice in library messages, and its command-line form.
+CLI_FORM = {
+    "pass strict_teacher=False": "pass --cfg-options model.strict_teacher=False",
+    "set strict_teacher=False": "set --cfg-options model.strict_teacher=False",
+}
+TEACHER_FIX = ("Fix: --cfg-options model.teacher_ckpt=PATH with a checkpoint of this teacher "
+               "config (from `bevdistill train teacher`), or model.teacher_ckpt=None to distil "
+               "from a random teacher.")
 DEFAULT_CONFIG = {"teacher": "train_teacher", "student": "train_student", "distill": "distill"}
 
 
@@ -43,6 +73,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="'pytorch' under torchrun for DDP (gloo on CPU, nccl on GPU)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                    help="override config keys, e.g. schedule.lr=1e-3 data.num_workers=2")
+    _add_debug(p)
+
+
+def _add_debug(p: argparse.ArgumentParser, default=argparse.SUPPRESS) -> None:
+    # SUPPRESS on subcommands: their default would otherwise override `bevdistill --debug CMD`.
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show the full traceback of an error instead of a short message")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Knowledge distillation for BEV detectors:" + __doc__.split(":", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_debug(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a teacher or a student detector alone")
@@ -70,24 +108,42 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--work-dir", help="output folder (default: work_dirs/eval_<config>)")
     evaluate.add_argument("--launcher", choices=("none", "pytorch"), default="none")
     evaluate.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+    _add_debug(evaluate)
 
     export = sub.add_parser("export", help="student-only checkpoint from a distillation checkpoint")
     export.add_argument("config", help="the distill config the checkpoint was trained with")
     export.add_argument("checkpoint")
     export.add_argument("out")
     export.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+    _add_debug(export)
 
-    sub.add_parser("list", help="list the shipped experiment configs")
+    _add_debug(sub.add_parser("list", help="list the shipped experiment configs"))
     return parser
 
 
 def _check_teacher_ckpt(exp) -> None:
     ckpt = exp.model.get("teacher_ckpt")
-    if isinstance(ckpt, (str, os.PathLike)) and not Path(ckpt).is_file():
-        raise MissingCheckpointError(
-            f"teacher checkpoint {os.path.normpath(ckpt)!r} (model.teacher_ckpt) does not exist. Train one with "
-            "`bevdistill train teacher` and pass --cfg-options model.teacher_ckpt=PATH"
-        )
+    if not isinstance(ckpt, (str, os.PathLike)) or Path(ckpt).is_file():
+        return
+    state = "is a folder, not a checkpoint file" if Path(ckpt).is_dir() else "does not exist"
+    raise MissingCheckpointError(
+        f"teacher checkpoint {os.path.normpath(ckpt)!r} (model.teacher_ckpt) {state}. Train one "
+        "with `bevdistill train teacher` and pass --cfg-options model.teacher_ckpt=PATH/iter_N.pth"
+    )
+
+
+def _prepare_work_dir(work_dir: Path) -> Path:
+    """Create ``work_dir`` now, so that a bad one fails in one line before any model is built."""
+    if work_dir.exists() and not work_dir.is_dir():
+        raise WorkDirError(f"--work-dir {work_dir} is a file, not a folder; pass another --work-dir")
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WorkDirError(
+            f"cannot create --work-dir {work_dir}: {exc.strerror or exc}; pass a folder you can "
+            "write to, e.g. --work-dir work_dirs/NAME"
+        ) from exc
+    return work_dir
 
 
 def _finish_distributed() -> None:
@@ -165,10 +221,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         )
     if role == "distill":
         _check_teacher_ckpt(exp)
-    work_dir = Path(args.work_dir or Path("work_dirs") / name)
-    if args.resume and not (work_dir / "last_checkpoint").is_file():
-        print(f"bevdistill: --resume: no checkpoint in {work_dir} yet, starting from scratch",
-              file=sys.stderr)
+    work_dir = _prepare_work_dir(Path(args.work_dir or Path("work_dirs") / name))
     runner = make_runner(exp, work_dir, launcher=args.launcher, resume=args.resume,
                          max_iters=args.max_iters)
     runner.train()
@@ -199,9 +252,11 @@ def cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from bevdistill.engine.checkpoint import check_state_dict, read_state_dict
     from bevdistill.engine.report import run_record, write_json
     from bevdistill.engine.runner import experiment_name, load_experiment, make_runner
+    from bevdistill.pretrained import verify_shipped_weights
 
     started = time.time()
     exp = load_experiment(args.config, args.cfg_options)
+    verify_shipped_weights(args.checkpoint)  # a shipped model: its card's SHA-256
     state = read_state_dict(args.checkpoint)  # fails early, before models are built
     if args.num_samples is not None:
         if args.num_samples < 1:
@@ -210,7 +265,7 @@ def cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     if exp.role == "distill":
         exp.model.teacher_ckpt = None  # predictions come from the student alone
     name = experiment_name(exp)
-    work_dir = Path(args.work_dir or Path("work_dirs") / f"eval_{name}")
+    work_dir = _prepare_work_dir(Path(args.work_dir or Path("work_dirs") / f"eval_{name}"))
     runner = make_runner(exp, work_dir, launcher=args.launcher, train=False)
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     check_state_dict(model, state, args.checkpoint)
@@ -324,9 +379,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         COMMANDS[args.command](args, argv)
-    except USER_ERRORS as exc:
-        parser.exit(2, f"bevdistill {args.command}: error: {exc}\n")
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None or args.debug:
+            raise
+        parser.exit(2, f"bevdistill {args.command}: error: {message} "
+                       "(--debug shows the traceback)\n")
     return 0
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    if isinstance(exc, USER_ERRORS):
+        return True
+    for module, names in LAZY_USER_ERRORS.items():
+        loaded = sys.modules.get(module)  # not imported: none of its errors can have been raised
+        if loaded is not None and isinstance(exc, tuple(getattr(loaded, n) for n in names)):
+            return True
+    return False
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The message for an error the user can fix, in one line plus at most one line of fix;
+    None for a bug (shown as a traceback)."""
+    if isinstance(exc, OSError) and not _is_user_error(exc):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    if not _is_user_error(exc):
+        return None
+    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    for python_form, cli_form in CLI_FORM.items():
+        message = message.replace(python_form, cli_form)
+    if type(exc).__name__ == "TeacherCheckpointError":
+        message = f"{message}\n{TEACHER_FIX}"
+    return message
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import pickle
 import tempfile
 import time
 import warnings
@@ -130,22 +129,27 @@ def read_checkpoint(checkpoint: Any, trusted: bool = False) -> tuple[dict[str, t
     """The state dict inside ``checkpoint`` (a path or an already loaded dict) and its name.
 
     Accepts mmengine checkpoints (``{'state_dict': ..., 'meta': ...}``) and plain state dicts.
-    Files are read with ``weights_only=True`` unless ``trusted``: full unpickling runs code
-    from the file.
+    Files are read with ``weights_only=True`` (mmengine's own objects allowed) unless
+    ``trusted``: full unpickling runs code from the file. A shipped teacher is checked against
+    the SHA-256 in its model card. Unreadable files raise :class:`TeacherCheckpointError`
+    naming the path and what is wrong (empty, truncated, a folder, not a checkpoint).
     """
     if isinstance(checkpoint, (str, os.PathLike)):
+        from bevdistill.engine.checkpoint import (
+            CorruptCheckpointError,
+            MissingCheckpointError,
+            load_checkpoint_file,
+        )
+        from bevdistill.pretrained import verify_shipped_weights
+
         path = Path(checkpoint).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"teacher checkpoint {str(path)!r} does not exist")
+        verify_shipped_weights(path)
         try:
-            loaded = torch.load(path, map_location="cpu", weights_only=not trusted)
-        except pickle.UnpicklingError as exc:
-            raise TeacherCheckpointError(
-                f"{path} holds Python objects besides tensors (an mmengine Runner checkpoint "
-                "keeps its message hub, for instance), so it cannot be read with "
-                "weights_only=True. If you trust the file, pass trust_teacher_ckpt=True; or "
-                "save the weights alone: torch.save({'state_dict': model.state_dict()}, path)."
-            ) from exc
+            loaded = load_checkpoint_file(path, "teacher checkpoint", weights_only=not trusted)
+        except (MissingCheckpointError, CorruptCheckpointError) as exc:
+            raise TeacherCheckpointError(str(exc)) from exc
         source = str(path)
     elif isinstance(checkpoint, Mapping):
         loaded, source = checkpoint, "<dict>"

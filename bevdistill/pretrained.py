@@ -8,6 +8,10 @@ Ship a new teacher from a finished training run::
 
     bevdistill train teacher train_teacher --work-dir runs/teacher --max-iters 1500
     python -m bevdistill.pretrained runs/teacher
+
+Every card records the SHA-256 of its weights (``weights_sha256``); the weights ``NAME.pth``
+beside a card ``NAME_card.json`` are checked against it whenever they are loaded, here or as a
+``teacher_ckpt``, since flipped bits in a checkpoint load silently otherwise.
 """
 
 from __future__ import annotations
@@ -52,12 +56,31 @@ def teacher_card() -> dict[str, Any]:
     return json.loads(TEACHER_CARD.read_text())
 
 
+def card_path(weights: str | Path) -> Path:
+    """The model card of a shipped weights file: ``NAME.pth`` -> ``NAME_card.json`` beside it."""
+    weights = Path(weights)
+    return weights.with_name(f"{weights.stem}_card.json")
+
+
+def verify_shipped_weights(weights: str | Path) -> None:
+    """Check ``weights`` against the SHA-256 in its model card, where it has a card with one."""
+    from bevdistill.engine.checkpoint import verify_sha256
+
+    card = card_path(weights)
+    if not card.is_file():
+        return
+    expected = json.loads(card.read_text()).get("weights_sha256")
+    if expected:
+        verify_sha256(weights, expected, f"shipped weights (card {card.name})")
+
+
 def load_teacher(device: str | torch.device = "cpu") -> torch.nn.Module:
     """The shipped teacher, built from its preset and loaded strictly, in eval mode."""
     from bevdistill.engine.checkpoint import read_state_dict
     from bevdistill.models import build_detector
 
     _require_teacher()
+    verify_shipped_weights(TEACHER_WEIGHTS)
     model = build_detector(teacher_card()["preset"])
     model.load_state_dict(read_state_dict(TEACHER_WEIGHTS, "shipped teacher"), strict=True)
     return model.to(device).eval()
@@ -75,24 +98,84 @@ def evaluate_subset(checkpoint: Path, num_samples: int = SUBSET_SAMPLES) -> dict
         return json.loads((Path(work_dir) / "metrics.json").read_text())["metrics"]
 
 
-def ship(run_dir: Path, out_dir: Path = ASSETS) -> dict[str, Any]:
-    """Copy a finished run's weights (weights only) into ``out_dir`` and write its card."""
-    from bevdistill.engine.checkpoint import atomic_write_bytes, read_state_dict
+# The models shipped beside the compression teacher: the two-sensor scenario's 64-beam teacher,
+# and the students of both benchmark arms (trained alone, distilled) that notebook 06 shows.
+# name -> (experiment the weights were trained with, network preset, what it is).
+SHIPPED: dict[str, tuple[str, str, str]] = {
+    "teacher": ("train_teacher", "teacher", "compression teacher: wide, 0.25 m pillars"),
+    "teacher_64beam": ("train_teacher_64beam", "student",
+                       "two-sensor teacher: the student's network reading a 64-beam LiDAR"),
+    "student_16beam": ("train_student_16beam", "student",
+                       "two-sensor student trained alone on the 16-beam LiDAR (baseline)"),
+    "student_16beam_distilled": ("distill_64to16beam", "student",
+                                 "two-sensor student distilled from teacher_64beam"),
+}
+
+
+def shipped_available(name: str) -> bool:
+    return (ASSETS / f"{name}.pth").is_file() and (ASSETS / f"{name}_card.json").is_file()
+
+
+def shipped_card(name: str) -> dict[str, Any]:
+    """The model card of shipped model ``name`` (see ``SHIPPED``)."""
+    if name not in SHIPPED:
+        raise KeyError(f"no shipped model {name!r}; the package ships {sorted(SHIPPED)}")
+    if not shipped_available(name):
+        raise TeacherNotShippedError(
+            f"{name} is not in {ASSETS}; make it with the command in its card's 'shipped_with' "
+            f"(python -m bevdistill.pretrained RUN_DIR --name {name})")
+    return json.loads((ASSETS / f"{name}_card.json").read_text())
+
+
+def load_shipped(name: str, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Shipped model ``name``, built from its card's preset, checked and loaded, in eval mode."""
+    from bevdistill.engine.checkpoint import read_state_dict
+    from bevdistill.models import build_detector
+
+    card = shipped_card(name)
+    weights = ASSETS / f"{name}.pth"
+    verify_shipped_weights(weights)
+    model = build_detector(card["preset"])
+    model.load_state_dict(read_state_dict(weights, f"shipped {name}"), strict=True)
+    return model.to(device).eval()
+
+
+def _model_weights(record: dict) -> dict[str, torch.Tensor]:
+    """The detector's weights from a run's last checkpoint (a distill run's student part)."""
+    from bevdistill.engine.checkpoint import read_state_dict
+
+    state = read_state_dict(record["checkpoint"], f"{record['role']} run checkpoint")
+    if record["role"] == "distill":
+        state = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
+    return state
+
+
+def ship(run_dir: Path, out_dir: Path = ASSETS, name: str = "teacher",
+         extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Copy a finished run's weights (weights only; a distill run's student) into ``out_dir`` as
+    ``NAME.pth`` and write ``NAME_card.json``; ``extra`` adds fields (e.g. held-out scores)."""
+    from bevdistill.engine.checkpoint import atomic_write_bytes, file_sha256
     from bevdistill.engine.report import write_json
     from bevdistill.engine.runner import load_experiment
 
+    if name not in SHIPPED:
+        raise KeyError(f"no shipped model {name!r}; add it to SHIPPED ({sorted(SHIPPED)})")
+    experiment, preset, what = SHIPPED[name]
     record = json.loads((run_dir / "metrics.json").read_text())
-    if record.get("role") != "teacher":
-        raise ValueError(f"{run_dir} is a {record.get('role')!r} run; ship a teacher run")
-    state = read_state_dict(record["checkpoint"], "teacher run checkpoint")
+    if record.get("config") != experiment:
+        raise ValueError(f"{run_dir} ran {record.get('config')!r}; {name} is trained with "
+                         f"{experiment!r}")
+    state = _model_weights(record)
     buffer = io.BytesIO()
     torch.save({k: v.contiguous() for k, v in state.items()}, buffer)
-    weights = out_dir / TEACHER_WEIGHTS.name
+    weights = out_dir / f"{name}.pth"
     atomic_write_bytes(buffer.getvalue(), str(weights))
-    subset = evaluate_subset(weights)
     card = {
         "model": "PillarBEVDetector",
-        "preset": "teacher",
+        "name": name,
+        "what": what,
+        "role": record["role"],
+        "preset": preset,
         "experiment": record["config"],
         "command": record["argv"],
         "seed": record["seed"],
@@ -102,27 +185,34 @@ def ship(run_dir: Path, out_dir: Path = ASSETS) -> dict[str, Any]:
         "device": record["device"],
         "torch": record["torch"],
         "parameters": sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k),
-        "val": {"num_samples": load_experiment(record["config_path"]).val_dataset.num_samples,
+        "weights_sha256": file_sha256(weights),
+        "val": {"num_samples": record.get("cfg_options", {}).get(
+                    "val_dataset.num_samples",
+                    load_experiment(record["config_path"]).val_dataset.num_samples),
                 "metrics": record["metrics"]},
-        "val_subset": {
+        "shipped_with": f"python -m bevdistill.pretrained {run_dir} --name {name}",
+        **dict(extra or {}),
+    }
+    if name == "teacher":  # the subset score tests/test_pretrained.py reproduces
+        card["val_subset"] = {
             "num_samples": SUBSET_SAMPLES,
             "command": f"bevdistill evaluate {TEACHER_EXPERIMENT} bevdistill/assets/teacher.pth "
                        f"--num-samples {SUBSET_SAMPLES}",
-            "metrics": subset,
-        },
-        "shipped_with": f"python -m bevdistill.pretrained {run_dir}",
-    }
-    write_json(out_dir / TEACHER_CARD.name, card)
+            "metrics": evaluate_subset(weights),
+        }
+    write_json(out_dir / f"{name}_card.json", card)
     return card
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Ship a trained teacher run as the package's teacher.")
-    parser.add_argument("run_dir", type=Path, help="work dir of `bevdistill train teacher ...`")
+    parser = argparse.ArgumentParser(description="Ship a finished run as one of the package's models.")
+    parser.add_argument("run_dir", type=Path, help="work dir of the finished run")
+    parser.add_argument("--name", default="teacher", choices=sorted(SHIPPED),
+                        help="which shipped model the run becomes (default: teacher)")
     args = parser.parse_args(argv)
-    card = ship(args.run_dir)
+    card = ship(args.run_dir, name=args.name)
     print(json.dumps({k: card[k] for k in ("command", "iters", "training_time_s")}, indent=2))
-    print("val subset mAP:", card["val_subset"]["metrics"].get("bev/mAP"))
+    print("val mAP:", card["val"]["metrics"].get("bev/mAP"))
     return 0
 
 

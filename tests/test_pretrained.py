@@ -43,7 +43,10 @@ def test_missing_teacher_says_how_to_make_one(tmp_path, monkeypatch):
         pretrained.load_teacher()
 
 
-def test_shipping_refuses_a_student_run(tmp_path):
-    (tmp_path / "metrics.json").write_text(json.dumps({"role": "student"}))
-    with pytest.raises(ValueError, match="ship a teacher run"):
+def test_shipping_refuses_a_run_of_another_experiment(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"role": "student",
+                                                       "config": "train_student"}))
+    with pytest.raises(ValueError, match="teacher is trained with 'train_teacher'"):
         pretrained.ship(tmp_path, out_dir=tmp_path)
+    with pytest.raises(KeyError, match="no shipped model 'nope'"):
+        pretrained.ship(tmp_path, out_dir=tmp_path, name="nope")

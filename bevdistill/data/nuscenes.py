@@ -10,11 +10,20 @@ Only the key-frame sweep is read (no multi-sweep accumulation). Boxes are the in
 ``bbox_3d`` (gravity centre, l along the heading, yaw from +x towards +y), which the point
 counts confirm: counting the demo frame's points in these boxes reproduces ``num_lidar_pts``.
 
+Nothing read is trusted. Info files are unpickled by :class:`InfoUnpickler` (builtins and
+numpy only: a plain ``pickle.load`` of an untrusted file can run code). A sweep's size must be
+a whole number of float32 points, its rings whole numbers below ``num_rings`` and its intensity
+within ``intensity_range``; and the points counted in each labelled box must agree with the
+info's ``num_lidar_pts`` (within ``max(5, 25%)``: the annotation's own counting differs a
+little). A float64 file, 4 values a point or a truncated file fails one of these checks with
+:class:`PointFileError` instead of being read as garbage or as fewer points.
+
 The one real frame used by tests is found through ONE setting, :func:`demo_frame_dir`.
 """
 
 from __future__ import annotations
 
+import builtins
 import os
 import pickle
 from pathlib import Path
@@ -28,6 +37,90 @@ from .transforms import rotate_z
 DEMO_ENV_VAR = "BEVDISTILL_NUSCENES_DEMO"
 DEMO_INFO_NAME = "nuscenes_demo_infos.pkl"
 
+COUNT_TOLERANCE = (5, 0.25)  # |counted - num_lidar_pts| allowed: max(5 points, 25 %)
+POINT_BYTES = 4  # float32, the only dtype of nuScenes .pcd.bin sweeps
+
+
+class InfoFileError(ValueError):
+    """An info file cannot be read safely: corrupt, not a pickle, or it asks for other objects."""
+
+
+class PointFileError(ValueError):
+    """A LiDAR sweep does not hold what its info declares (size, rings, intensity, counts)."""
+
+
+_SAFE_BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "int", "float", "complex",
+                            "str", "bytes", "bytearray", "bool", "slice", "range"})
+_NUMPY_GLOBALS = frozenset(
+    (f"numpy.{core}.{module}", name)
+    for core in ("core", "_core")
+    for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
+                         ("numeric", "_frombuffer"))
+) | {("numpy", "ndarray"), ("numpy", "dtype"),
+     ("_codecs", "encode")}  # protocol-2 pickles store an array's bytes as encode(str, 'latin1')
+
+
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    pass
+
+
+class InfoUnpickler(pickle.Unpickler):
+    """Unpickles data only: plain builtins and numpy arrays, dtypes and scalars."""
+
+    def find_class(self, module: str, name: str):
+        if module == "builtins" and name in _SAFE_BUILTINS:
+            return getattr(builtins, name)
+        if (module, name) in _NUMPY_GLOBALS or (module == "numpy.dtypes" and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise _ForbiddenGlobal(f"{module}.{name}")
+
+
+def load_infos(path: str | os.PathLike) -> object:
+    """Unpickle an info file with :class:`InfoUnpickler`; errors name the file."""
+    try:
+        with open(path, "rb") as f:
+            return InfoUnpickler(f).load()
+    except _ForbiddenGlobal as exc:
+        raise InfoFileError(
+            f"info file {path} asks to load {exc}, but info files may hold only builtins and "
+            "numpy objects (anything else can run code when unpickled). Regenerate it with "
+            "mmdet3d's tools/create_data.py, or convert it to plain dicts, lists and arrays"
+        ) from exc
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+            IndexError, KeyError) as exc:
+        raise InfoFileError(
+            f"info file {path} cannot be read ({type(exc).__name__}: {exc}): it is truncated, "
+            "corrupt or not a pickle. Regenerate it with mmdet3d's tools/create_data.py"
+        ) from exc
+
+
+def check_points(path: Path, points: np.ndarray, num_rings: int,
+                 intensity_range: tuple[float, float]) -> None:
+    """Raise :class:`PointFileError` unless ``points`` ``[N, 5]`` look like a LiDAR sweep."""
+    hint = ("the file is not a float32 sweep of (x, y, z, intensity, ring): a float64 file, "
+            "another number of values a point, or the wrong num_pts_feats in the info")
+    finite = np.isfinite(points).all(axis=0)
+    if not finite.all():
+        columns = [c for c, ok in zip(("x", "y", "z", "intensity", "ring"), finite, strict=True) if not ok]
+        raise PointFileError(f"{path}: NaN or inf in {columns}; {hint}")
+    ring, intensity = points[:, 4], points[:, 3]
+    bad_ring = (ring != np.round(ring)) | (ring < 0) | (ring >= num_rings)
+    if bad_ring.any():
+        raise PointFileError(
+            f"{path}: {int(bad_ring.sum())} of {len(ring)} ring values are not whole numbers in "
+            f"[0, {num_rings}) (seen {ring.min():.4g} to {ring.max():.4g}); {hint}. For a sensor "
+            "with more rings pass num_rings="
+        )
+    low, high = intensity_range
+    bad = (intensity < low) | (intensity > high)
+    if bad.any():
+        raise PointFileError(
+            f"{path}: {int(bad.sum())} of {len(intensity)} intensities lie outside "
+            f"[{low:g}, {high:g}] (seen {intensity.min():.4g} to {intensity.max():.4g}); {hint}. "
+            "For another sensor pass intensity_range="
+        )
+
+
 DEFAULT_CLASS_MAP: dict[str, str] = {
     "car": "car",
     "pedestrian": "pedestrian",
@@ -36,13 +129,20 @@ DEFAULT_CLASS_MAP: dict[str, str] = {
 }
 
 
+#: Where a clone of the repository keeps the real frame (with its NOTICE: nuScenes data,
+#: CC BY-NC-SA 4.0), relative to the repository root. Outside the package: the wheel does not
+#: carry it, so an installed package finds it only through the environment variable.
+DEMO_REPO_PATH = Path("book") / "data" / "nuscenes_frame"
+
+
 def demo_frame_dir() -> Path:
-    """Folder of the real nuScenes demo frame: ``$BEVDISTILL_NUSCENES_DEMO``, else
-    ``<repository root>/../shared/data/nuscenes_demo``. It may not exist (a fresh clone)."""
+    """Folder of the real nuScenes demo frame: ``$BEVDISTILL_NUSCENES_DEMO``, else the copy
+    shipped in the repository, ``<repository root>/book/data/nuscenes_frame``. It may not exist
+    (an installed wheel without the repository)."""
     env = os.environ.get(DEMO_ENV_VAR)
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nuscenes_demo"
+    return Path(__file__).resolve().parents[2] / DEMO_REPO_PATH
 
 
 def demo_info_path() -> Path | None:
@@ -54,7 +154,8 @@ def demo_info_path() -> Path | None:
 def demo_missing_message() -> str:
     """Why the real frame is unavailable and how to point at it (for skips and errors)."""
     return (
-        f"real nuScenes frame not found at {demo_frame_dir()}: set the environment variable "
+        f"real nuScenes frame not found at {demo_frame_dir()}: a clone of the repository ships "
+        f"it in {DEMO_REPO_PATH.as_posix()}/; otherwise set the environment variable "
         f"{DEMO_ENV_VAR} to a folder holding {DEMO_INFO_NAME} and samples/*.pcd.bin "
         "(e.g. mmdetection3d's demo/data/nuscenes converted to v1.1 infos)"
     )
@@ -94,6 +195,8 @@ class NuScenesReader:
         lidar_prefix: str | None = None,
         min_points: int = 5,
         align_forward: bool = True,
+        num_rings: int = 32,
+        intensity_range: tuple[float, float] = (0.0, 255.0),
     ):
         self.info_path = Path(info_path)
         if not self.info_path.is_file():
@@ -101,8 +204,9 @@ class NuScenesReader:
                 f"info file {self.info_path} does not exist; pass the path of an mmdet3d 1.x "
                 "nuScenes info .pkl (e.g. nuscenes_infos_val.pkl)"
             )
-        with open(self.info_path, "rb") as f:
-            infos = pickle.load(f)
+        infos = load_infos(self.info_path)
+        self.num_rings = int(num_rings)
+        self.intensity_range = (float(intensity_range[0]), float(intensity_range[1]))
         if not isinstance(infos, dict) or "data_list" not in infos or "metainfo" not in infos:
             raise ValueError(
                 f"{self.info_path} is not an mmdet3d 1.x info file (expected a dict with "
@@ -162,32 +266,50 @@ class NuScenesReader:
                 f"{self.lidar_path(index)} stores {feats} values a point; the project needs 5 "
                 "(x, y, z, intensity, ring) as nuScenes' .pcd.bin files do"
             )
-        raw = np.fromfile(self.lidar_path(index), dtype=np.float32)
-        if raw.size % feats:
-            raise ValueError(
-                f"{self.lidar_path(index)} holds {raw.size} floats, not a multiple of "
-                f"num_pts_feats={feats}: the file is truncated or not a .pcd.bin sweep"
+        path = self.lidar_path(index)
+        size, record = path.stat().st_size, feats * POINT_BYTES
+        if size == 0 or size % record:
+            raise PointFileError(
+                f"{path} holds {size} bytes, not a positive multiple of {record} (num_pts_feats="
+                f"{feats} float32 values a point): the file is truncated or not a .pcd.bin sweep"
             )
-        return np.ascontiguousarray(raw.reshape(-1, feats)[:, :5])
+        raw = np.fromfile(path, dtype=np.float32)
+        points = np.ascontiguousarray(raw.reshape(-1, feats)[:, :5])
+        check_points(path, points, self.num_rings, self.intensity_range)
+        return points
+
+    def _check_counts(self, index: int, annotated: np.ndarray, counted: np.ndarray) -> None:
+        """The sweep must hold the points the annotation saw in each box (see module doc)."""
+        known = annotated >= 0
+        allowed = np.maximum(COUNT_TOLERANCE[0], COUNT_TOLERANCE[1] * annotated)
+        off = np.flatnonzero(known & (np.abs(counted - annotated) > allowed))
+        if off.size:
+            examples = ", ".join(f"box {k}: {annotated[k]} annotated, {counted[k]} counted"
+                                 for k in off[:3])
+            raise PointFileError(
+                f"{self.lidar_path(index)}: the points in {off.size} of {int(known.sum())} "
+                f"labelled boxes do not match the info's num_lidar_pts ({examples}): the sweep "
+                "is truncated, belongs to another sample, or the boxes are in another frame"
+            )
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"sample {index} out of range: the info file has {len(self)}")
         info = self.data_list[index]
         points = self.load_points(index)
-        boxes, labels, counts = [], [], []
-        for inst in info.get("instances", []):
-            label = self._label_of_id.get(int(inst["bbox_label_3d"]), -1)
-            if label < 0:
-                continue
-            boxes.append(np.asarray(inst["bbox_3d"], dtype=np.float64)[:7])
-            labels.append(label)
-            counts.append(int(inst.get("num_lidar_pts", -1)))
-        boxes = np.array(boxes, dtype=np.float64).reshape(-1, 7)
-        num_points = np.array(counts, dtype=np.int64)
-        missing = num_points < 0  # infos without num_lidar_pts: count them here
-        if missing.any():
-            num_points[missing] = count_points_in_boxes(points, boxes[missing])
+        instances = info.get("instances", [])
+        all_boxes = np.array([np.asarray(i["bbox_3d"], dtype=np.float64)[:7] for i in instances],
+                             dtype=np.float64).reshape(-1, 7)
+        annotated = np.array([int(i.get("num_lidar_pts", -1)) for i in instances], dtype=np.int64)
+        counted = count_points_in_boxes(points, all_boxes)
+        self._check_counts(index, annotated, counted)
+        kept = [k for k, i in enumerate(instances)
+                if self._label_of_id.get(int(i["bbox_label_3d"]), -1) >= 0]
+        boxes = all_boxes[kept]
+        labels = [self._label_of_id[int(instances[k]["bbox_label_3d"])] for k in kept]
+        num_points = annotated[kept]
+        missing = num_points < 0  # infos without num_lidar_pts: the counts from the sweep
+        num_points[missing] = counted[kept][missing]
         if self.align_forward:
             points, boxes = rotate_z(points, boxes, -self._forward_yaw(info))
         return {

@@ -25,14 +25,26 @@ checkpoint holds, found with ``torch.serialization.get_unsafe_globals_in_checkpo
   ``getattr(HistoryBuffer, 'mean')``. A real ``getattr`` would let a file reach any attribute
   of any allowed object (a path to code execution), so that name is mapped to
   :func:`history_buffer_method`, which only returns HistoryBuffer's own statistics methods.
+
+Trustworthy reads. :func:`load_checkpoint_file` says which file is wrong and how (missing, a
+folder, empty, truncated, not a checkpoint, objects a weights-only load refuses) instead of
+torch's bare ``EOFError``/``OSError``; it never suggests turning ``weights_only`` off.
+:func:`newest_complete_checkpoint` lets ``--resume`` fall back past a corrupt newest file or a
+stale ``last_checkpoint`` pointer, and :func:`remove_stale_temp_files` removes what a killed
+write left behind. :func:`file_sha256` / :func:`verify_sha256` check shipped weights against
+the hash in their model card (bit flips load silently otherwise).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import os.path as osp
 import pickle
+import re
+import zipfile
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,8 +67,9 @@ def history_buffer_method(obj: object, name: str) -> Callable:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(
         f"checkpoint asks for getattr({obj!r}, {name!r}); bevdistill only allows "
-        f"getattr(HistoryBuffer, one of {_HISTORY_BUFFER_METHODS}). Load the file with "
-        "weights_only=False only if you trust where it came from."
+        f"getattr(HistoryBuffer, one of {_HISTORY_BUFFER_METHODS}), because a real getattr "
+        "in a checkpoint can reach code. This is not a checkpoint bevdistill or mmengine wrote; "
+        "save the weights alone: torch.save({'state_dict': model.state_dict()}, path)"
     )
 
 
@@ -126,6 +139,36 @@ def temp_name(filename: str) -> str:
     return f".{filename}.tmp-{os.getpid()}"
 
 
+_TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[str]:
+    """Remove the temporary files (:func:`temp_name`) of writes that were killed half-way.
+
+    Only files of processes that no longer run: a live writer's file is left alone.
+    """
+    folder = os.fspath(folder)
+    if not osp.isdir(folder):
+        return []
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        match = _TEMP_NAME.match(name)
+        if match and int(match.group(1)) != os.getpid() and not _process_alive(int(match.group(1))):
+            os.remove(osp.join(folder, name))
+            removed.append(name)
+    return removed
+
+
 @HOOKS.register_module()
 class AtomicCheckpointHook(CheckpointHook):
     """``CheckpointHook`` whose save order survives a crash at any point.
@@ -171,6 +214,140 @@ class MissingCheckpointError(ValueError):
     """A checkpoint path given on the command line or in a config does not exist."""
 
 
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file exists but cannot be read: empty, truncated, or not a checkpoint."""
+
+
+class ChecksumError(ValueError):
+    """A file's SHA-256 differs from the one recorded for it (a corrupt or replaced file)."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike, expected: str, what: str = "file") -> None:
+    """Raise :class:`ChecksumError` unless ``path`` hashes to ``expected``."""
+    actual = file_sha256(path)
+    if actual != expected.lower():
+        raise ChecksumError(
+            f"{what} {os.fspath(path)} is corrupt or was replaced: its SHA-256 is {actual}, the "
+            f"model card records {expected}. Restore the file (reinstall the package or "
+            "`git checkout` it), or ship new weights with `python -m bevdistill.pretrained RUN_DIR`, "
+            "which records their hash"
+        )
+
+
+def _folder_hint(path: str) -> str:
+    pointer = osp.join(path, "last_checkpoint")
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            return f" (its last_checkpoint names {f.read().strip()})"
+    found = sorted(n for n in os.listdir(path) if n.endswith(".pth"))
+    return f" (it holds {found[:5]})" if found else " (it holds no .pth file)"
+
+
+def _unreadable(path: str, what: str, exc: BaseException) -> CorruptCheckpointError:
+    """Say what is wrong with a checkpoint torch could not load, from the file's own bytes."""
+    size = osp.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    fix = (" Use another checkpoint (e.g. an older iter_*.pth of the same run) or write this "
+           "one again.")
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):
+            return CorruptCheckpointError(
+                f"{what} {path} is truncated ({size} bytes; its zip index at the end is "
+                f"missing), as after an interrupted write or copy.{fix}"
+            )
+        if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
+            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+            return CorruptCheckpointError(
+                f"{what} {path} holds Python objects besides tensors, which a weights-only load "
+                f"refuses because unpickling them can run code ({first.strip()}). Save the weights "
+                "alone: torch.save({'state_dict': model.state_dict()}, path)"
+            )
+        return CorruptCheckpointError(f"{what} {path} is corrupt ({size} bytes): {exc}.{fix}")
+    if head[:1] == b"\x80":  # a pickle: torch's legacy format
+        return CorruptCheckpointError(
+            f"{what} {path} is truncated or corrupt ({size} bytes, legacy torch format): {exc}.{fix}"
+        )
+    return CorruptCheckpointError(
+        f"{what} {path} is not a PyTorch checkpoint: it starts with {head!r} (a text file, an "
+        f"HTML error page or another format?).{fix}"
+    )
+
+
+def load_checkpoint_file(
+    path: str | os.PathLike, what: str = "checkpoint", *, weights_only: bool = True
+) -> Any:
+    """``torch.load(path, weights_only=True)`` (mmengine's objects allowed) with clear errors.
+
+    Every error names ``what`` and the path and says what is wrong: missing, a folder, empty,
+    truncated, not a checkpoint, or holding objects a weights-only load refuses.
+    ``weights_only=False`` is only for callers that were told explicitly to trust the file.
+    """
+    path = os.fspath(path)
+    if osp.isdir(path):
+        raise MissingCheckpointError(
+            f"{what} {path!r} is a folder, not a checkpoint file{_folder_hint(path)}; pass the "
+            ".pth file itself"
+        )
+    if not osp.isfile(path):
+        raise MissingCheckpointError(f"{what} {path!r} does not exist (check the path)")
+    if osp.getsize(path) == 0:
+        raise CorruptCheckpointError(
+            f"{what} {path} is empty (0 bytes), as after a write that was killed or a failed "
+            "copy. Use another checkpoint (e.g. an older iter_*.pth of the same run) or write "
+            "this one again."
+        )
+    allow_mmengine_checkpoint_globals()
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile,
+            OSError) as exc:
+        raise _unreadable(path, what, exc) from exc
+
+
+_CHECKPOINT_NAME = re.compile(r"^iter_(\d+)\.pth$")
+
+
+def newest_complete_checkpoint(work_dir: str | os.PathLike) -> tuple[str | None, list[str]]:
+    """The newest checkpoint of a run that loads completely, and why newer ones were skipped.
+
+    Candidates are ``last_checkpoint``'s target and every ``iter_N.pth`` in ``work_dir``, newest
+    first: the pointer may be stale (a kill between writing ``iter_N.pth`` and updating it) and
+    the newest file may be corrupt (a disk error, a copy that was cut short).
+    """
+    work_dir = os.fspath(work_dir)
+    candidates: dict[str, int] = {}
+    for name in os.listdir(work_dir) if osp.isdir(work_dir) else []:
+        match = _CHECKPOINT_NAME.match(name)
+        if match:
+            candidates[osp.join(work_dir, name)] = int(match.group(1))
+    pointer = osp.join(work_dir, "last_checkpoint")
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            target = f.read().strip()
+        if target and osp.abspath(target) not in {osp.abspath(c) for c in candidates}:
+            match = _CHECKPOINT_NAME.match(osp.basename(target))
+            candidates[target] = int(match.group(1)) if match else -1
+    skipped = []
+    for path in sorted(candidates, key=lambda c: candidates[c], reverse=True):
+        try:
+            load_checkpoint_file(path, "checkpoint")
+        except (MissingCheckpointError, CorruptCheckpointError) as exc:
+            skipped.append(str(exc))
+            continue
+        return path, skipped
+    return None, skipped
+
+
 class CheckpointMismatchError(ValueError):
     """A checkpoint's keys or shapes do not fit the model built from the config."""
 
@@ -178,14 +355,15 @@ class CheckpointMismatchError(ValueError):
 def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, torch.Tensor]:
     """The model weights in an mmengine checkpoint or a plain state dict, read ``weights_only``."""
     path = os.fspath(path)
-    if not osp.isfile(path):
-        raise MissingCheckpointError(f"{what} {path!r} does not exist (check the path)")
-    allow_mmengine_checkpoint_globals()
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    loaded = load_checkpoint_file(path, what)
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not state or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        shown = list(loaded)[:8] if isinstance(loaded, dict) else type(loaded).__name__
         raise CheckpointMismatchError(
-            f"{path} holds no state dict of tensors (top-level keys: {list(loaded)[:8]})"
+            f"{what} {path} holds no state dict of tensors (it holds {shown}); pass a checkpoint "
+            "written by a bevdistill run or torch.save({'state_dict': model.state_dict()}, path)"
         )
     return state
 

@@ -1,11 +1,14 @@
-"""Small mmengine hooks: progress bars, the final metrics of a run, per-rank weight dumps."""
+"""Small mmengine hooks: progress bars, the final metrics of a run, per-rank weight dumps,
+divergence detection."""
 
 from __future__ import annotations
 
+import math
 import os
 import os.path as osp
 import signal
 import sys
+from collections.abc import Mapping
 
 import torch
 from mmengine.dist import get_rank, is_main_process
@@ -172,3 +175,83 @@ class CrashHook(Hook):
             for handler in runner.logger.handlers:
                 handler.flush()
             os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss, gradient norm or weight; the run was stopped."""
+
+
+DIVERGENCE_CAUSES = (
+    "Usual causes: a learning rate too high (restart with e.g. --cfg-options schedule.lr=1e-3), "
+    "gradient clipping off (schedule.grad_clip=10), fp16 overflow (amp=False) or NaN/inf in "
+    "the input data."
+)
+
+
+def nonfinite_tensors(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors that hold a NaN or an inf.
+
+    One device synchronisation per device when all is well (this runs every iteration).
+    """
+    floats = {k: t for k, t in tensors.items()
+              if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()}
+    by_device: dict[torch.device, list[str]] = {}
+    for name, t in floats.items():
+        by_device.setdefault(t.device, []).append(name)
+    bad = []
+    for names in by_device.values():
+        flags = torch.stack([torch.isfinite(floats[n]).all() for n in names]).tolist()
+        bad += [n for n, ok in zip(names, flags, strict=True) if not ok]
+    return bad
+
+
+def _as_float(value: object) -> float | None:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value.detach())
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+@HOOKS.register_module()
+class DivergenceHook(Hook):
+    """Stops training at the first iteration whose loss, gradient norm or weights are not finite.
+
+    A run that diverged would otherwise train on NaN to the end, rotate its good checkpoints
+    out for NaN ones and report mAP 0 with exit status 0. This hook runs after the optimizer
+    step and before the checkpoint hook (priority ABOVE_NORMAL vs VERY_LOW), so the state of a
+    diverged iteration is never saved and the checkpoints already on disk are kept.
+    ``BEVRunner.save_checkpoint`` refuses non-finite weights as well (a second line of defence
+    for saves outside this hook). The gradient norm is checked where mmengine logs one (with
+    gradient clipping) and not under AMP, whose loss scaler skips steps with inf gradients.
+    """
+
+    priority = "ABOVE_NORMAL"
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        problems = []
+        terms = {k: _as_float(v) for k, v in (outputs or {}).items()}
+        bad_terms = {k: v for k, v in terms.items() if v is not None and not math.isfinite(v)}
+        if bad_terms:
+            problems.append("loss terms " + ", ".join(f"{k}={v}" for k, v in bad_terms.items()))
+        grad = runner.message_hub.log_scalars.get("train/grad_norm")
+        amp = type(runner.optim_wrapper).__name__.startswith("Amp")
+        if grad is not None and not amp and not math.isfinite(float(grad.current())):
+            problems.append(f"gradient norm {float(grad.current())}")
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        bad_weights = nonfinite_tensors(dict(model.named_parameters()))
+        if bad_weights:
+            problems.append(f"{len(bad_weights)} weight tensors (e.g. {bad_weights[:3]})")
+        if not problems:
+            return
+        finite = {k: v for k, v in terms.items() if v is not None and k not in bad_terms}
+        last = runner.message_hub.get_info("last_ckpt")
+        raise DivergenceError(
+            f"training diverged at iteration {runner.iter + 1} of {runner.max_iters}: "
+            f"non-finite {'; '.join(problems)}"
+            + (f" (finite terms: {', '.join(f'{k}={v:.4g}' for k, v in finite.items())})"
+               if finite else "")
+            + ". The run was stopped and this state was not saved; "
+            + (f"the last finite checkpoint is {last}. " if last else "no checkpoint was written yet. ")
+            + DIVERGENCE_CAUSES
+        )

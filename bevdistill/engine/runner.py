@@ -14,6 +14,10 @@ What the expansion fixes once for every experiment:
 * linear warm-up then cosine decay, per iteration (``IterBasedTrainLoop``);
 * keyed, resumable randomness (:mod:`bevdistill.engine.randomness`) and atomic checkpoints with
   ``weights_only``-safe loading (:mod:`bevdistill.engine.checkpoint`);
+* divergence stops the run (:class:`~bevdistill.engine.hooks.DivergenceHook`) and a checkpoint
+  with non-finite weights is never written, so the last finite one stays on disk;
+* ``resume=True`` starts from the newest checkpoint that loads completely (a stale pointer or
+  a corrupt newest file is skipped, with a warning) after removing killed writes' temp files;
 * DDP through mmengine's launcher. mmengine's ``init_dist`` calls ``torch.cuda.set_device`` and
   so fails on a CPU-only torch; without CUDA :func:`setup_distributed` opens the gloo process
   group itself from torchrun's environment before the Runner exists (the Runner then skips
@@ -34,14 +38,20 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, ConfigDict
-from mmengine.dist import master_only
+from mmengine.dist import is_main_process, master_only
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from bevdistill.engine.checkpoint import (
     allow_mmengine_checkpoint_globals,
     atomic_replace_from,
+    atomic_write_bytes,
+    newest_complete_checkpoint,
+    remove_stale_temp_files,
     temp_name,
 )
+from bevdistill.engine.hooks import DIVERGENCE_CAUSES, DivergenceError, nonfinite_tensors
+from bevdistill.losses._checks import NonFiniteLossError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 EXPERIMENT_DIR = CONFIG_DIR / "experiments"
@@ -283,7 +293,7 @@ def build_runner_config(
             sampler_seed=dict(type="DistSamplerSeedHook"),
         ),
         custom_hooks=[dict(type="RNGStateHook"), dict(type="ProgressBarHook"),
-                      dict(type="LastMetricsHook")],
+                      dict(type="LastMetricsHook"), dict(type="DivergenceHook")],
         log_processor=dict(by_epoch=False, window_size=max(1, min(sched["log_interval"], n))),
         log_level=exp.get("log_level", "INFO"),
         default_scope="mmengine",
@@ -332,7 +342,60 @@ def build_runner_config(
 
 
 class BEVRunner(Runner):
-    """mmengine ``Runner`` whose checkpoints are written atomically (temp file + ``os.replace``)."""
+    """mmengine ``Runner`` whose checkpoints are written atomically (temp file + ``os.replace``),
+    never hold non-finite weights, and are resumed from the newest complete one."""
+
+    def train(self):
+        """Train; a loss that meets NaN/inf features is reported as divergence, with its iteration.
+
+        The distillation losses check their inputs, so in a distill run a diverged student
+        stops inside the forward, before :class:`DivergenceHook` sees the loss.
+        """
+        try:
+            return super().train()
+        except NonFiniteLossError as exc:
+            last = self.message_hub.get_info("last_ckpt")
+            raise DivergenceError(
+                f"training diverged at iteration {self.iter + 1} of {self.max_iters}: {exc}. "
+                "The run was stopped; "
+                + (f"the last finite checkpoint is {last}. " if last else "no checkpoint was written yet. ")
+                + DIVERGENCE_CAUSES
+            ) from exc
+
+    def load_or_resume(self) -> None:
+        """Clean up killed writes; on resume pick the newest complete checkpoint and say so."""
+        if is_main_process():
+            removed = remove_stale_temp_files(self.work_dir)
+            if removed:
+                self.logger.warning(
+                    f"removed {len(removed)} temporary file(s) of interrupted checkpoint writes "
+                    f"in {self.work_dir}: {removed}"
+                )
+        if self._resume and self._load_from is None and not self._has_loaded:
+            self._load_from = self._complete_checkpoint()
+            if self._load_from is None:
+                self._resume = False  # nothing to resume: train from scratch
+        super().load_or_resume()
+
+    def _complete_checkpoint(self) -> str | None:
+        path, skipped = newest_complete_checkpoint(self.work_dir)
+        for reason in skipped:
+            self.logger.warning(f"--resume: skipping a checkpoint: {reason}")
+        pointer = os.path.join(self.work_dir, "last_checkpoint")
+        named = Path(pointer).read_text().strip() if os.path.isfile(pointer) else None
+        if path is None:
+            self.logger.warning(
+                f"--resume: no complete checkpoint in {self.work_dir}; training from scratch"
+            )
+            return None
+        if named is None or os.path.abspath(named) != os.path.abspath(path):
+            self.logger.warning(
+                f"--resume: last_checkpoint names {named!r}, but the newest complete checkpoint "
+                f"is {path}; resuming from {path} and pointing last_checkpoint at it"
+            )
+            if is_main_process():
+                atomic_write_bytes(path.encode(), pointer)
+        return path
 
     @master_only
     def save_checkpoint(self, out_dir: str, filename: str, file_client_args=None,
@@ -344,6 +407,7 @@ class BEVRunner(Runner):
                 "BEVRunner writes checkpoints atomically to local folders only; got "
                 f"out_dir={out_dir!r}, backend_args={backend_args}. Save locally and copy."
             )
+        self._check_finite_weights(filename)
         tmp = temp_name(filename)
         tmp_path = os.path.join(out_dir, tmp)
         try:
@@ -354,6 +418,17 @@ class BEVRunner(Runner):
         finally:
             if os.path.exists(tmp_path):
                 os.remove(tmp_path)
+
+
+    def _check_finite_weights(self, filename: str) -> None:
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        bad = nonfinite_tensors(model.state_dict())
+        if bad:
+            raise DivergenceError(
+                f"refusing to write checkpoint {filename} at iteration {self.iter}: "
+                f"{len(bad)} tensors hold NaN or inf (e.g. {bad[:3]}); the checkpoints already on "
+                f"disk are kept. {DIVERGENCE_CAUSES}"
+            )
 
 
 def make_runner(

@@ -54,6 +54,7 @@ from torch import nn
 
 from bevdistill._warnings import warn_once
 from bevdistill.bev_grid import resize_bev
+from bevdistill.losses._checks import as_fp32, check_finite, check_input, full_precision
 
 Normalization = Literal["l2", "l1", "none"]
 Reduction = Literal["sum", "mean"]
@@ -67,8 +68,7 @@ def _as_grid(feat: torch.Tensor, who: str) -> torch.Tensor:
     ``[B, C, D, H, W]`` voxel features fold the height bins into channels (as BEV encoders do),
     so the attention map lives on the BEV grid.
     """
-    if not isinstance(feat, torch.Tensor):
-        raise TypeError(f"{who} features must be a tensor, got {type(feat).__name__}")
+    check_input("AttentionTransferLoss", f"{who} features", feat)
     if feat.dim() == 4:
         return feat
     if feat.dim() == 5:
@@ -117,8 +117,10 @@ def attention_map(
     ``'none'``: the raw map. An all-zero map stays zero (no NaN).
     """
     _check_options(p, normalization)
-    raw = _raw_attention(_as_grid(feat, "input"), p)
-    return _normalise(raw.flatten(1), normalization)
+    grid = _as_grid(feat, "input")
+    with full_precision(grid):
+        raw = _raw_attention(as_fp32(grid), p)
+        return _normalise(raw.flatten(1), normalization)
 
 
 def _mask_weights(mask: torch.Tensor, batch: int, size: tuple[int, int]) -> torch.Tensor:
@@ -188,7 +190,14 @@ class AttentionTransferLoss(nn.Module):
                 f"point features {tuple(student_feat.shape)} and {tuple(teacher_feat.shape)} differ "
                 "in layout; points have no cell correspondence, so scatter them to a BEV grid first"
             )
+        with full_precision(s):
+            loss = self._loss(as_fp32(s), as_fp32(t), mask)
+        return check_finite(
+            "AttentionTransferLoss", loss,
+            {"student_feat": student_feat, "teacher_feat": teacher_feat, "mask": mask},
+        )
 
+    def _loss(self, s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         a_s, a_t = _raw_attention(s, self.p), _raw_attention(t, self.p)
         size = (min(a_s.shape[2], a_t.shape[2]), min(a_s.shape[3], a_t.shape[3]))
         a_s, a_t = resize_bev(a_s, size), resize_bev(a_t, size)
@@ -201,7 +210,10 @@ class AttentionTransferLoss(nn.Module):
             warn_once(
                 "attention-zero-map",
                 "AttentionTransferLoss: an attention map is all zero (all-zero features or an "
-                "empty foreground mask); that sample teaches nothing and adds 0 to the loss.",
+                "empty foreground mask). A zero map stays zero after normalisation: a sample "
+                "whose two maps are both zero adds 0, one with a single zero map adds the other "
+                "map's squared norm (1 with normalization='l2', reduction='sum'), and no "
+                "gradient flows through the zero map.",
             )
         diff = (_normalise(a_s, self.normalization) - _normalise(a_t, self.normalization)).pow(2)
         per_sample = diff.sum(1) if self.reduction == "sum" else diff.mean(1)

@@ -38,7 +38,7 @@ are identical.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from numbers import Real
 from typing import Any, Literal
 
@@ -47,6 +47,7 @@ from torch import nn
 
 from bevdistill._warnings import warn_once
 from bevdistill.bev_grid import cell_centres, gather_cells, sample_cells
+from bevdistill.losses._checks import LossInputError, NonFiniteLossError
 from bevdistill.losses.attention import AttentionTransferLoss, Normalization
 from bevdistill.losses.contrastive import ContrastiveLoss, SpatialContrastiveLoss
 from bevdistill.losses.feature import FeatureMSELoss
@@ -223,7 +224,14 @@ class BEVFusionDistillationLoss(nn.Module):
         if not isinstance(x, torch.Tensor) and hasattr(x, "dense"):
             x = x.dense()  # spconv's SparseConvTensor
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"{side} feature {layer!r} must be a float tensor, got {_describe(x)}")
+            raise LossInputError(
+                f"{side} feature {layer!r} must be a float tensor, got {_describe(x)}"
+            )
+        if x.numel() == 0:
+            raise LossInputError(
+                f"{side} feature {layer!r} is empty (shape {tuple(x.shape)}): a batch of 0 "
+                "samples or a grid with 0 cells has nothing to distil; skip empty batches"
+            )
         if not 2 <= x.dim() <= 5:
             raise ValueError(
                 f"{side} feature {layer!r} has shape {tuple(x.shape)}; expected [B, C], [B, C, N], "
@@ -315,17 +323,21 @@ class BEVFusionDistillationLoss(nn.Module):
                 if self.contrastive == "spatial":
                     crd = self._spatial_crd(key, s, t, foreground)
                 else:
-                    crd = self.contrastive_loss(self.projectors_s[key](s), self.projectors_t[key](t))
+                    crd = _term(f"loss_crd.{layer}", self.contrastive_loss,
+                                self.projectors_s[key](s), self.projectors_t[key](t))
                 losses[f"loss_crd.{layer}"] = w_crd * crd
             w_at = self.weight("at", layer)
             if w_at > 0 and s.dim() in (4, 5) and t.dim() in (4, 5):
-                losses[f"loss_at.{layer}"] = w_at * self.attention_loss(s, t, foreground)
+                at = _term(f"loss_at.{layer}", self.attention_loss, s, t, foreground)
+                losses[f"loss_at.{layer}"] = w_at * at
             w_mse = self.weight("mse", layer)
             if w_mse > 0:
-                losses[f"loss_mse.{layer}"] = w_mse * self.feature_losses[key](s, t, foreground)
+                mse = _term(f"loss_mse.{layer}", self.feature_losses[key], s, t, foreground)
+                losses[f"loss_mse.{layer}"] = w_mse * mse
         if outputs is not None:
             s_logits, t_logits = _to_fp32(outputs[0]), _to_fp32(outputs[1].detach())
-            losses["loss_kd.heatmap"] = self.alpha_kd * self.response_loss(s_logits, t_logits)
+            kd = _term("loss_kd.heatmap", self.response_loss, s_logits, t_logits)
+            losses["loss_kd.heatmap"] = self.alpha_kd * kd
         return losses
 
     def _spatial_crd(self, key: str, s: torch.Tensor, t: torch.Tensor, foreground) -> torch.Tensor:
@@ -344,7 +356,7 @@ class BEVFusionDistillationLoss(nn.Module):
         # took several passes over the largest tensors of the step).
         for name, cells in (("student", s_cells), ("teacher", t_cells)):
             if not torch.isfinite(cells).all():
-                raise ValueError(
+                raise NonFiniteLossError(
                     f"{name} feature {key.replace('__', '.')!r} contains NaN or inf at the cells "
                     "sampled for spatial InfoNCE; the loss would be NaN. Check the layer that "
                     "produced it (e.g. run the model in fp32 or lower the learning rate)"
@@ -352,6 +364,14 @@ class BEVFusionDistillationLoss(nn.Module):
         s_emb = self.projectors_s[key].project_cells(s_cells)
         t_emb = self.projectors_t[key].project_cells(t_cells)
         return loss_fn.cell_loss(s_emb, t_emb)
+
+
+def _term(key: str, loss: Callable[..., torch.Tensor], *inputs: Any) -> torch.Tensor:
+    """``loss(*inputs)``; a bad input is re-raised naming the term (and so the layer)."""
+    try:
+        return loss(*inputs)
+    except LossInputError as exc:
+        raise type(exc)(f"{key}: {exc}") from exc
 
 
 def _describe(x: Any) -> str:

@@ -24,6 +24,7 @@ from torch import nn
 
 from bevdistill._warnings import warn_once
 from bevdistill.bev_grid import cell_centres, resize_bev, sample_cells
+from bevdistill.losses._checks import LossInputError, NonFiniteLossError, as_fp32, full_precision
 
 NORM_EPS = 1e-12  # F.normalize's eps: a zero vector normalises to zero, not NaN
 
@@ -41,7 +42,7 @@ def _check_temperature(temperature: float) -> float:
 
 def _check_finite(name: str, x: torch.Tensor) -> None:
     if not torch.isfinite(x).all():
-        raise ValueError(
+        raise NonFiniteLossError(
             f"{name} contains NaN or inf; the loss would be NaN. Check the layer that produced it "
             f"(e.g. run the model in fp32 or lower the learning rate)"
         )
@@ -50,6 +51,15 @@ def _check_finite(name: str, x: torch.Tensor) -> None:
 def _check_tensor(name: str, x: object) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+
+
+def _check_features(name: str, x: object) -> None:
+    _check_tensor(name, x)
+    if not x.is_floating_point():
+        raise LossInputError(
+            f"{name} has dtype {x.dtype}; contrastive losses need floating-point features "
+            f"(pass {name}.float())"
+        )
 
 
 def symmetric_info_nce(logits: torch.Tensor) -> torch.Tensor:
@@ -81,8 +91,8 @@ class ContrastiveLoss(nn.Module):
         return f"temperature={self.temperature}"
 
     def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
-        _check_tensor("student_feat", student_feat)
-        _check_tensor("teacher_feat", teacher_feat)
+        _check_features("student_feat", student_feat)
+        _check_features("teacher_feat", teacher_feat)
         if student_feat.dim() != 2 or student_feat.shape != teacher_feat.shape:
             raise ValueError(
                 f"ContrastiveLoss expects student_feat and teacher_feat of the same shape [B, D], "
@@ -100,9 +110,10 @@ class ContrastiveLoss(nn.Module):
                 "is identically 0 and gives no gradient. Use SpatialContrastiveLoss (BEV cells as "
                 "negatives) or MemoryBankContrastiveLoss (negatives from earlier batches).",
             )
-        s = F.normalize(student_feat, dim=1, eps=NORM_EPS)
-        t = F.normalize(teacher_feat.to(s.dtype), dim=1, eps=NORM_EPS)
-        return symmetric_info_nce(s @ t.T / self.temperature)
+        with full_precision(student_feat):
+            s = F.normalize(as_fp32(student_feat), dim=1, eps=NORM_EPS)
+            t = F.normalize(teacher_feat.to(s.dtype), dim=1, eps=NORM_EPS)
+            return symmetric_info_nce(s @ t.T / self.temperature)
 
 
 def foreground_weights(foreground: torch.Tensor, batch: int, size: tuple[int, int]) -> torch.Tensor:
@@ -221,8 +232,8 @@ class SpatialContrastiveLoss(nn.Module):
         ``generator`` (on the maps' device) fixes the cell sampling, e.g. for gradcheck; without
         it the sampling uses torch's global RNG.
         """
-        _check_tensor("student_map", student_map)
-        _check_tensor("teacher_map", teacher_map)
+        _check_features("student_map", student_map)
+        _check_features("teacher_map", teacher_map)
         if student_map.dim() != 4 or teacher_map.dim() != 4:
             raise ValueError(
                 f"SpatialContrastiveLoss expects BEV maps [B, D, H, W], "
@@ -241,13 +252,22 @@ class SpatialContrastiveLoss(nn.Module):
             )
         _check_finite("student_map", student_map)
         _check_finite("teacher_map", teacher_map)
+        if student_map.numel() == 0 or teacher_map.numel() == 0:
+            raise LossInputError(
+                f"SpatialContrastiveLoss got an empty batch or grid: student "
+                f"{tuple(student_map.shape)}, teacher {tuple(teacher_map.shape)}"
+            )
+        student_map, teacher_map = as_fp32(student_map), as_fp32(teacher_map)
         coords = self.draw_coords(
             student_map.shape[0], teacher_map.shape[-2:], foreground, generator,
             device=teacher_map.device, dtype=student_map.dtype,
         )
         if coords is None:
             return student_map.sum() * 0.0
-        return self.cell_loss(sample_cells(student_map, coords), sample_cells(teacher_map, coords))
+        with full_precision(student_map):
+            return self.cell_loss(
+                sample_cells(student_map, coords), sample_cells(teacher_map, coords)
+            )
 
     def draw_coords(
         self,
@@ -354,8 +374,8 @@ class MemoryBankContrastiveLoss(nn.Module):
     def _check_inputs(
         self, student_emb: torch.Tensor, teacher_emb: torch.Tensor, index: torch.Tensor
     ) -> None:
-        _check_tensor("student_emb", student_emb)
-        _check_tensor("teacher_emb", teacher_emb)
+        _check_features("student_emb", student_emb)
+        _check_features("teacher_emb", teacher_emb)
         _check_tensor("index", index)
         batch = student_emb.shape[0] if student_emb.dim() == 2 else -1
         if (
@@ -391,6 +411,10 @@ class MemoryBankContrastiveLoss(nn.Module):
     ) -> torch.Tensor:
         self._check_inputs(student_emb, teacher_emb, index)
         index = index.to(device=self.memory.device, dtype=torch.long)
+        with full_precision(student_emb):
+            return self._loss(as_fp32(student_emb), as_fp32(teacher_emb), index, generator)
+
+    def _loss(self, student_emb, teacher_emb, index, generator) -> torch.Tensor:
         s = F.normalize(student_emb, dim=1, eps=NORM_EPS)
         t = F.normalize(teacher_emb.to(s.dtype), dim=1, eps=NORM_EPS)
         # Draw from bank_size - 1 rows, then skip each sample's own row.

@@ -17,10 +17,12 @@ weighted mean: most BEV cells are empty road, on which imitation mostly teaches 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bevdistill._warnings import warn_once
 from bevdistill.bev_grid import resize_bev
+from bevdistill.losses._checks import as_fp32, check_finite, check_input, full_precision
 from bevdistill.losses.contrastive import foreground_weights
 
 
@@ -31,8 +33,7 @@ def _check_channels(name: str, value: int) -> int:
 
 
 def _check_map(name: str, x: object, channels: int) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a float tensor [B, C, H, W], got {type(x).__name__}")
+    check_input("FeatureMSELoss", name, x)
     if x.dim() != 4:
         raise ValueError(
             f"FeatureMSELoss expects BEV maps [B, C, H, W]; {name} has shape {tuple(x.shape)}"
@@ -78,14 +79,31 @@ class FeatureMSELoss(nn.Module):
         t = _check_map("teacher_feat", teacher_feat, self.teacher_channels).detach()
         if s.shape[0] != t.shape[0]:
             raise ValueError(f"batch sizes differ: student {s.shape[0]}, teacher {t.shape[0]}")
+        with full_precision(s):
+            loss = self._loss(as_fp32(s), as_fp32(t), foreground)
+        # Checked on the scalar, not on the inputs: scanning the two maps costs several passes
+        # over the largest tensors of a distillation step (the inputs are scanned on failure).
+        return check_finite(
+            "FeatureMSELoss", loss,
+            {"student_feat": student_feat, "teacher_feat": teacher_feat, "foreground": foreground},
+        )
+
+    def _adapt(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1x1 adapter, in ``x``'s dtype (fp32) even if the module was moved to half."""
+        weight = self.adapter.weight
+        if weight.dtype == x.dtype:
+            return self.adapter(x)
+        return F.conv2d(x, weight.to(x.dtype), self.adapter.bias.to(x.dtype))
+
+    def _loss(self, s: torch.Tensor, t: torch.Tensor, foreground) -> torch.Tensor:
         size = tuple(t.shape[-2:])
         if s.shape[-2] * s.shape[-1] <= size[0] * size[1]:
-            s = resize_bev(self.adapter(s), size)  # adapt on the smaller grid (they commute)
+            s = resize_bev(self._adapt(s), size)  # adapt on the smaller grid (they commute)
         else:
-            s = self.adapter(resize_bev(s, size))
+            s = self._adapt(resize_bev(s, size))
         err = (s - t.to(s.dtype)).pow(2).mean(dim=1)  # [B, Ht, Wt]
         if foreground is None:
-            return _finite(err.mean())
+            return err.mean()
         w = foreground_weights(foreground, s.shape[0], size).to(err)  # [B, Ht*Wt]
         total = w.sum(dim=1, keepdim=True)
         empty = total.squeeze(1) <= 0
@@ -98,15 +116,4 @@ class FeatureMSELoss(nn.Module):
             w = torch.where(empty.unsqueeze(1), torch.ones_like(w), w)
             total = w.sum(dim=1, keepdim=True)
         per_sample = (w * err.flatten(1)).sum(dim=1) / total.squeeze(1)
-        return _finite(per_sample.mean())
-
-
-def _finite(loss: torch.Tensor) -> torch.Tensor:
-    """Raise on a NaN/inf loss. Checked on the scalar, not on the inputs: scanning the two maps
-    cost several passes over the largest tensors of a distillation step."""
-    if not torch.isfinite(loss):
-        raise ValueError(
-            "FeatureMSELoss is NaN or inf: student_feat or teacher_feat contains NaN or inf (or "
-            "values too large for their dtype); check the layers that produced them"
-        )
-    return loss
+        return per_sample.mean()

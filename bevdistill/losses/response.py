@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bevdistill.bev_grid import resize_bev
+from bevdistill.losses._checks import as_fp32, check_finite, check_input, full_precision
 
 Weighting = Literal["teacher"] | None
 
@@ -57,7 +58,7 @@ def heatmap_logits(outputs: Any, key: str = "heatmap", who: str = "outputs") -> 
         raise ValueError(
             f"{who}: heatmap logits must be [B, K, H, W], got shape {tuple(logits.shape)}"
         )
-    return logits
+    return check_input("HeatmapDistillationLoss", f"{who} heatmap logits", logits)
 
 
 class HeatmapDistillationLoss(nn.Module):
@@ -93,6 +94,13 @@ class HeatmapDistillationLoss(nn.Module):
                 "batch size or class count; response distillation needs the same classes in the same "
                 "order (select or reorder the teacher's task heads to match the student's)"
             )
+        with full_precision(s):
+            loss = self._loss(as_fp32(s), as_fp32(t))
+        return check_finite(
+            "HeatmapDistillationLoss", loss, {"student heatmap logits": s, "teacher heatmap logits": t}
+        )
+
+    def _loss(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         s = resize_bev(s, t.shape[-2:])
 
         temp = self.temperature
