@@ -79,8 +79,12 @@ book: venv
 	@echo "book: open _build/html/index.html"
 
 # JupyterLab on the notebooks, with bevdistill importable (editable install in .venv).
+# Jupyter refuses to start as root ("Running as root is not recommended"), yet in most containers
+# (Docker, Codespaces-like sandboxes, CI images) the only user is root: there --allow-root is
+# added so `make lab` starts; for any other user the flag is left off and Jupyter's check stays.
+LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
 lab: venv
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab $(LAB_ROOT_FLAG) notebooks
 
 # A one-screen tour: hook the shipped teacher and a student, print every loss.
 demo: venv

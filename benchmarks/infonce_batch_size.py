@@ -66,7 +66,8 @@ def measure(loss_name: str, batch: int, setting: str, seed: int) -> tuple[float,
         t_emb = t_proj(teacher)
     value = loss(s_proj(student), t_emb)
     value.backward()
-    return float(value), float(student.grad.norm()), float(first.grad.norm())
+    # .detach(): float() of a tensor that requires grad warns (torch >= 2.13), once per call site.
+    return float(value.detach()), float(student.grad.norm()), float(first.grad.norm())
 
 
 def main() -> dict:

@@ -38,7 +38,22 @@ def test_demo_setting_reads_the_environment(monkeypatch, tmp_path):
     assert demo_info_path() is None  # empty folder: no frame
     assert DEMO_ENV_VAR in demo_missing_message() and str(tmp_path) in demo_missing_message()
     monkeypatch.delenv(DEMO_ENV_VAR)
-    assert demo_frame_dir().parts[-3:] == ("shared", "data", "nuscenes_demo")
+    # The default is the copy shipped in the repository, never a folder outside it.
+    repo = Path(__file__).resolve().parents[1]
+    assert demo_frame_dir() == repo / "book" / "data" / "nuscenes_frame"
+    assert "shared" not in demo_frame_dir().relative_to(repo).parts
+
+
+def test_the_repository_ships_the_frame_with_its_notice(monkeypatch):
+    # A reader's clone has no ../shared: the frame, its six camera images and the NOTICE
+    # naming source and licence must be in the repository itself.
+    monkeypatch.delenv(DEMO_ENV_VAR, raising=False)
+    folder = demo_frame_dir()
+    assert demo_info_path() == folder / "nuscenes_demo_infos.pkl"
+    assert len(list((folder / "samples").glob("*__LIDAR_TOP__*.pcd.bin"))) == 1
+    assert len(list((folder / "samples").glob("*__CAM_*.jpg"))) == 6
+    notice = (folder / "NOTICE").read_text()
+    assert "nuScenes" in notice and "CC BY-NC-SA 4.0" in notice and "Caesar" in notice
 
 
 @needs_demo

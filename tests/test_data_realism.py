@@ -1,4 +1,4 @@
-"""Synthetic scans against the one real nuScenes frame (``../shared/data/nuscenes_demo``).
+"""Synthetic scans against the one real nuScenes frame (``book/data/nuscenes_frame``).
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python -m pytest tests/test_data_realism.py -q -s
 (``-s`` prints the table.) Point ``BEVDISTILL_NUSCENES_DEMO`` at another frame folder to use

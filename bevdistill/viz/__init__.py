@@ -3,6 +3,8 @@
 * :mod:`bevdistill.viz.bev`: point clouds from above with ground-truth and predicted boxes;
 * :mod:`bevdistill.viz.features`: channel grids, mean/max over channels per layer, teacher vs
   student attention maps and their difference, and a per-scene feature cache;
+* :mod:`bevdistill.viz.analysis`: the measurements behind the pictures (occupancy, the
+  response to empty space, checkerboards, attention shares and gradients, temperature sweeps);
 * :mod:`bevdistill.viz.widgets`: ipywidgets explorers (scene, layer, channel) for JupyterLab;
 * :mod:`bevdistill.viz.results`: benchmark JSONs as tables, benchmark modules by name.
 
@@ -37,6 +39,14 @@ _EXPORTS = {
     "capture": "bevdistill.viz.features",
     "FeatureCache": "bevdistill.viz.features",
     "SceneCapture": "bevdistill.viz.features",
+    # measurements behind the pictures
+    "occupancy": "bevdistill.viz.analysis",
+    "box_mask": "bevdistill.viz.analysis",
+    "empty_input_response": "bevdistill.viz.analysis",
+    "parity_means": "bevdistill.viz.analysis",
+    "attention_shares": "bevdistill.viz.analysis",
+    "attention_gradient_map": "bevdistill.viz.analysis",
+    "temperature_sweep": "bevdistill.viz.analysis",
     # JupyterLab explorers
     "scene_explorer": "bevdistill.viz.widgets",
     "feature_explorer": "bevdistill.viz.widgets",

@@ -75,15 +75,28 @@ def active_channels(value: Any, k: int = 16, sample: int = 0) -> list[int]:
     return torch.argsort(score, descending=True)[: min(k, len(score))].tolist()
 
 
+def _cell_weights(mask: Any, batch: int, size: tuple[int, int]) -> torch.Tensor:
+    """A foreground mask as :class:`~bevdistill.AttentionTransferLoss` applies it: ``[B, H, W]``,
+    ``[B, 1, H, W]`` or class probabilities ``[B, K, H, W]`` (max over classes), any grid,
+    area-pooled to ``size``."""
+    m = mask.detach().float().cpu() if isinstance(mask, torch.Tensor) else torch.as_tensor(mask).float()
+    if m.dim() == 3:
+        m = m.unsqueeze(1)
+    if m.dim() != 4 or m.shape[0] != batch:
+        raise ValueError(f"mask must be [B, H, W] or [B, K, H, W] with B = {batch}, got {tuple(m.shape)}")
+    return resize_bev(m.amax(dim=1, keepdim=True), size)
+
+
 def attention_maps(
-    student: Any, teacher: Any, sample: int | None = 0, p: float = 2
+    student: Any, teacher: Any, sample: int | None = 0, p: float = 2, mask: Any = None
 ) -> dict[str, np.ndarray | float | tuple[int, int]]:
     """Teacher and student attention on their common grid, their difference, and the loss.
 
     Returns ``teacher``, ``student``, ``difference`` (student - teacher) as ``[H, W]`` arrays
     (``[B, H, W]`` when ``sample`` is None), ``loss`` (sum of squared differences: the
     :class:`~bevdistill.AttentionTransferLoss` value of that sample, or of the batch mean) and
-    ``grid`` (H, W).
+    ``grid`` (H, W). ``mask`` (a foreground mask or class probabilities, any grid) weights the
+    cells before the normalisation, as ``AttentionTransferLoss(...)(s, t, mask)`` does.
     """
     s, t = feature_map(student, what="student feature"), feature_map(teacher, what="teacher feature")
     if s.shape[0] != t.shape[0]:
@@ -93,7 +106,11 @@ def attention_maps(
         flat = attention_map(fmap, p=p, normalization="none")  # [B, H*W], not yet normalised
         raw.append(flat.reshape(fmap.shape[0], 1, *fmap.shape[2:]))
     size = (min(raw[0].shape[2], raw[1].shape[2]), min(raw[0].shape[3], raw[1].shape[3]))
-    a_s, a_t = (F.normalize(resize_bev(r, size).flatten(1), p=2, dim=1) for r in raw)
+    raw = [resize_bev(r, size) for r in raw]
+    if mask is not None:
+        weights = _cell_weights(mask, s.shape[0], size)
+        raw = [r * weights for r in raw]
+    a_s, a_t = (F.normalize(r.flatten(1), p=2, dim=1) for r in raw)
     diff = a_s - a_t
     per_sample = diff.pow(2).sum(dim=1)
     shape = (-1, *size)
@@ -149,11 +166,16 @@ def plot_bev_map(
     boxes: Any = None,
     labels: Any = None,
     colorbar: bool = True,
+    points: Any = None,
+    point_colour: str = "#56B4E9",
+    max_points: int = 8000,
 ):
     """Draw an ``[H, W]`` BEV map (row 0 at the bottom) over ``extent`` = (x0, x1, y0, y1).
 
     ``symmetric``: a diverging colour scale centred on 0 (for differences). ``boxes``: draw
-    ground-truth footprints on top. Returns the image artist.
+    ground-truth footprints on top. ``points`` (``[N, >=2]``, x and y in metres): overlay the
+    LiDAR points as small dots (thinned to ``max_points`` with a fixed seed), so bright and
+    dark cells can be told apart from where the sensor saw something. Returns the image artist.
     """
     arr = to_numpy(values, "map").astype(np.float64)
     if arr.ndim != 2:
@@ -163,6 +185,8 @@ def plot_bev_map(
         bound = float(np.abs(arr).max()) or 1.0
         kwargs.update(cmap="RdBu_r" if cmap == "magma" else cmap, vmin=-bound, vmax=bound)
     image = ax.imshow(arr, origin="lower", extent=extent, interpolation="nearest", **kwargs)
+    if points is not None and extent is not None:
+        _overlay_points(ax, points, extent, point_colour, max_points)
     if boxes is not None and extent is not None and len(to_numpy(boxes)):
         # White outlines on the dark colour scales, black ones on the white centre of a difference.
         draw_boxes(ax, boxes, labels, linewidth=0.7, colour="black" if symmetric else "white")
@@ -177,6 +201,19 @@ def plot_bev_map(
     return image
 
 
+def _overlay_points(ax, points: Any, extent: Sequence[float], colour: str, max_points: int) -> None:
+    pts = to_numpy(points, "points")
+    if pts.ndim != 2 or pts.shape[1] < 2:
+        raise ValueError(f"points must be [N, >=2] (x, y, ...), got shape {pts.shape}")
+    x0, x1, y0, y1 = (float(v) for v in extent)
+    pts = pts[(pts[:, 0] >= x0) & (pts[:, 0] < x1) & (pts[:, 1] >= y0) & (pts[:, 1] < y1)]
+    if len(pts) > max_points:
+        pts = pts[np.random.default_rng(0).choice(len(pts), max_points, replace=False)]
+    ax.scatter(pts[:, 0], pts[:, 1], s=0.15, c=colour, alpha=0.6, linewidths=0, rasterized=True)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+
+
 def plot_channel_grid(
     value: Any,
     *,
@@ -186,11 +223,16 @@ def plot_channel_grid(
     extent: Sequence[float] | None = None,
     title: str | None = None,
     panel_size: float = 1.6,
+    boxes: Any = None,
+    labels: Any = None,
+    colorbar: bool = False,
 ):
     """Single channels of one layer, one small panel each (default: the 16 most active).
 
-    Each panel has its own colour scale, so weak and strong channels are both readable.
-    Returns the figure.
+    Each panel has its own colour scale, so weak and strong channels are both readable;
+    ``colorbar=True`` shows every panel's scale beside it (off by default: the figure then has
+    exactly one axes per panel, as before). ``boxes`` (with ``extent``): ground-truth
+    footprints on every panel. Returns the figure.
     """
     plt = pyplot()
     x = _sample(feature_map(value), sample)
@@ -204,7 +246,15 @@ def plot_channel_grid(
     for ax in axes.flat:
         ax.axis("off")
     for ax, c in zip(axes.flat, chosen, strict=False):  # extra panels stay blank
-        ax.imshow(x[c].numpy(), origin="lower", extent=extent, cmap="viridis", interpolation="nearest")
+        image = ax.imshow(x[c].numpy(), origin="lower", extent=extent, cmap="viridis",
+                          interpolation="nearest")
+        if boxes is not None and extent is not None and len(to_numpy(boxes)):
+            draw_boxes(ax, boxes, labels, linewidth=0.5, colour="white")
+            ax.set_xlim(extent[0], extent[1])
+            ax.set_ylim(extent[2], extent[3])
+        if colorbar:
+            bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+            bar.ax.tick_params(labelsize=5)
         ax.set_title(f"ch {c}", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -221,11 +271,12 @@ def plot_layer_summaries(
     labels: Any = None,
     select: Mapping[str, int] | None = None,
     panel_size: float = 3.2,
+    points: Any = None,
 ):
     """One row per hooked layer: mean and max over channels, with shape and channel count.
 
     ``select[layer]`` picks the element of a tuple/list output (default: the last).
-    Returns the figure.
+    ``points``: overlay the scene's LiDAR points (x, y) on every panel. Returns the figure.
     """
     plt = pyplot()
     if not features:
@@ -238,7 +289,7 @@ def plot_layer_summaries(
         mean, peak = channel_summary(fmap, sample)
         shape = "x".join(str(s) for s in fmap.shape[1:])
         for ax, arr, what in zip(row, (mean, peak), ("mean", "max"), strict=True):
-            plot_bev_map(ax, arr, extent, boxes=boxes, labels=labels,
+            plot_bev_map(ax, arr, extent, boxes=boxes, labels=labels, points=points,
                          title=f"{name} [{shape}]\n{what} over channels")
     fig.tight_layout()
     return fig

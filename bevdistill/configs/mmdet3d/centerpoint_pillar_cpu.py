@@ -99,9 +99,10 @@ model = dict(
 
 # --- data: mmdet3d's own NuScenesDataset and transforms ------------------------------------
 dataset_type = "NuScenesDataset"
-# (the real demo frame: $BEVDISTILL_NUSCENES_DEMO, else ../shared beside the repository; for
-# your own data: --cfg-options train_dataloader.dataset.data_root=... .ann_file=...)
-data_root = "{{$BEVDISTILL_NUSCENES_DEMO:{{ fileDirname }}/../../../../shared/data/nuscenes_demo}}"
+# (the real demo frame: $BEVDISTILL_NUSCENES_DEMO, else the copy a clone of the repository ships
+# in book/data/nuscenes_frame; for your own data: --cfg-options
+# train_dataloader.dataset.data_root=... .ann_file=...)
+data_root = "{{$BEVDISTILL_NUSCENES_DEMO:{{ fileDirname }}/../../../book/data/nuscenes_frame}}"
 ann_file = "nuscenes_demo_infos.pkl"
 data_prefix = dict(pts="samples", img="samples", sweeps="sweeps")
 metainfo = dict(classes=class_names)
