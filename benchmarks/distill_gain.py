@@ -172,6 +172,25 @@ def summarise(scenario: str, option_seeds: dict[str, list[int]],
     return rows
 
 
+def teacher_budget_rows(scenario: str, seed: int, run_dir: Path, iters: int,
+                        scores: dict, teacher: dict) -> list[dict]:
+    """The student alone at the teacher's budget (budget ``teacher``), against the baseline."""
+    history = {h["iter"]: h for h in scalars_history(run_dir)}
+    rows = []
+    for split, result in (("val", history[iters]), ("test", _scores(run_dir / "test" /
+                                                                     "metrics.json"))):
+        base = scores[("baseline", "converged", split)][seed]["mAP"]
+        t = teacher.get(split)
+        rows.append(dict(
+            scenario=scenario, option="baseline", budget="teacher", iters=iters, split=split,
+            seeds=[seed], mAP_mean=result["mAP"], mAP_std=0.0, mAP_per_seed=[result["mAP"]],
+            **{f"AP_{c}_mean": result[f"AP_{c}"] for c in CLASS_NAMES},
+            gain=result["mAP"] - base, seed_spread=None, gain_exceeds_2x_spread=False,
+            teacher_mAP=t["mAP"] if t else None,
+            gap_recovered=(result["mAP"] - base) / (t["mAP"] - base) if t else None))
+    return rows
+
+
 def _class_share(teacher, base, runs, seeds, c) -> float | None:
     key = f"AP_{c}"
     gap = teacher[key] - statistics.fmean(base[s][key] for s in seeds)
@@ -224,6 +243,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--smoke", action="store_true", help="CI models, 4 iterations, 1 seed")
     parser.add_argument("--iters", type=int, help="iterations per run (default: the preset's)")
+    parser.add_argument("--equal-iters", type=int, help="the short, equal budget scored on test "
+                        "(default: the preset's)")
+    parser.add_argument("--eval-interval", type=int, help="iterations between tuning-split "
+                        "validations (default: the preset's)")
+    parser.add_argument("--teacher-budget", type=int, metavar="ITERS",
+                        help="also train the student alone for ITERS iterations (the teacher's "
+                             "budget), first seed: is the baseline short of its plateau?")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the preset's)")
     parser.add_argument("--options", nargs="+", choices=list(OPTIONS),
                         help="options run on every seed (baseline is always included)")
@@ -241,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
     scenario_name = "smoke" if args.smoke else args.scenario
     scenario = SCENARIOS[scenario_name]
     preset = dict(PRESETS["smoke" if args.smoke else args.preset])
-    for key in ("iters", "parallel"):
+    for key in ("iters", "equal_iters", "eval_interval", "parallel"):
         if getattr(args, key) is not None:
             preset[key] = getattr(args, key)
     preset["equal_iters"] = min(preset["equal_iters"], preset["iters"])
@@ -286,6 +312,14 @@ def main(argv: list[str] | None = None) -> dict:
                     experiment, preset, run_dir / f"iter_{it}.pth", test_dir, cache_dir,
                     model_args),
                     test_dir, after=f"{option}/seed{seed}"))
+    long_dir = work_root / f"baseline_it{args.teacher_budget}" / f"seed{seeds[0]}"
+    if args.teacher_budget:  # the student alone, trained as long as the teacher was
+        long_preset = {**preset, "iters": args.teacher_budget}
+        train_specs.append(RunSpec("baseline/teacher_budget", train_command(
+            scenario, long_preset, "baseline", seeds[0], long_dir, cache_dir, None), long_dir))
+        test_specs.append(RunSpec("baseline/teacher_budget/test", test_command(
+            scenario["student"], preset, long_dir / f"iter_{args.teacher_budget}.pth",
+            long_dir / "test", cache_dir), long_dir / "test", after="baseline/teacher_budget"))
     runs = run_all(train_specs + test_specs, parallel=preset["parallel"], env=_env(preset),
                    cwd=REPO_ROOT)
 
@@ -309,6 +343,10 @@ def main(argv: list[str] | None = None) -> dict:
         teacher["test"] = _scores(work_root / "teacher" / "test" / "metrics.json")
         teacher["val"] = _teacher_val(scenario, teacher_ckpt)
     rows = summarise(scenario_name, option_seeds, scores, teacher)
+    if args.teacher_budget:
+        curves.setdefault("baseline_teacher_budget", {})[str(seeds[0])] = scalars_history(long_dir)
+        rows += teacher_budget_rows(scenario_name, seeds[0], long_dir, args.teacher_budget,
+                                    scores, teacher)
     best = choose_best(rows)
     table = markdown(rows)
     result = {
