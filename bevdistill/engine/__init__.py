@@ -28,6 +28,10 @@ _EXPORTS = {
     "LastMetricsHook": "bevdistill.engine.hooks",
     "RankWeightsHook": "bevdistill.engine.hooks",
     "CrashHook": "bevdistill.engine.hooks",
+    "DivergenceHook": "bevdistill.engine.hooks",
+    "DivergenceError": "bevdistill.engine.hooks",
+    "file_sha256": "bevdistill.engine.checkpoint",
+    "verify_sha256": "bevdistill.engine.checkpoint",
 }
 
 __all__ = list(_EXPORTS)

@@ -63,8 +63,10 @@ def runner_config(
     ckpt = dict(hooks.get("checkpoint") or dict(interval=cfg.train_cfg.get("max_iters", 1)))
     ckpt.update(type="AtomicCheckpointHook", by_epoch=False, save_last=True)
     hooks["checkpoint"] = ckpt
+    # A NaN loss or weight stops the run, naming the iteration (as for bevdistill's experiments).
+    cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="DivergenceHook")]
     if cfg.get("save_rank_weights", False):  # the DDP check: every rank writes its weights
-        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="RankWeightsHook")]
+        cfg.custom_hooks = [*cfg.custom_hooks, dict(type="RankWeightsHook")]
     if launcher != "none":
         cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = (
             "nccl" if torch.cuda.is_available() else "gloo"
