@@ -1,7 +1,14 @@
-"""Helpers of the notebook tests: load a notebook, fill its exercise cell, run it headless."""
+"""Helpers of the notebook tests: load a notebook, fill its exercise cells, run it headless.
+
+A notebook has one or more cells tagged ``exercise`` (notebooks 5 and 6 have two graded parts);
+an answer is matched to its cell by a name the cell's stub defines (``MyContrastiveLoss``,
+``heatmap_kd``, ...).
+"""
 
 from __future__ import annotations
 
+import ast
+import re
 from pathlib import Path
 
 import nbformat
@@ -16,19 +23,37 @@ def tags(cell) -> set[str]:
     return set(cell.metadata.get("tags", []))
 
 
-def load(name: str) -> tuple[nbformat.NotebookNode, int]:
-    """The notebook and the index of its check cell (the code cell after the exercise)."""
+def defined_names(source: str) -> set[str]:
+    """Top-level functions and classes a cell defines (IPython magics dropped)."""
+    tree = ast.parse(re.sub(r"^%.*$", "", source, flags=re.M))
+    return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+
+
+def exercise_cells(nb: nbformat.NotebookNode) -> list[int]:
+    return [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "exercise" in tags(c)]
+
+
+def load(name: str, exercise: str | None = None) -> tuple[nbformat.NotebookNode, int]:
+    """The notebook and the index of the check cell (the code cell after) of the exercise cell
+    that defines ``exercise``; by default the last exercise."""
     nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    cells = exercise_cells(nb)
+    if exercise is not None:
+        cells = [i for i in cells if exercise in defined_names(nb.cells[i].source)]
+        assert cells, f"{name}: no exercise cell defines {exercise!r}"
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
-    exercise = next(i for i in code if "exercise" in tags(nb.cells[i]))
-    return nb, next(i for i in code if i > exercise)
+    return nb, next(i for i in code if i > cells[-1])
 
 
-def fill(nb: nbformat.NotebookNode, answer: str) -> None:
-    """Replace the exercise cell's stub with ``answer``."""
-    for cell in nb.cells:
-        if "exercise" in tags(cell):
-            cell.source = answer.strip()
+def fill(nb: nbformat.NotebookNode, answers: dict[str, str]) -> None:
+    """Replace each exercise cell's stub with the answer keyed by a name the stub defines."""
+    cells = exercise_cells(nb)
+    for i in cells:
+        keys = [k for k in answers if k in defined_names(nb.cells[i].source)]
+        if not keys and len(cells) == 1 and len(answers) == 1:
+            keys = list(answers)  # one exercise, one answer: the stub's names may have changed
+        assert len(keys) == 1, f"exercise cell {i} defines {defined_names(nb.cells[i].source)}; answers for {sorted(answers)}"
+        nb.cells[i].source = answers[keys[0]].strip()
 
 
 def run(nb: nbformat.NotebookNode) -> None:

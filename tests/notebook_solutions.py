@@ -1,11 +1,49 @@
 """Learner answers for the notebooks' exercise cells, written here from the task texts.
 
-``CORRECT[notebook]`` is a correct answer written independently of the package's reference
+``CORRECT[notebook]`` maps each exercise (by a name its stub defines) to a correct answer written independently of the package's reference
 (other layer choices, other formulas for the same quantity, an own distiller class), so a
 notebook test that passes with it shows that the notebook and its checker accept a learner's
 own code. ``WRONG[notebook]`` is a typical mistake that the notebook's checker must reject.
-Each answer defines the name the exercise cell's stub defines.
+Each answer defines the name the exercise cell's stub defines. ``WRONG[notebook]`` holds one
+wrong part; the notebook's other parts are filled with their correct answers.
 """
+
+STEP5A_CORRECT = '''
+import torch.nn.functional as F
+
+
+def heatmap_kd(student_logits, teacher_logits):
+    t = teacher_logits.detach()
+    p = t.sigmoid()
+    s_pos, s_neg = F.logsigmoid(student_logits), F.logsigmoid(-student_logits)
+    kl = p * (F.logsigmoid(t) - s_pos) + (1 - p) * (F.logsigmoid(-t) - s_neg)
+    return kl.sum(dim=1).mean()
+'''
+
+STEP6A_CORRECT = '''
+import torch
+
+from bevdistill import FeatureRecorder
+from bevdistill.distiller import example_inputs_for
+
+LAYERS = ("pts_middle_encoder", "pts_backbone", "pts_neck")
+PICK = {"pts_backbone": -1}
+
+
+def measure_channels(model):
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with FeatureRecorder(model, LAYERS, select=PICK, detach=True) as recorder:
+            with torch.no_grad(), recorder.recording() as captured:
+                model(example_inputs_for(model), mode="tensor")
+            maps = {k: v[-1] if isinstance(v, list) else v for k, v in captured.items()}
+    finally:
+        for module, flag in flags.items():
+            module.training = flag
+    return {k: int(v.size(1)) for k, v in maps.items()}
+'''
+
 
 STEP1_CORRECT = '''
 import torch
@@ -280,18 +318,21 @@ STEP6_WRONG = STEP6_CORRECT.replace(
 )
 
 CORRECT = {
-    "01_feature_hooks": STEP1_CORRECT,
-    "02_projection": STEP2_CORRECT,
-    "03_contrastive_loss": STEP3_CORRECT,
-    "04_attention_transfer": STEP4_CORRECT,
-    "05_distillation_loss": STEP5_CORRECT,
-    "06_build_and_distill": STEP6_CORRECT,
+    "01_feature_hooks": {"MyDistillationWrapper": STEP1_CORRECT},
+    "02_projection": {"MyProjectionMLP": STEP2_CORRECT},
+    "03_contrastive_loss": {"MyContrastiveLoss": STEP3_CORRECT},
+    "04_attention_transfer": {"MyAttentionTransferLoss": STEP4_CORRECT},
+    "05_distillation_loss": {"heatmap_kd": STEP5A_CORRECT, "MyDistillationLoss": STEP5_CORRECT},
+    "06_build_and_distill": {
+        "measure_channels": STEP6A_CORRECT,
+        "my_build_bevfusion_distillation": STEP6_CORRECT,
+    },
 }
 WRONG = {
-    "01_feature_hooks": STEP1_WRONG,
-    "02_projection": STEP2_WRONG,
-    "03_contrastive_loss": STEP3_WRONG,
-    "04_attention_transfer": STEP4_WRONG,
-    "05_distillation_loss": STEP5_WRONG,
-    "06_build_and_distill": STEP6_WRONG,
+    "01_feature_hooks": {"MyDistillationWrapper": STEP1_WRONG},
+    "02_projection": {"MyProjectionMLP": STEP2_WRONG},
+    "03_contrastive_loss": {"MyContrastiveLoss": STEP3_WRONG},
+    "04_attention_transfer": {"MyAttentionTransferLoss": STEP4_WRONG},
+    "05_distillation_loss": {"MyDistillationLoss": STEP5_WRONG},
+    "06_build_and_distill": {"my_build_bevfusion_distillation": STEP6_WRONG},
 }

@@ -243,8 +243,18 @@ class SwallowsErrors(_Base):
 
 
 class NoFp32Guard(_Base):
+    """Its own InfoNCE without the guard: autocast runs its matmul in bfloat16. (The package's
+    losses guard themselves, so the mistake shows only in code a learner writes.)"""
+
     def fp32(self):
         return contextlib.nullcontext()
+
+    def layer_terms(self, layer, s, t):
+        z_s, z_t = self.proj_s[layer](s), self.proj_t[layer](t)
+        logits = torch.einsum("id,jd->ij", z_s, z_t) / self.crd.temperature
+        labels = torch.arange(logits.shape[0])
+        crd = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        return {"crd": crd, "at": self.at(s, t)}
 
 
 class Stub(nn.Module):

@@ -247,7 +247,8 @@ def test_report_shows_the_failure_and_a_hint(capsys):
     check_wrapper(TeacherNotDetached)
     out = capsys.readouterr().out
     assert "✗ teacher captures are detached" in out
-    assert "hint: when is_student is False, store output.detach()" in out
+    assert "Diagnosis: The teacher's captured outputs keep their autograd graph" in out
+    assert "store output.detach()" in out
 
 
 def test_strict_raises(monkeypatch):

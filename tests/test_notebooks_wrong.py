@@ -22,14 +22,17 @@ def _strict(monkeypatch):
 
 def test_every_notebook_has_a_wrong_answer_that_differs_from_the_correct_one():
     assert set(WRONG) == set(CORRECT)
-    assert all(WRONG[name] != CORRECT[name] for name in CORRECT)
+    for name, wrong in WRONG.items():
+        assert len(wrong) == 1 and set(wrong) <= set(CORRECT[name])
+        assert all(answer != CORRECT[name][part] for part, answer in wrong.items())
 
 
 @pytest.mark.parametrize("name", sorted(WRONG))
 def test_wrong_answer_fails_its_check(name):
-    nb, check = load(name)
+    (part,) = WRONG[name]
+    nb, check = load(name, part)
     nb.cells = nb.cells[: check + 1]
-    fill(nb, WRONG[name])
+    fill(nb, {**CORRECT[name], **WRONG[name]})
     with pytest.raises(CellExecutionError) as failure:
         run(nb)
     assert failure.value.ename == "ExerciseFailed", failure.value

@@ -297,12 +297,12 @@ def test_import_benchmark_and_missing_results(monkeypatch):
         vr.show_benchmark("no_such_benchmark")
 
 
-def test_solutions_print_the_reference_source(capsys):
+def test_solutions_show_the_teaching_source_and_name_the_reference(capsys):
     for step in SOLUTIONS:
         assert solution_source(step).startswith(f"# Reference solution of {step}")
-    show_solution(3)
+    show_solution(3)  # outside Jupyter: printed, the short teaching version
     out = capsys.readouterr().out
-    assert "class ContrastiveLoss" in out and "def symmetric_info_nce" in out
+    assert "class MyContrastiveLoss" in out and "Read further" in out
     assert "class Distiller" in solution_source("step6")
     with pytest.raises(KeyError, match="step1"):
         solution_source("step7")

@@ -16,9 +16,12 @@ _CHECKERS = {
     "check_projection": "bevdistill.exercises.step2_projection",
     "check_contrastive": "bevdistill.exercises.step3_contrastive",
     "check_attention": "bevdistill.exercises.step4_attention",
+    "check_heatmap_kd": "bevdistill.exercises.step5a_response",
     "check_distillation_loss": "bevdistill.exercises.step5_loss",
+    "check_channels": "bevdistill.exercises.step6a_channels",
     "check_build": "bevdistill.exercises.step6_build",
     "show_solution": "bevdistill.exercises.solutions",
+    "teaching_source": "bevdistill.exercises.solutions",
 }
 
 __all__ = ["CheckFailure", "CheckResult", "ExerciseFailed", *_CHECKERS]

@@ -1,17 +1,22 @@
-"""The reference solution of each step, as source code, for when a learner is stuck.
+"""Solutions for when a learner is stuck: a short teaching solution, and the reference to read further.
 
 The notebooks never paste solutions into their cells. A learner reveals one on purpose::
 
     from bevdistill.exercises import show_solution
-    show_solution("step3")          # prints the reference ContrastiveLoss and its helpers
+    show_solution("step3")          # the teaching solution of step 3, folded until clicked
 
-The book shows the same output in a folded block. The source is read from the package with
-:func:`inspect.getsource`, so it is always the code the checkers compare against.
+In Jupyter (JupyterLab and the book alike) :func:`show_solution` displays a collapsed HTML
+``<details>`` block, so "Run All" leaves every solution hidden until the learner clicks it;
+elsewhere it prints. The teaching solutions (``bevdistill/exercises/teaching/``, 20-40 lines,
+tested against their checkers) are written for reading; the production code they point to
+(:func:`solution_source`) solves the same problem with every check and option.
 """
 
 from __future__ import annotations
 
+import html
 import inspect
+import sys
 from importlib import import_module
 
 # step -> (what the learner writes, the reference objects that answer it, "module:name").
@@ -64,6 +69,87 @@ def solution_source(step: str | int) -> str:
     return "\n\n\n".join(parts) + "\n"
 
 
+# exercise -> (what the learner writes, the teaching module, the step whose reference reads further)
+TEACHING: dict[str, tuple[str, str, str]] = {
+    "step1": ("MyDistillationWrapper", "step1", "step1"),
+    "step2": ("MyProjectionMLP", "step2", "step2"),
+    "step3": ("MyContrastiveLoss", "step3", "step3"),
+    "step4": ("MyAttentionTransferLoss", "step4", "step4"),
+    "step5a": ("heatmap_kd", "step5a", "step5"),
+    "step5b": ("layer_input and MyDistillationLoss", "step5b", "step5"),
+    "step6a": ("measure_channels", "step6a", "step6"),
+    "step6b": ("MyDistiller and my_build_bevfusion_distillation", "step6b", "step6"),
+}
+PARTS = {"step5": ("step5a", "step5b"), "step6": ("step6a", "step6b")}
+
+
+def _teaching_keys(step: str | int) -> tuple[str, ...]:
+    key = f"step{step}" if isinstance(step, int) else str(step).strip().lower().replace(" ", "")
+    if not key.startswith("step"):
+        key = f"step{key}"
+    if key in PARTS:
+        return PARTS[key]
+    if key not in TEACHING:
+        known = sorted({*TEACHING, *PARTS})
+        raise KeyError(f"unknown step {step!r}; choose one of {known} (or 1 to 6)")
+    return (key,)
+
+
+def teaching_source(step: str | int) -> str:
+    """The teaching solution of ``step`` ('step3', 3, '5a', 'step6b'; 'step5' is both parts)."""
+    parts = []
+    for key in _teaching_keys(step):
+        title, module, _ = TEACHING[key]
+        source = inspect.getsource(import_module(f"bevdistill.exercises.teaching.{module}"))
+        parts.append(f"# Teaching solution of {key}: {title}\n{source.rstrip()}")
+    return "\n\n\n".join(parts) + "\n"
+
+
+def read_further(step: str | int) -> str:
+    """Where the production version of ``step`` lives, for the reader who wants every detail."""
+    reference = TEACHING[_teaching_keys(step)[0]][2]
+    names = ", ".join(f"{t.replace(':', '.')}" for t in SOLUTIONS[reference][1])
+    return f"Read further: {names} (print(solution_source({reference!r})) shows it)."
+
+
+class SolutionView:
+    """A solution that stays folded: HTML ``<details>`` in Jupyter, a one-line note as text."""
+
+    def __init__(self, step: str | int):
+        self.keys = _teaching_keys(step)
+        self.source = teaching_source(step)
+        self.further = read_further(step)
+
+    def _repr_html_(self) -> str:
+        lines = self.source.count("\n")
+        return (
+            "<details>"
+            f"<summary><b>Solution of {' and '.join(self.keys)}</b> ({lines} lines): click to show</summary>"
+            f'<pre><code class="language-python">{html.escape(self.source)}</code></pre>'
+            f"<p>{html.escape(self.further)}</p>"
+            "</details>"
+        )
+
+    def __repr__(self) -> str:  # what a plain-text front end shows: no spoiler
+        return (
+            f"<solution of {' and '.join(self.keys)}, hidden; "
+            f"print(teaching_source({self.keys[0]!r})) shows it>"
+        )
+
+
+def _in_jupyter_kernel() -> bool:
+    ipython_module = sys.modules.get("IPython")
+    get_ipython = getattr(ipython_module, "get_ipython", None)
+    shell = get_ipython() if get_ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
+
+
 def show_solution(step: str | int) -> None:
-    """Print the reference solution of ``step``: only when you want to see it."""
-    print(solution_source(step))
+    """Show the teaching solution of ``step``: folded in Jupyter, printed elsewhere."""
+    view = SolutionView(step)
+    if _in_jupyter_kernel():
+        from IPython.display import display
+
+        display(view)
+    else:
+        print(view.source + "\n# " + view.further)

@@ -29,6 +29,7 @@ from bevdistill.exercises._checking import (
     expect_shape,
     run_cases,
 )
+from bevdistill.exercises.gallery.step1 import GALLERY
 from bevdistill.models.tiny import TinyBEVDetector, random_batch
 
 STEP = "Step 1: BEVFusionDistillationWrapper"
@@ -363,7 +364,20 @@ CASES: Sequence[Case] = (
 
 
 def check_wrapper(
-    learner_cls: Any, strict: bool | None = None, verbose: bool = True
+    learner_cls: Any,
+    strict: bool | None = None,
+    verbose: bool = True,
+    time_limit_s: float | None = None,
 ) -> CheckResult:
     """Run every step-1 case on ``learner_cls``; ``.impl`` is it if all pass, else the reference."""
-    return run_cases(STEP, learner_cls, BEVFusionDistillationWrapper, CASES, strict, verbose, SEED)
+    return run_cases(
+        STEP,
+        learner_cls,
+        BEVFusionDistillationWrapper,
+        CASES,
+        strict,
+        verbose,
+        SEED,
+        gallery=GALLERY,
+        time_limit_s=time_limit_s,
+    )

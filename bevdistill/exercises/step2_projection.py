@@ -19,6 +19,7 @@ from bevdistill.exercises._checking import (
     expect_shape,
     run_cases,
 )
+from bevdistill.exercises.gallery.step2 import GALLERY
 from bevdistill.projection import ProjectionMLP
 
 IN_DIM, HIDDEN, OUT = 6, 32, 12
@@ -156,6 +157,20 @@ CASES = [
 ]
 
 
-def check_projection(learner_cls, strict: bool | None = None, verbose: bool = True) -> CheckResult:
+def check_projection(
+    learner_cls,
+    strict: bool | None = None,
+    verbose: bool = True,
+    time_limit_s: float | None = None,
+) -> CheckResult:
     """Check a learner's ``ProjectionMLP``; ``.impl`` is it if it passed, else the reference."""
-    return run_cases("Step 2: ProjectionMLP", learner_cls, ProjectionMLP, CASES, strict, verbose)
+    return run_cases(
+        "Step 2: ProjectionMLP",
+        learner_cls,
+        ProjectionMLP,
+        CASES,
+        strict,
+        verbose,
+        gallery=GALLERY,
+        time_limit_s=time_limit_s,
+    )

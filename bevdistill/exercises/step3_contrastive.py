@@ -12,6 +12,7 @@ import warnings
 import torch
 
 from bevdistill.exercises._checking import Case, CheckResult, expect, expect_close, run_cases
+from bevdistill.exercises.gallery.step3 import GALLERY
 from bevdistill.losses.contrastive import ContrastiveLoss
 
 DIM = 16
@@ -132,8 +133,20 @@ CASES = [
 ]
 
 
-def check_contrastive(learner_cls, strict: bool | None = None, verbose: bool = True) -> CheckResult:
+def check_contrastive(
+    learner_cls,
+    strict: bool | None = None,
+    verbose: bool = True,
+    time_limit_s: float | None = None,
+) -> CheckResult:
     """Check a learner's ``ContrastiveLoss``; ``.impl`` is it if it passed, else the reference."""
     return run_cases(
-        "Step 3: ContrastiveLoss", learner_cls, ContrastiveLoss, CASES, strict, verbose
+        "Step 3: ContrastiveLoss",
+        learner_cls,
+        ContrastiveLoss,
+        CASES,
+        strict,
+        verbose,
+        gallery=GALLERY,
+        time_limit_s=time_limit_s,
     )

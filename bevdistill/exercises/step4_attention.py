@@ -33,6 +33,7 @@ from bevdistill.exercises._checking import (
     rel_error,
     run_cases,
 )
+from bevdistill.exercises.gallery.step4 import GALLERY
 from bevdistill.losses.attention import AttentionTransferLoss
 
 STEP = "Step 4 - AttentionTransferLoss"
@@ -208,9 +209,19 @@ CASES = [
 
 
 def check_attention(
-    learner_cls: Any, strict: bool | None = None, verbose: bool = True
+    learner_cls: Any,
+    strict: bool | None = None,
+    verbose: bool = True,
+    time_limit_s: float | None = None,
 ) -> CheckResult:
     """Check a learner's ``AttentionTransferLoss`` class against the reference (see module doc)."""
     return run_cases(
-        STEP, learner_cls, AttentionTransferLoss, CASES, strict=strict, verbose=verbose
+        STEP,
+        learner_cls,
+        AttentionTransferLoss,
+        CASES,
+        strict=strict,
+        verbose=verbose,
+        gallery=GALLERY,
+        time_limit_s=time_limit_s,
     )

@@ -37,6 +37,7 @@ from bevdistill.exercises._checking import (
     expect_close,
     run_cases,
 )
+from bevdistill.exercises.gallery.step5 import GALLERY
 from bevdistill.losses.attention import AttentionTransferLoss
 from bevdistill.losses.combined import BEVFusionDistillationLoss
 
@@ -313,9 +314,19 @@ CASES = [
 
 
 def check_distillation_loss(
-    learner_cls: Any, strict: bool | None = None, verbose: bool = True
+    learner_cls: Any,
+    strict: bool | None = None,
+    verbose: bool = True,
+    time_limit_s: float | None = None,
 ) -> CheckResult:
     """Check a learner's ``BEVFusionDistillationLoss`` class against the contract in the module doc."""
     return run_cases(
-        STEP, learner_cls, BEVFusionDistillationLoss, CASES, strict=strict, verbose=verbose
+        STEP,
+        learner_cls,
+        BEVFusionDistillationLoss,
+        CASES,
+        strict=strict,
+        verbose=verbose,
+        gallery=GALLERY,
+        time_limit_s=time_limit_s,
     )

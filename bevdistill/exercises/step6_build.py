@@ -45,6 +45,7 @@ from torch import nn
 
 from bevdistill.distiller import build_bevfusion_distillation, example_inputs_for
 from bevdistill.exercises._checking import Case, CheckResult, expect, run_cases
+from bevdistill.exercises.gallery.step6 import GALLERY
 
 STEP = "Step 6: build_bevfusion_distillation"
 SEED = 0
@@ -380,11 +381,24 @@ def _quiet_log() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def check_build(learner_fn: Any, strict: bool | None = None, verbose: bool = True) -> CheckResult:
+def check_build(
+    learner_fn: Any,
+    strict: bool | None = None,
+    verbose: bool = True,
+    time_limit_s: float | None = None,
+) -> CheckResult:
     """Run every step-6 case on ``learner_fn``; ``.impl`` is it if all pass, else the reference."""
     with tempfile.TemporaryDirectory(prefix="bevdistill-step6-") as folder, _quiet_log():
         setup = _Setup(Path(folder))
         cases = [Case(name, make(setup), hint) for name, make, hint in CASE_SPECS]
         return run_cases(
-            STEP, learner_fn, build_bevfusion_distillation, cases, strict, verbose, SEED
+            STEP,
+            learner_fn,
+            build_bevfusion_distillation,
+            cases,
+            strict,
+            verbose,
+            SEED,
+            gallery=GALLERY,
+            time_limit_s=time_limit_s,
         )

@@ -1,0 +1,144 @@
+"""Checkers cannot hang or end the kernel (issue 12, item 7).
+
+Every case runs under a time limit (``time_limit_s=``, ``BEVDISTILL_CASE_TIME_LIMIT``, default
+10 s) stated in the report; an endless loop is a failed case "did not finish within N s" and
+the next case still runs; ``sys.exit()`` is a failed case; ``KeyboardInterrupt`` stops the
+checker after printing what ran; a learner's own ``TimeoutError`` is an ordinary crash.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import pytest
+import torch.nn.functional as F
+from test_check_contrastive import _Base
+
+from bevdistill.exercises import check_contrastive
+from bevdistill.exercises._checking import DEFAULT_TIME_LIMIT_S, FAIL, PASS, case_time_limit
+
+N_CASES = 7  # check_contrastive's cases
+
+
+class EndlessLoop(_Base):
+    def forward(self, student_feat, teacher_feat):
+        while True:
+            pass
+
+
+class EndlessAtTemperature05(_Base):
+    """Hangs in one case only, so the cases after it must still run and pass."""
+
+    def forward(self, student_feat, teacher_feat):
+        while self.temperature == 0.5:
+            pass
+        return super().forward(student_feat, teacher_feat)
+
+
+class SwallowsEverything(_Base):
+    """Catches BaseException once: the repeating alarm still stops it."""
+
+    def forward(self, student_feat, teacher_feat):
+        try:
+            while True:
+                pass
+        except BaseException:  # noqa: BLE001 - the learner mistake under test
+            while True:
+                pass
+
+
+class Exits(_Base):
+    def forward(self, student_feat, teacher_feat):
+        sys.exit(3)
+
+
+class OwnTimeout(_Base):
+    def forward(self, student_feat, teacher_feat):
+        raise TimeoutError("my own timeout")
+
+
+class Interrupted(_Base):
+    def forward(self, student_feat, teacher_feat):
+        raise KeyboardInterrupt
+
+
+def _statuses(result):
+    return [o.status for o in result.outcomes]
+
+
+def test_an_endless_loop_fails_every_case_within_the_limit():
+    started = time.monotonic()
+    result = check_contrastive(EndlessLoop, verbose=False, time_limit_s=0.2)
+    assert time.monotonic() - started < N_CASES * 0.2 + 10
+    assert _statuses(result) == [FAIL] * N_CASES
+    assert all("your code did not finish within 0.2 s" in o.detail for o in result.outcomes)
+    assert all("while True" in o.detail for o in result.outcomes)  # where it was stopped
+    assert "time limit 0.2 s per case" in result.report()
+
+
+def test_the_case_after_a_hang_still_runs():
+    result = check_contrastive(EndlessAtTemperature05, verbose=False, time_limit_s=0.3)
+    by_name = {o.name: o for o in result.outcomes}
+    assert by_name["temperature is used (0.07 and 0.5)"].status == FAIL
+    assert "did not finish within 0.3 s" in by_name["temperature is used (0.07 and 0.5)"].detail
+    assert [o.status for o in result.outcomes if "temperature" not in o.name] == [PASS] * (N_CASES - 1)
+
+
+def test_catching_base_exception_once_does_not_escape_the_limit():
+    result = check_contrastive(SwallowsEverything, verbose=False, time_limit_s=0.2)
+    assert _statuses(result) == [FAIL] * N_CASES
+
+
+def test_sys_exit_is_a_failed_case_not_the_end_of_the_kernel():
+    result = check_contrastive(Exits, verbose=False)
+    assert _statuses(result) == [FAIL] * N_CASES
+    assert all("your code called sys.exit(3)" in o.detail for o in result.outcomes)
+    assert all("sys.exit(3)" in o.detail and "line" in o.detail for o in result.outcomes)
+
+
+def test_a_learners_own_timeout_error_is_an_ordinary_crash():
+    result = check_contrastive(OwnTimeout, verbose=False, time_limit_s=0.5)
+    assert _statuses(result) == [FAIL] * N_CASES
+    assert all("your code raised TimeoutError: my own timeout" in o.detail for o in result.outcomes)
+    assert not any("did not finish" in o.detail for o in result.outcomes)
+    assert check_contrastive(EndlessAtTemperature05, verbose=False, time_limit_s=0.3).outcomes[3].status == PASS
+
+
+def test_keyboard_interrupt_stops_the_checker_after_printing_what_ran(capsys):
+    with pytest.raises(KeyboardInterrupt):
+        check_contrastive(Interrupted)
+    out = capsys.readouterr().out
+    assert "INTERRUPTED" in out and "Interrupted during case 1" in out
+
+
+def test_no_alarm_is_left_behind_and_an_earlier_timer_keeps_running():
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(True))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 5.0)
+        check_contrastive(EndlessAtTemperature05, verbose=False, time_limit_s=0.2)
+        remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 0 < remaining < 5.0  # the outer timer was restored, minus the time spent
+        assert signal.getsignal(signal.SIGALRM) is not None and not fired
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_the_limit_is_configurable(monkeypatch):
+    assert case_time_limit() == DEFAULT_TIME_LIMIT_S
+    monkeypatch.setenv("BEVDISTILL_CASE_TIME_LIMIT", "2.5")
+    assert case_time_limit() == 2.5 and case_time_limit(4) == 4
+    assert "time limit 2.5 s per case" in check_contrastive(_Base, verbose=False).report()
+    monkeypatch.setenv("BEVDISTILL_CASE_TIME_LIMIT", "soon")
+    with pytest.raises(ValueError, match="BEVDISTILL_CASE_TIME_LIMIT must be a number"):
+        case_time_limit()
+    with pytest.raises(ValueError, match="time_limit_s must be positive"):
+        case_time_limit(0)
+
+
+def test_a_correct_answer_is_not_slowed_or_failed_by_the_limit():
+    result = check_contrastive(_Base, verbose=False, time_limit_s=5)
+    assert result.passed and F is not None
