@@ -3,8 +3,9 @@
 The unavoidable part of a distillation step is a no-grad forward of the teacher plus an
 ordinary training step of the student. This measures, in one process and on the same batch:
 
-* ``reference``: ``teacher(batch)`` under ``torch.no_grad`` + student ``loss`` + backward +
-  AdamW step (a copy of the distiller's student, so the two never share optimizer state);
+* ``reference``: the teacher's forward (``Distiller.teacher_forward``) under ``torch.no_grad``
+  + student ``loss`` + backward + AdamW step, each model on its own view of the batch (a copy
+  of the distiller's student, so the two never share optimizer state);
 * ``distill``: ``Distiller.loss`` + backward + AdamW step (teacher forward, student forward with
   hooks, every distillation term, the projectors' and adapters' updates);
 
@@ -14,16 +15,28 @@ flipped every round), and reports per distillation option the median over rounds
 CPU preset with the default config). The ratio of the two medians is kept too; it drifts with
 the machine's speed between rounds, the paired ratio does not.
 
-Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over one step, above what was
-allocated before it. On a CPU, torch's allocations are invisible to tracemalloc, so each mode
-runs in a fresh subprocess that reports the rise of its peak resident set size
-(``ru_maxrss``) over two steps above its resident size before them (a coarse figure: the
-allocator keeps freed pages, and page granularity applies).
+Peak memory of a training step, measured after the timed rounds on ``MEMORY_STEPS`` more steps
+of each mode (alternating, in the same process, so that the profiler never slows a timed step):
+on CUDA ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, above what was
+allocated before the step; on a CPU ``torch.profiler`` with ``profile_memory=True``: the peak
+of the bytes that tensors allocated during the step hold at once (activations, gradients,
+optimizer temporaries; the weights, optimizer state and anything allocated before the step are
+not counted, nor the Python heap). A resident-set figure measured model building instead (the
+peak RSS of a process is reached while it builds the models, before any step), hence not that.
+Each mode reports the whole step's peak and the peak after the teacher's forward has returned:
+where the teacher's no-grad forward holds the step's peak (the CPU preset's 0.25 m teacher),
+the first is the same for both modes and only the second shows what distillation adds. The
+JSON says how in ``memory_method``; ``memory_ratio`` (``memory_ratio_after_teacher``) is
+distillation over reference.
+
+Provenance: the record and each option's row carry the commit, whether the tree was dirty, the
+start time and the duration (rows: ``commit``, ``dirty``, ``started``, ``duration_s``).
 
 The teacher keeps its random initial weights: timing and memory do not depend on the values.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.step_overhead            # CPU preset
     .venv/bin/python -m benchmarks.step_overhead --preset bevfusion_scale --device cuda
+                                                       # (as benchmarks/gpu_check.sh runs it)
     .venv/bin/python -m benchmarks.step_overhead --smoke --out /tmp/so.json  # CI-sized, seconds
 
 Writes ``benchmarks/results/step_overhead.json`` (or ``--out``).
@@ -37,11 +50,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch starts its thread 
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
+import datetime  # noqa: E402
 import json  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -51,6 +63,19 @@ import torch  # noqa: E402
 from benchmarks._distill_options import OPTIONS, RESULTS_DIR, provenance  # noqa: E402
 
 GOAL_RATIO = 1.10
+MEMORY_STEPS = 2  # untimed steps per mode whose peak memory is measured (the max is reported)
+_AFTER_TEACHER = ("; after_teacher_bytes: the same peak counted only once the teacher's no-grad "
+                  "forward has returned (marked by hooks on the teacher)")
+MEMORY_METHOD = {
+    "cpu": f"torch.profiler (profile_memory=True) over {MEMORY_STEPS} untimed steps per mode "
+           "after the timed rounds, alternating: peak_bytes is the peak of the bytes held at once "
+           "by tensors allocated during the step (weights, optimizer state and earlier "
+           "allocations not counted; no Python heap, no pages the allocator keeps), max over the "
+           "steps" + _AFTER_TEACHER,
+    "cuda": "torch.cuda.max_memory_allocated() after reset_peak_memory_stats(), minus "
+            f"memory_allocated() just before the step, over {MEMORY_STEPS} untimed steps per mode "
+            "after the timed rounds, alternating; max over the steps" + _AFTER_TEACHER,
+}
 MODULE = "benchmarks.step_overhead"
 DISTILL_OPTIONS = [name for name, (_, o) in OPTIONS.items() if o is not None]
 
@@ -117,9 +142,9 @@ class Steps:
         self.opt_student = torch.optim.AdamW(self.student.parameters(), lr=1e-4)
 
     def reference(self) -> None:
-        with torch.no_grad():
-            self.distiller.teacher(self.inputs, self.samples, mode="tensor")
-        losses = self.student.loss(self.inputs, self.samples)
+        with torch.no_grad():  # each model on its own view, as Distiller.loss feeds them
+            self.distiller.teacher_forward(self.inputs, self.samples)
+        losses = self.student.loss(self.distiller.view_of(self.inputs, "student"), self.samples)
         self._update(self.student, losses, self.opt_student)
 
     def distill(self) -> None:
@@ -141,7 +166,12 @@ def _timed(fn) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def time_option(preset: str, option: str, device: str, warmup: int, repeats: int) -> dict:
+def time_option(preset: str, option: str, device: str, warmup: int, repeats: int,
+                memory: bool, argv: list[str] | None) -> dict:
+    """One option's row: paired timings, then (``memory``) the peak memory of a step, with the
+    commit, tree state, start time and duration of this row (the tree may change during a run)."""
+    started = provenance(MODULE, argv)
+    t0 = time.perf_counter()
     distiller, batch = build(preset, option, device)
     steps = Steps(distiller, batch, device)
     for _ in range(warmup):
@@ -162,6 +192,9 @@ def time_option(preset: str, option: str, device: str, warmup: int, repeats: int
     record = {
         "option": option,
         "description": OPTIONS[option][0],
+        "commit": started["git_commit"],
+        "dirty": started["uncommitted_changes"],
+        "started": started["date"],
         "hook_points": list(distiller.hook_points),
         "kd_hook": distiller.kd_hook,
         "distill_params": sum(p.numel() for p in distiller.distill_loss.parameters()),
@@ -172,45 +205,108 @@ def time_option(preset: str, option: str, device: str, warmup: int, repeats: int
         "ratio_of_medians_wall": med["distill"]["wall_s"] / med["reference"]["wall_s"],
         "ratio_cpu": med["distill"]["cpu_s"] / med["reference"]["cpu_s"],
     }
-    if device == "cuda":
-        record["memory"] = {m: _cuda_peak(getattr(steps, m)) for m in ("reference", "distill")}
+    if memory:
+        mem = record["memory"] = step_memory(steps, device)
+        record["memory_ratio"] = mem["distill"]["peak_bytes"] / mem["reference"]["peak_bytes"]
+        record["memory_ratio_after_teacher"] = (mem["distill"]["after_teacher_bytes"]
+                                                / mem["reference"]["after_teacher_bytes"])
+    record["duration_s"] = time.perf_counter() - t0
     return record
 
 
-def _cuda_peak(fn) -> int:
+def step_memory(steps: Steps, device: str) -> dict:
+    """Peak memory of ``MEMORY_STEPS`` steps of each mode, alternating (see ``MEMORY_METHOD``).
+
+    Per mode: ``peak_bytes``, the whole step's peak, and ``after_teacher_bytes``, the peak once
+    the teacher's no-grad forward has returned (student forward and backward, distillation
+    terms, optimizer step, with the teacher's captured features still held). The second is
+    the one distillation can raise: where the teacher's forward holds the step's peak, the
+    first is the same for both modes.
+    """
+    peak = _cuda_peak if device == "cuda" else _cpu_peak
+    per_step: dict[str, list[tuple[int, int]]] = {"reference": [], "distill": []}
+    for r in range(MEMORY_STEPS):
+        for mode in (("reference", "distill") if r % 2 == 0 else ("distill", "reference")):
+            per_step[mode].append(peak(getattr(steps, mode), steps.distiller.teacher))
+    return {m: {"peak_bytes": max(p for p, _ in v), "after_teacher_bytes": max(a for _, a in v),
+                "per_step": [list(x) for x in v]} for m, v in per_step.items()}
+
+
+def _cuda_peak(fn, teacher: torch.nn.Module) -> tuple[int, int]:
+    """(step peak, peak after the teacher's forward) of CUDA allocations above the start."""
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    fn()
-    return int(torch.cuda.max_memory_allocated() - base)
+    teacher_peak: list[int] = []
+
+    def after_teacher(module, args, output) -> None:
+        torch.cuda.synchronize()
+        teacher_peak.append(torch.cuda.max_memory_allocated())
+        torch.cuda.reset_peak_memory_stats()  # from here the peak is the rest of the step's
+
+    handle = teacher.register_forward_hook(after_teacher)
+    try:
+        fn()
+    finally:
+        handle.remove()
+    if len(teacher_peak) != 1:
+        raise RuntimeError(f"the teacher ran {len(teacher_peak)} times in one step, expected 1")
+    after = torch.cuda.max_memory_allocated()
+    return int(max(teacher_peak[0], after) - base), int(after - base)
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+_TEACHER_LABEL = "step_overhead::teacher_forward"
 
 
-def memory_worker(preset: str, option: str, mode: str) -> dict:
-    """Run in a fresh process: peak RSS rise over two ``mode`` steps (CPU only)."""
-    distiller, batch = build(preset, option, "cpu")
-    steps = Steps(distiller, batch, "cpu")
-    before = _rss_bytes()
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    for _ in range(2):
-        getattr(steps, mode)()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"rss_before": before, "peak_rss": peak, "peak_rise": max(0, peak - before),
-            "peak_moved": peak > peak_before}
+def _cpu_peak(fn, teacher: torch.nn.Module) -> tuple[int, int]:
+    """(step peak, peak after the teacher's forward) of the bytes held at once by tensors that
+    ``fn`` allocates, from the profiler's allocation and free events (frees of tensors
+    allocated before ``fn`` are ignored: they were not counted in). The teacher's forward is
+    marked by a ``record_function`` range opened and closed by hooks on the teacher."""
+    from torch.profiler import ProfilerActivity, profile, record_function
 
+    ranges: list[record_function] = []
 
-def cpu_memory(preset: str, option: str, mode: str) -> dict:
-    cmd = [sys.executable, "-m", MODULE, "--memory-worker", option, mode]
-    cmd += ["--smoke"] if preset == "smoke" else ["--preset", preset]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                         cwd=Path(__file__).resolve().parents[1])
-    if out.returncode != 0:
-        raise RuntimeError(f"memory worker {' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    def enter(module, args) -> None:
+        ranges.append(record_function(_TEACHER_LABEL))
+        ranges[-1].__enter__()
+
+    def leave(module, args, output) -> None:
+        ranges[-1].__exit__(None, None, None)
+
+    handles = [teacher.register_forward_pre_hook(enter), teacher.register_forward_hook(leave)]
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+    finally:
+        for handle in handles:
+            handle.remove()
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    marks = [e for e in events if e.get("name") == _TEACHER_LABEL and e.get("ph") == "X"]
+    if len(marks) != 1:
+        raise RuntimeError(f"found {len(marks)} teacher forwards in one step's trace, expected 1")
+    teacher_end = marks[0]["ts"] + marks[0]["dur"]
+    mem = sorted((e for e in events if e.get("name") == "[memory]"
+                  and e["args"].get("Device Type") == 0), key=lambda e: e["ts"])
+    if not any(e["args"]["Bytes"] > 0 for e in mem):
+        raise RuntimeError("torch.profiler recorded no CPU allocation during the step: this "
+                           f"torch ({torch.__version__}) does not report CPU memory events")
+    live = peak = after = 0
+    mine: dict[int, int] = {}
+    for event in mem:
+        nbytes, addr = event["args"]["Bytes"], event["args"]["Addr"]
+        if nbytes > 0:
+            mine[addr] = nbytes
+            live += nbytes
+        elif addr in mine:
+            live -= mine.pop(addr)
+        peak = max(peak, live)
+        if event["ts"] >= teacher_end:
+            after = max(after, live)
+    return peak, after
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -226,14 +322,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--smoke", action="store_true",
                         help="CI models, 2 options, 2 repeats: checks that the script runs")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "step_overhead.json")
-    parser.add_argument("--memory-worker", nargs=2, metavar=("OPTION", "MODE"),
-                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     preset = "smoke" if args.smoke else args.preset
-    if args.memory_worker:
-        print(json.dumps(memory_worker(preset, *args.memory_worker)))
-        return {}
     device = args.device or ("cuda" if preset == "bevfusion_scale" and torch.cuda.is_available()
                              else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
@@ -242,19 +333,21 @@ def main(argv: list[str] | None = None) -> dict:
     warmup = args.warmup if args.warmup is not None else PRESETS[preset]["warmup"]
     repeats = args.repeats if args.repeats is not None else PRESETS[preset]["repeats"]
 
+    t0 = time.perf_counter()
     record = provenance(MODULE, argv)
     record.update(preset=preset, device=device, batch_size=PRESETS[preset]["batch_size"],
                   warmup=warmup, repeats=repeats, goal_ratio=GOAL_RATIO,
+                  memory_method=None if args.no_memory else MEMORY_METHOD[device],
                   teacher_weights="random (timing does not depend on the values)",
                   options=[])
     for option in options:
-        row = time_option(preset, option, device, warmup, repeats)
-        if device == "cpu" and not args.no_memory:
-            row["memory"] = {m: cpu_memory(preset, option, m) for m in ("reference", "distill")}
+        row = time_option(preset, option, device, warmup, repeats, not args.no_memory, argv)
         row["meets_goal"] = row["ratio_wall"] <= GOAL_RATIO
         record["options"].append(row)
         print(_row_text(row), flush=True)
     record["machine_after"] = {"load_average": [round(v, 2) for v in os.getloadavg()]}
+    record["duration_s"] = time.perf_counter() - t0
+    record["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     record["markdown"] = markdown(record["options"], device)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
@@ -262,41 +355,44 @@ def main(argv: list[str] | None = None) -> dict:
     return record
 
 
-def _peak_mib(row: dict, mode: str) -> str:
-    mem = row.get("memory") or {}
-    entry = mem.get(mode)
-    if entry is None:
-        return "-"
-    value = entry["peak_rise"] if isinstance(entry, dict) else entry
-    return f"{value / 2**20:.0f}"
+def _peak_mib(row: dict, mode: str, key: str = "peak_bytes") -> str:
+    entry = (row.get("memory") or {}).get(mode)
+    return "-" if entry is None else f"{entry[key] / 2**20:.1f}"
+
+
+def _mem_cell(row: dict, mode: str) -> str:
+    """'step peak (peak after the teacher's forward)' in MiB."""
+    return f"{_peak_mib(row, mode)} ({_peak_mib(row, mode, 'after_teacher_bytes')})"
 
 
 def markdown(rows: list[dict], device: str) -> str:
-    """The summary table the book shows: times, ratio against the goal, peak memory."""
-    where = "peak RSS rise, MiB" if device == "cpu" else "peak allocated, MiB"
+    """The summary table the book shows: times, ratio against the goal, peak step memory."""
+    where = ("peak of the step's tensor allocations" if device == "cpu"
+             else "peak CUDA allocation of the step")
     lines = [
         f"| option | reference step (s) | distillation step (s) | ratio (IQR) | goal <= {GOAL_RATIO} "
-        f"| memory reference ({where}) | memory distillation |",
-        "|---|---|---|---|---|---|---|",
+        f"| memory reference, MiB ({where}; after the teacher's forward) | memory distillation "
+        "| memory ratio (after the teacher's forward) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        mem_ratio = (f"{row['memory_ratio']:.2f} ({row['memory_ratio_after_teacher']:.2f})"
+                     if "memory_ratio" in row else "-")
         lines.append(
             f"| {row['option']} | {row['reference']['wall_s']:.3f} | {row['distill']['wall_s']:.3f} "
             f"| {row['ratio_wall']:.3f} ({row['ratio_wall_iqr'][0]:.3f}-{row['ratio_wall_iqr'][1]:.3f}) "
             f"| {'yes' if row['meets_goal'] else 'no'} "
-            f"| {_peak_mib(row, 'reference')} | {_peak_mib(row, 'distill')} |"
+            f"| {_mem_cell(row, 'reference')} | {_mem_cell(row, 'distill')} | {mem_ratio} |"
         )
     return "\n".join(lines)
 
 
 def _row_text(row: dict) -> str:
-    mem = row.get("memory")
     mem_text = ""
-    if mem:
-        key = "peak_rise" if "peak_rise" in mem["reference"] else None
-        ref = mem["reference"][key] if key else mem["reference"]
-        dis = mem["distill"][key] if key else mem["distill"]
-        mem_text = f"  mem {ref / 2**20:.0f} -> {dis / 2**20:.0f} MiB"
+    if "memory" in row:
+        mem_text = (f"  mem {_mem_cell(row, 'reference')} -> {_mem_cell(row, 'distill')} MiB "
+                    f"(x{row['memory_ratio']:.2f}, after teacher "
+                    f"x{row['memory_ratio_after_teacher']:.2f})")
     return (f"{row['option']:16s} reference {row['reference']['wall_s']:.3f}s  distill "
             f"{row['distill']['wall_s']:.3f}s  ratio {row['ratio_wall']:.3f} "
             f"(cpu {row['ratio_cpu']:.3f}){mem_text}")

@@ -4,6 +4,10 @@ structure the reports rely on. No timing is asserted here: a shared CI machine c
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,26 +17,64 @@ from bevdistill.models import build_detector
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
+GPU_CHECK = Path(step_overhead.__file__).with_name("gpu_check.sh")
+
 
 def test_step_overhead_smoke(tmp_path):
     out = tmp_path / "so.json"
     step_overhead.main(["--smoke", "--options", "combined", "--out", str(out)])
     record = json.loads(out.read_text())
-    for key in ("command", "git_commit", "date", "machine", "preset", "goal_ratio", "options"):
+    for key in ("command", "git_commit", "uncommitted_changes", "date", "duration_s", "machine",
+                "preset", "goal_ratio", "memory_method", "options"):
         assert key in record, key
+    assert record["memory_method"].startswith("torch.profiler")
     assert record["machine"]["cpu_count"] >= 1 and "torch" in record["machine"]
     assert record["command"].startswith("python -m benchmarks.step_overhead --smoke")
     (row,) = record["options"]
     assert row["option"] == "combined"
+    # every row carries its own provenance: the tree can change during a long run
+    assert row["commit"] == record["git_commit"] and row["dirty"] in (True, False, None)
+    assert row["started"] >= record["date"] and 0 < row["duration_s"] <= record["duration_s"]
     for mode in ("reference", "distill"):
         assert row[mode]["wall_s"] > 0 and row[mode]["cpu_s"] > 0
-        assert row["memory"][mode]["peak_rss"] > 0
+        # the memory of a step, not of model building: the step allocates, and its peak
+        # includes what the student part of the step holds after the teacher's forward
+        mem = row["memory"][mode]
+        assert 0 < mem["after_teacher_bytes"] <= mem["peak_bytes"]
+        assert len(mem["per_step"]) == step_overhead.MEMORY_STEPS
+    assert row["memory_ratio"] == pytest.approx(
+        row["memory"]["distill"]["peak_bytes"] / row["memory"]["reference"]["peak_bytes"])
     assert row["ratio_of_medians_wall"] == pytest.approx(
         row["distill"]["wall_s"] / row["reference"]["wall_s"])
     low, high = row["ratio_wall_iqr"]
     assert 0 < low <= row["ratio_wall"] <= high  # the paired ratio's median within its IQR
     assert isinstance(row["meets_goal"], bool)
     assert row["hook_points"] == ["pts_backbone", "pts_neck"]
+
+
+def test_gpu_check_parses_and_names_its_steps():
+    """The GPU check cannot run here: at least its syntax, its plan and its stated duration."""
+    subprocess.run(["bash", "-n", str(GPU_CHECK)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("OUT_DIR", "PYTHON")}
+    plan = subprocess.run(["bash", str(GPU_CHECK), "--dry-run"], capture_output=True, text=True,
+                          check=True, timeout=60, env=env).stdout
+    assert "papermill" in plan and "06_build_and_distill.ipynb" in plan and "-p MODE full" in plan
+    assert "benchmarks.step_overhead --preset bevfusion_scale --device cuda" in plan
+    assert "benchmarks.distill_gain --preset gpu" in plan
+    assert plan.count("benchmarks/results/gpu/") == 3  # the notebook, two benchmarks' JSON
+    assert "EXPECTED DURATION" in GPU_CHECK.read_text().split("set -euo pipefail")[0]
+
+
+def test_gpu_check_without_cuda_stops_before_any_step(tmp_path):
+    """No CUDA device (hidden here, whatever the machine has): a clear error, nothing run."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable,
+           "OUT_DIR": str(tmp_path / "gpu")}
+    done = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "sees no CUDA device" in done.stderr and "nothing was run" in done.stderr
+    assert "==>" not in done.stdout  # no step started
+    assert not (tmp_path / "gpu").exists()
 
 
 def test_distill_gain_smoke_and_resume(tmp_path, capsys):
@@ -44,22 +86,50 @@ def test_distill_gain_smoke_and_resume(tmp_path, capsys):
     argv = ["--smoke", "--teacher-ckpt", str(ckpt), "--work-root", str(root), "--out", str(out)]
     distill_gain.main(argv)
     record = json.loads(out.read_text())
-    assert record["preset"] == "smoke" and record["seeds"] == [0]
-    assert record["budget"]["iters"] == 2
-    assert set(record["runs"]) == {"baseline", "heatmap_kd"}
-    assert record["teacher"]["mAP"] >= 0
-    rows = {r["option"]: r for r in record["results"]}
-    kd = rows["heatmap_kd"]
-    assert kd["gain"] == pytest.approx(kd["mAP_mean"] - rows["baseline"]["mAP_mean"])
-    for key in ("mAP_std", "AP_car_mean", "AP_pedestrian_mean", "AP_cyclist_mean",
-                "gain_exceeds_2x_spread", "gain_std_paired"):
-        assert key in kd, key
-    assert "| heatmap_kd |" in record["markdown"] and "| teacher |" in record["markdown"]
-    assert "model.distill.alpha_kd=5.0" in record["example_commands"]["heatmap_kd"]
-    run_json = json.loads((root / "heatmap_kd" / "seed0" / "metrics.json").read_text())
-    assert run_json["command"] == "distill" and run_json["max_iters"] == 2
+    result = record["scenarios"]["smoke"]
+    assert result["seeds"] == [0] and result["budget"]["iters"] == 4
+    # the schema the checks read: one row per (scenario, option, budget, split)
+    keys = {(r["option"], r["budget"], r["split"]) for r in record["summary"]}
+    assert keys == {(o, b, s) for o in ("baseline", "heatmap_kd")
+                    for b in ("equal", "converged") for s in ("val", "test")}
+    for row in record["summary"]:
+        for key in ("scenario", "mAP_mean", "mAP_std", "gain", "seed_spread", "gap_recovered",
+                    "seeds"):
+            assert key in row, key
+    test = {(r["option"], r["budget"]): r for r in record["summary"] if r["split"] == "test"}
+    kd, base = test[("heatmap_kd", "converged")], test[("baseline", "converged")]
+    assert kd["gain"] == pytest.approx(kd["mAP_mean"] - base["mAP_mean"])
+    assert kd["gap_recovered"] == pytest.approx(
+        kd["gain"] / (result["teacher"]["test"]["mAP"] - base["mAP_mean"]))
+    assert result["best_option"] == "heatmap_kd" and result["chosen_on"].startswith("val")
+    # every run is traced to a commit, and the first invocation reused nothing
+    assert len(record["runs"]) == 7  # 2 trainings, 4 test scores, the teacher's test score
+    for run in record["runs"]:
+        assert {"commit", "dirty", "started", "duration_s", "reused"} <= set(run)
+        assert run["reused"] is False and run["duration_s"] > 0
+    assert [h["iter"] for h in record["curves"]["smoke"]["baseline"]["0"]] == [2, 4]
 
     capsys.readouterr()
     distill_gain.main(argv)  # everything is done: nothing reruns, same numbers
-    assert "3 of 3 runs already done; 0 to go" in capsys.readouterr().out
-    assert json.loads(out.read_text())["results"] == record["results"]
+    assert "7 of 7 runs already done; 0 to go" in capsys.readouterr().out
+    again = json.loads(out.read_text())
+    assert again["summary"] == record["summary"]
+    assert all(run["reused"] for run in again["runs"])
+
+
+def test_distill_gain_reruns_a_run_of_another_commit(tmp_path, capsys):
+    """A finished run from another commit is moved aside and run again, never mixed in."""
+    from benchmarks._runs import PROVENANCE, RunSpec, run_all
+
+    work = tmp_path / "run"
+    spec = RunSpec("echo", [sys.executable, "-c", f"open({str(work / 'metrics.json')!r}, 'w')"],
+                   work)
+    (first,) = run_all([spec], parallel=1, env=dict(os.environ))
+    assert first["reused"] is False
+    prov = json.loads((work / PROVENANCE).read_text())
+    (work / PROVENANCE).write_text(json.dumps({**prov, "commit": "0" * 40}))
+    capsys.readouterr()
+    (second,) = run_all([spec], parallel=1, env=dict(os.environ))
+    assert second["reused"] is False and second["commit"] == prov["commit"]
+    assert "made by commit 0000" in capsys.readouterr().out
+    assert (tmp_path / "run.stale-1" / PROVENANCE).is_file()  # the old run is kept, not deleted
