@@ -81,7 +81,7 @@ def run_all(specs: list[RunSpec], parallel: int, env: dict[str, str], cwd: Path 
             raise ValueError(f"run {s.name!r} depends on {s.after!r}, which is not in the list")
     rerun: set[str] = set()
     todo: list[RunSpec] = []
-    for spec in specs:  # dependencies come first in ``specs``
+    for spec in specs:  # a run comes after the run it depends on in ``specs``
         ok, why = _finished(spec, commit)
         if ok and spec.after not in rerun:
             continue

@@ -291,16 +291,18 @@ def main(argv: list[str] | None = None) -> dict:
     record = provenance(MODULE, argv)
     started = time.time()
 
-    # Stage 1: training runs (and the teacher's test score); stage 2: test scores of checkpoints.
-    train_specs, test_specs = [], []
+    # Each training run is followed by its test scores, so a score is ready as soon as its run
+    # is (run_all starts the first runnable run in this order).
+    specs = []
     if teacher_ckpt is not None:
-        test_specs.append(RunSpec("teacher/test", test_command(
+        specs.append(RunSpec("teacher/test", test_command(
             scenario["teacher"], preset, Path(teacher_ckpt), work_root / "teacher" / "test",
             cache_dir), work_root / "teacher" / "test"))
     for seed in seeds:  # seed-major: a partial run holds every option for the first seeds
         for option in [o for o, o_seeds in option_seeds.items() if seed in o_seeds]:
             run_dir = work_root / option / f"seed{seed}"
-            train_specs.append(RunSpec(f"{option}/seed{seed}", train_command(
+            name = f"{option}/seed{seed}"
+            specs.append(RunSpec(name, train_command(
                 scenario, preset, option, seed, run_dir, cache_dir, teacher_ckpt), run_dir))
             overrides = OPTIONS[option][1]
             experiment = scenario["student"] if overrides is None else scenario["distill"]
@@ -308,19 +310,18 @@ def main(argv: list[str] | None = None) -> dict:
                 **overrides, **({"model.teacher_ckpt": teacher_ckpt} if teacher_ckpt else {})}
             for budget, it in (("equal", preset["equal_iters"]), ("converged", preset["iters"])):
                 test_dir = run_dir / f"test_{budget}"
-                test_specs.append(RunSpec(f"{option}/seed{seed}/test_{budget}", test_command(
+                specs.append(RunSpec(f"{name}/test_{budget}", test_command(
                     experiment, preset, run_dir / f"iter_{it}.pth", test_dir, cache_dir,
-                    model_args),
-                    test_dir, after=f"{option}/seed{seed}"))
+                    model_args), test_dir, after=name))
     long_dir = work_root / f"baseline_it{args.teacher_budget}" / f"seed{seeds[0]}"
     if args.teacher_budget:  # the student alone, trained as long as the teacher was
         long_preset = {**preset, "iters": args.teacher_budget}
-        train_specs.append(RunSpec("baseline/teacher_budget", train_command(
+        specs.append(RunSpec("baseline/teacher_budget", train_command(
             scenario, long_preset, "baseline", seeds[0], long_dir, cache_dir, None), long_dir))
-        test_specs.append(RunSpec("baseline/teacher_budget/test", test_command(
+        specs.append(RunSpec("baseline/teacher_budget/test", test_command(
             scenario["student"], preset, long_dir / f"iter_{args.teacher_budget}.pth",
             long_dir / "test", cache_dir), long_dir / "test", after="baseline/teacher_budget"))
-    runs = run_all(train_specs + test_specs, parallel=preset["parallel"], env=_env(preset),
+    runs = run_all(specs, parallel=preset["parallel"], env=_env(preset),
                    cwd=REPO_ROOT)
 
     scores: dict[tuple[str, str, str], dict[int, dict]] = {}
