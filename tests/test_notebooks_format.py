@@ -112,8 +112,23 @@ def test_notebook6_has_a_papermill_parameters_cell():
     first = _code(nb)[0][1]
     assert "parameters" in _tags(first)
     names = {t.id for node in ast.parse(first.source).body for t in getattr(node, "targets", [])}
-    assert {"MODE", "SHORT_ITERS", "TEACHER_CHECKPOINT"} <= names
-    assert "torch.cuda.is_available()" in "".join(c.source for _, c in _code(nb))
+    assert {"MODE", "SHORT_ITERS", "MEDIUM_ITERS", "TEACHER_CHECKPOINT"} <= names
+
+
+def test_notebook6_never_starts_the_full_schedule_by_itself(monkeypatch):
+    """The book build and CI run short mode, also on a CUDA machine: full only when asked."""
+    nb = _read(NOTEBOOK_DIR / "06_build_and_distill.ipynb")
+    first = _code(nb)[0][1]
+    monkeypatch.delenv("BEVDISTILL_NOTEBOOK_MODE", raising=False)
+    namespace: dict = {}
+    exec(first.source, namespace)
+    assert namespace["MODE"] == "short"
+    monkeypatch.setenv("BEVDISTILL_NOTEBOOK_MODE", "medium")
+    exec(first.source, namespace)
+    assert namespace["MODE"] == "medium"
+    source = "".join(c.source for _, c in _code(nb))
+    assert "cuda.is_available() else" not in source.split("mode = MODE")[0][-200:]
+    assert "mode = MODE" in source
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

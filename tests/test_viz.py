@@ -116,9 +116,28 @@ def test_plot_bev_draws_only_detections_above_threshold():
     assert ax.get_xlim() == (-25.6, 25.6)
     with pytest.raises(KeyError, match="scores"):
         viz.plot_bev(item["inputs"]["points"], predictions={"boxes": torch.zeros(0, 7)})
-    fig = viz.plot_detections(item["inputs"]["points"], item["data_samples"]["gt_boxes"],
-                              item["data_samples"]["gt_labels"], {"a": pred, "b": pred})
-    assert len(fig.axes) == 2 and "1 detections" in fig.axes[0].get_title()
+    gt_boxes, gt_labels = item["data_samples"]["gt_boxes"], item["data_samples"]["gt_labels"]
+    fig = viz.plot_detections(item["inputs"]["points"], gt_boxes, gt_labels, {"a": pred, "b": pred})
+    assert len(fig.axes) == 2 and "found" in fig.axes[0].get_title()
+    pts = item["inputs"]["points"]
+    fig = viz.plot_detections({"a": pts, "b": pts[:10]}, gt_boxes, gt_labels, {"a": pred, "b": pred})
+    assert len(fig.axes) == 2
+    with pytest.raises(KeyError, match="same panels"):
+        viz.plot_detections({"a": pts}, gt_boxes, gt_labels, {"a": pred, "b": pred})
+
+
+def test_count_found_matches_one_to_one_by_class_and_distance():
+    gt = torch.tensor([[0.0, 0, 0, 4, 2, 1.5, 0], [10.0, 0, 0, 4, 2, 1.5, 0]])
+    labels = torch.tensor([0, 1])
+    near = torch.tensor([[0.5, 0, 0, 4, 2, 1.5, 0]])
+    pred = {"boxes": near.repeat(2, 1), "scores": torch.tensor([0.9, 0.8]),
+            "labels": torch.tensor([0, 0])}
+    assert viz.count_found(pred, gt, labels) == 1  # two detections, one object: counted once
+    assert viz.count_found({**pred, "labels": torch.tensor([1, 1])}, gt, labels) == 0  # class
+    assert viz.count_found(pred, gt, labels, score_threshold=0.95) == 0
+    far = {"boxes": torch.tensor([[13.0, 0, 0, 4, 2, 1.5, 0]]), "scores": torch.tensor([0.9]),
+           "labels": torch.tensor([1])}
+    assert viz.count_found(far, gt, labels) == 0 and viz.count_found(far, gt, labels, max_distance=3.5) == 1
 
 
 # --- features -----------------------------------------------------------------------------------
@@ -269,17 +288,57 @@ def test_benchmark_markdown_renders_any_result_file():
         vr.load_benchmark("no_such_benchmark")
 
 
-def test_gap_by_class_splits_the_teacher_student_gap(tmp_path, monkeypatch):
-    result = {"teacher": {"mAP": 0.5, "AP_car": 0.9, "AP_ped": 0.1},
-              "results": [{"option": "baseline", "AP_car_mean": 0.5, "AP_ped_mean": 0.1},
-                          {"option": "kd", "AP_car_mean": 0.7, "AP_ped_mean": 0.1}]}
-    (tmp_path / "gain.json").write_text(json.dumps(result))
-    monkeypatch.setattr(vr, "RESULTS_DIR", tmp_path)
-    car, ped = vr.gap_by_class("gain", "kd")
-    assert car["share of the gap"] == "100%" and car["class gap recovered"] == "50%"
-    assert ped["share of the gap"] == "0%" and ped["class gap recovered"] == "-"
+def _gain_result() -> dict:
+    """A distill_gain result in the file's schema, with numbers chosen by hand."""
+    def row(option, budget, mAP, car, ped, cyc, seeds=(0, 1)):
+        return {"scenario": "s", "option": option, "budget": budget, "split": "test",
+                "seeds": list(seeds), "mAP_mean": mAP, "mAP_std": 0.01, "AP_car_mean": car,
+                "AP_pedestrian_mean": ped, "AP_cyclist_mean": cyc, "gain": mAP - 0.4,
+                "seed_spread": 0.01, "gain_exceeds_2x_spread": option != "baseline",
+                "gap_recovered": (mAP - 0.4) / 0.2}
+    teacher = {"mAP": 0.6, "AP_car": 0.9, "AP_pedestrian": 0.5, "AP_cyclist": 0.4}
+    return {
+        "scenarios": {"s": {"what": "a teacher that sees more", "teacher": {
+            "test": teacher, "val": {**teacher, "mAP": 0.62}}}},
+        "summary": [row("baseline", "converged", 0.4, 0.8, 0.3, 0.1),
+                    row("kd", "converged", 0.5, 0.8, 0.4, 0.3),
+                    row("mse", "converged", 0.45, 0.8, 0.35, 0.2, seeds=(0,))],
+        "curves": {"s": {"baseline": {"0": [{"iter": 250, "mAP": 0.3}, {"iter": 500, "mAP": 0.4}],
+                                      "1": [{"iter": 250, "mAP": 0.2}, {"iter": 500, "mAP": 0.4}]},
+                         "kd": {"0": [{"iter": 250, "mAP": 0.35}, {"iter": 500, "mAP": 0.5}]}}},
+    }
+
+
+def test_gap_by_class_splits_the_teacher_student_gap():
+    from bevdistill.viz import gain
+
+    car, ped, cyc = gain.gap_by_class(_gain_result(), "s", "kd")
+    # gaps: car 0.1, pedestrian 0.2, cyclist 0.3 of 0.6 in all; kd closes 0, 0.1 and 0.2
+    assert car["share of the gap"] == "17%" and car["class gap recovered"] == "0%"
+    assert ped["share of the gap"] == "33%" and ped["class gap recovered"] == "50%"
+    assert cyc["share of the gap"] == "50%" and cyc["class gap recovered"] == "67%"
     with pytest.raises(KeyError, match="options"):
-        vr.gap_by_class("gain", "nope")
+        gain.gap_by_class(_gain_result(), "s", "nope")
+    with pytest.raises(ValueError, match="seeds"):  # one seed against the baseline's two
+        gain.gap_by_class(_gain_result(), "s", "mse")
+    with pytest.raises(KeyError, match="predates"):
+        gain.gap_by_class({"results": []}, "s", "kd")
+
+
+def test_gain_table_and_plots_read_the_summary():
+    from bevdistill.viz import gain
+
+    table = gain.gain_table(_gain_result(), "s")
+    assert "| distilled: kd | full schedule | 2 | 0.500 ± 0.010 |" in table
+    assert "| +0.100 | 50% | yes |" in table and "| teacher |" in table
+    iters, mean, std = gain.curve_band(_gain_result()["curves"]["s"]["baseline"])
+    assert iters == [250, 500] and mean == pytest.approx([0.25, 0.4])
+    assert std[1] == pytest.approx(0.0)
+    ax = gain.plot_gain_curves(_gain_result(), "s")
+    assert [line.get_label() for line in ax.get_lines()][-1] == "teacher"
+    ax = gain.plot_class_bars(_gain_result(), "s", "kd")
+    assert len(ax.patches) == 9  # 3 classes x (alone, distilled, teacher)
+    plt.close("all")
 
 
 def test_import_benchmark_and_missing_results(monkeypatch):

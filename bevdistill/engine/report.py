@@ -34,6 +34,11 @@ def git_commit(cwd: str | Path = PACKAGE_ROOT) -> str | None:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
 
 
+# The commit of the code this process imported, read once at import: a run records what it ran,
+# not what the checkout holds when the run ends (a worktree may move on during a long run).
+RUN_COMMIT = git_commit()
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _json_safe(v) for k, v in value.items()}
@@ -66,7 +71,7 @@ def run_record(
         "config_path": config_path,
         "seed": seed,
         "metrics": dict(metrics) if metrics is not None else None,
-        "commit": git_commit(),
+        "commit": RUN_COMMIT,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "duration_s": round(time.time() - started, 3),
         "torch": torch.__version__,

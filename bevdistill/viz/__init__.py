@@ -6,7 +6,8 @@
 * :mod:`bevdistill.viz.analysis`: the measurements behind the pictures (occupancy, the
   response to empty space, checkerboards, attention shares and gradients, temperature sweeps);
 * :mod:`bevdistill.viz.widgets`: ipywidgets explorers (scene, layer, channel) for JupyterLab;
-* :mod:`bevdistill.viz.results`: benchmark JSONs as tables, benchmark modules by name.
+* :mod:`bevdistill.viz.results`: benchmark JSONs as tables, benchmark modules by name;
+* :mod:`bevdistill.viz.gain`: the distillation benchmark's gain as tables, curves and bars.
 
 Plotting needs matplotlib and the explorers ipywidgets (``pip install 'bevdistill[lab]'``).
 Names resolve lazily, so ``import bevdistill.viz`` imports neither.
@@ -24,6 +25,7 @@ _EXPORTS = {
     "plot_bev": "bevdistill.viz.bev",
     "plot_sample": "bevdistill.viz.bev",
     "plot_detections": "bevdistill.viz.bev",
+    "count_found": "bevdistill.viz.bev",
     # features and attention
     "feature_map": "bevdistill.viz.features",
     "channel_summary": "bevdistill.viz.features",
@@ -59,7 +61,12 @@ _EXPORTS = {
     "markdown_table": "bevdistill.viz.results",
     "show_benchmark": "bevdistill.viz.results",
     "import_benchmark": "bevdistill.viz.results",
-    "gap_by_class": "bevdistill.viz.results",
+    # what distillation bought (distill_gain.json)
+    "gain_table": "bevdistill.viz.gain",
+    "gap_by_class": "bevdistill.viz.gain",
+    "plot_gain_curves": "bevdistill.viz.gain",
+    "plot_class_bars": "bevdistill.viz.gain",
+    "scenario_rows": "bevdistill.viz.gain",
 }
 
 __all__ = list(_EXPORTS)

@@ -208,6 +208,22 @@ def plot_sample(item: Mapping[str, Any], **kwargs: Any):
     return plot_bev(points, sample["gt_boxes"], sample["gt_labels"], **kwargs)
 
 
+def count_found(pred: Mapping[str, Any], gt_boxes: Any, gt_labels: Any,
+                score_threshold: float = 0.3, max_distance: float = 2.0) -> int:
+    """Ground-truth objects found: matched one to one, greedily by score, by a detection of the
+    same class with a score >= ``score_threshold`` whose BEV centre lies within
+    ``max_distance`` metres (the metric's 2 m threshold)."""
+    boxes, labels, scores = _predictions(pred, score_threshold)
+    gt, gt_lab = to_numpy(gt_boxes).reshape(-1, 7), to_numpy(gt_labels).reshape(-1)
+    taken = np.zeros(len(gt), dtype=bool)
+    for k in np.argsort(-scores):
+        d = np.hypot(*(gt[:, :2] - boxes[k, :2]).T)
+        d[(gt_lab != labels[k]) | taken] = np.inf
+        if len(d) and d.min() <= max_distance:
+            taken[d.argmin()] = True
+    return int(taken.sum())
+
+
 def plot_detections(
     points: Any,
     gt_boxes: Any,
@@ -219,16 +235,22 @@ def plot_detections(
     panel_size: float = 4.5,
 ):
     """One panel per model: the same scene, ground truth (solid) and that model's detections
-    (dashed). ``predictions`` maps a panel title to a ``predict()`` result. Returns the figure."""
+    (dashed), titled with how many objects it found. ``predictions`` maps a panel title to a
+    ``predict()`` result; ``points`` is one cloud, or a dict with one cloud per panel title
+    (models that read different sensors). Returns the figure."""
     plt = pyplot()
     if not predictions:
         raise ValueError("predictions is empty: pass {'model name': model.predict(...)[i], ...}")
-    n = len(predictions)
+    if isinstance(points, Mapping) and set(points) != set(predictions):
+        raise KeyError(f"points per panel must name the same panels as predictions: "
+                       f"{sorted(points)} vs {sorted(predictions)}")
+    n, total = len(predictions), len(to_numpy(gt_labels).reshape(-1))
     fig, axes = plt.subplots(1, n, figsize=(panel_size * n, panel_size), squeeze=False)
     for ax, (name, pred) in zip(axes[0], predictions.items(), strict=True):
-        shown = _predictions(pred, score_threshold)
-        plot_bev(points, gt_boxes, gt_labels, predictions=pred, score_threshold=score_threshold,
+        cloud = points[name] if isinstance(points, Mapping) else points
+        found = count_found(pred, gt_boxes, gt_labels, score_threshold)
+        plot_bev(cloud, gt_boxes, gt_labels, predictions=pred, score_threshold=score_threshold,
                  point_cloud_range=point_cloud_range, ax=ax, legend=ax is axes[0][-1],
-                 title=f"{name}: {len(shown[0])} detections ≥ {score_threshold:g}")
+                 title=f"{name}: found {found} of {total} (score ≥ {score_threshold:g})")
     fig.tight_layout()
     return fig

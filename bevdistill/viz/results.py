@@ -124,7 +124,7 @@ def benchmark_markdown(data: str | Mapping[str, Any], title: str | None = None) 
     if not isinstance(result, Mapping):
         raise TypeError(f"a benchmark result is a JSON object, got {type(result).__name__}")
     result = dict(result)
-    command = result.pop("command", None)
+    command = result.pop("command", None) or result.pop("command_pattern", None)
     machine = result.pop("machine", None)
     parts = [f"**{title or name}** (`benchmarks/results/{name}.json`)" if isinstance(data, str)
              else f"**{title or name}**"]
@@ -169,26 +169,3 @@ def show_benchmark(name: str, title: str | None = None, missing_ok: bool = False
         ))
         return
     display(Markdown(benchmark_markdown(name, title)))
-
-
-def gap_by_class(name: str, option: str) -> list[dict[str, Any]]:
-    """Where a distill_gain result's teacher-student gap lies, class by class, and how much of
-    each class's gap ``option`` closed (per class AP: teacher, student alone, distilled)."""
-    result = load_benchmark(name)
-    rows = {r["option"]: r for r in result["results"]}
-    if option not in rows or "baseline" not in rows:
-        raise KeyError(f"{name} has no {option!r} or baseline row; options: {sorted(rows)}")
-    base, best, teacher = rows["baseline"], rows[option], result["teacher"]
-    classes = [k[len("AP_"):] for k in teacher if k.startswith("AP_")]
-    total_gap = sum(teacher[f"AP_{c}"] - base[f"AP_{c}_mean"] for c in classes)
-    table = []
-    for c in classes:
-        gap = teacher[f"AP_{c}"] - base[f"AP_{c}_mean"]
-        gain = best[f"AP_{c}_mean"] - base[f"AP_{c}_mean"]
-        table.append({
-            "class": c, "AP teacher": teacher[f"AP_{c}"], "AP student alone": base[f"AP_{c}_mean"],
-            f"AP {option}": best[f"AP_{c}_mean"],
-            "share of the gap": f"{gap / total_gap:.0%}" if total_gap else "-",
-            "class gap recovered": f"{gain / gap:.0%}" if gap > 0 else "-",
-        })
-    return table

@@ -1,0 +1,159 @@
+"""What distillation bought, read from ``benchmarks/results/distill_gain.json``: readable tables,
+mAP-over-iterations curves and per-class bars, for the book's Results chapter and notebook 6.
+
+The file's ``summary`` holds one row per (scenario, option, budget, split); ``curves`` the
+tuning-split mAP of every run over its iterations (see ``benchmarks/distill_gain.py``).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from typing import Any
+
+from bevdistill.data.classes import CLASS_NAMES
+from bevdistill.viz.results import load_benchmark, markdown_table
+
+BUDGET_NAMES = {"equal": "short (equal) budget", "converged": "full schedule",
+                "teacher": "student alone, teacher's budget"}
+
+
+def _result(result: str | Mapping[str, Any]) -> Mapping[str, Any]:
+    data = load_benchmark(result) if isinstance(result, str) else result
+    if "summary" not in data or "scenarios" not in data:
+        raise KeyError("this distill_gain result predates the summary/scenarios schema; rerun "
+                       "python -m benchmarks.distill_gain")
+    return data
+
+
+def scenario_rows(result: str | Mapping[str, Any], scenario: str, split: str = "test"
+                  ) -> list[dict[str, Any]]:
+    """The summary rows of one scenario and split, in the file's order."""
+    data = _result(result)
+    if scenario not in data["scenarios"]:
+        raise KeyError(f"no scenario {scenario!r} in the result; it has "
+                       f"{sorted(data['scenarios'])}")
+    return [r for r in data["summary"] if r["scenario"] == scenario and r["split"] == split]
+
+
+def gain_table(result: str | Mapping[str, Any], scenario: str, split: str = "test") -> str:
+    """A Markdown table a reader can scan: per option and budget, mAP with its seed spread,
+    per-class AP, the gain over the student alone and the share of the gap it recovers."""
+    data = _result(result)
+    teacher = data["scenarios"][scenario]["teacher"].get(split)
+    rows = []
+    for r in scenario_rows(data, scenario, split):
+        is_base = r["option"] == "baseline"
+        rec = r.get("gap_recovered")
+        rows.append({
+            "model": "student alone" if is_base else f"distilled: {r['option']}",
+            "budget": BUDGET_NAMES.get(r["budget"], r["budget"]),
+            "seeds": len(r["seeds"]),
+            "mAP": f"{r['mAP_mean']:.3f} ± {r['mAP_std']:.3f}",
+            **{f"AP {c}": f"{r[f'AP_{c}_mean']:.3f}" for c in CLASS_NAMES},
+            "gain": "" if is_base and r["budget"] != "teacher" else f"{r['gain']:+.3f}",
+            "gap recovered": "" if rec is None or (is_base and r["budget"] != "teacher")
+            else f"{rec:.0%}",
+            "gain > 2 x seed spread": "" if is_base else ("yes" if r["gain_exceeds_2x_spread"]
+                                                          else "no"),
+        })
+    if teacher:
+        rows.append({"model": "teacher", "budget": "", "seeds": 1,
+                     "mAP": f"{teacher['mAP']:.3f}",
+                     **{f"AP {c}": f"{teacher[f'AP_{c}']:.3f}" for c in CLASS_NAMES},
+                     "gain": "", "gap recovered": "100%", "gain > 2 x seed spread": ""})
+    return markdown_table(rows)
+
+
+def gap_by_class(result: str | Mapping[str, Any], scenario: str, option: str,
+                 budget: str = "converged", split: str = "test") -> list[dict[str, Any]]:
+    """Where the teacher-student gap lies, class by class, and how much of each class's gap
+    ``option`` closed (per-class AP: teacher, student alone, distilled)."""
+    data = _result(result)
+    rows = {r["option"]: r for r in scenario_rows(data, scenario, split) if r["budget"] == budget}
+    if option not in rows or "baseline" not in rows:
+        raise KeyError(f"no {option!r} or baseline row at budget {budget!r}; options: "
+                       f"{sorted(rows)}")
+    teacher = data["scenarios"][scenario]["teacher"][split]
+    base, best = rows["baseline"], rows[option]
+    if base["seeds"] != best["seeds"]:
+        raise ValueError(f"{option!r} ran on seeds {best['seeds']}, the baseline row averages "
+                         f"{base['seeds']}: compare class by class only options run on every seed")
+    total = sum(teacher[f"AP_{c}"] - base[f"AP_{c}_mean"] for c in CLASS_NAMES)
+    table = []
+    for c in CLASS_NAMES:
+        gap = teacher[f"AP_{c}"] - base[f"AP_{c}_mean"]
+        gain = best[f"AP_{c}_mean"] - base[f"AP_{c}_mean"]
+        table.append({
+            "class": c, "AP teacher": teacher[f"AP_{c}"], "AP student alone": base[f"AP_{c}_mean"],
+            f"AP {option}": best[f"AP_{c}_mean"],
+            "share of the gap": f"{gap / total:.0%}" if total else "-",
+            "class gap recovered": f"{gain / gap:.0%}" if gap > 0 else "-",
+        })
+    return table
+
+
+def curve_band(runs: Mapping[str, list[dict]]) -> tuple[list[int], list[float], list[float]]:
+    """Iterations, mean and standard deviation over seeds of the tuning-split mAP."""
+    per_seed = [{h["iter"]: h["mAP"] for h in history} for history in runs.values()]
+    iters = sorted(set.intersection(*(set(p) for p in per_seed)))
+    means = [statistics.fmean(p[i] for p in per_seed) for i in iters]
+    stds = [statistics.stdev([p[i] for p in per_seed]) if len(per_seed) > 1 else 0.0
+            for i in iters]
+    return iters, means, stds
+
+
+def plot_gain_curves(result: str | Mapping[str, Any], scenario: str,
+                     options: list[str] | None = None, ax=None):
+    """Tuning-split mAP over iterations: student alone vs distilled (mean ± std over seeds),
+    the student alone at the teacher's budget, and the teacher's level."""
+    from bevdistill.viz._deps import pyplot
+
+    plt = pyplot()
+    data = _result(result)
+    curves = data["curves"][scenario]
+    options = options or [o for o in curves if o != "baseline_teacher_budget"]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4))
+    for option in options:
+        iters, mean, std = curve_band(curves[option])
+        label = "student alone" if option == "baseline" else f"distilled ({option})"
+        label += f", {len(curves[option])} seed{'s' if len(curves[option]) > 1 else ''}"
+        line, = ax.plot(iters, mean, marker="o", ms=3, label=label)
+        ax.fill_between(iters, [m - s for m, s in zip(mean, std, strict=True)],
+                        [m + s for m, s in zip(mean, std, strict=True)], alpha=0.2,
+                        color=line.get_color())
+    if "baseline_teacher_budget" in curves:
+        iters, mean, _ = curve_band(curves["baseline_teacher_budget"])
+        ax.plot(iters, mean, ls=":", color="grey", label="student alone, teacher's budget")
+    teacher = data["scenarios"][scenario]["teacher"].get("val")
+    if teacher:
+        ax.axhline(teacher["mAP"], color="black", ls="--", lw=1, label="teacher")
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel("mAP (tuning split)")
+    ax.set_title(data["scenarios"][scenario]["what"], fontsize=10)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_class_bars(result: str | Mapping[str, Any], scenario: str, option: str,
+                    budget: str = "converged", split: str = "test", ax=None):
+    """Per-class AP on the held-out split: student alone, distilled, teacher."""
+    import numpy as np
+
+    from bevdistill.viz._deps import pyplot
+
+    plt = pyplot()
+    table = gap_by_class(result, scenario, option, budget, split)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 3.5))
+    x = np.arange(len(table))
+    for k, (key, label) in enumerate((("AP student alone", "student alone"),
+                                      (f"AP {option}", f"distilled ({option})"),
+                                      ("AP teacher", "teacher"))):
+        ax.bar(x + (k - 1) * 0.27, [r[key] for r in table], width=0.27, label=label)
+    ax.set_xticks(x, [r["class"] for r in table])
+    ax.set_ylabel(f"AP ({'held-out test' if split == 'test' else split} split)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    return ax
