@@ -86,6 +86,11 @@ class ProjectionMLP(nn.Module):
                 f"(input shape {tuple(x.shape)}); build it with in_dim={x.shape[1]}, or pass the "
                 f"features channels-first"
             )
+        if x.numel() == 0:  # pooling nothing gives NaN (a 0x0 map) or an empty batch
+            raise ValueError(
+                f"ProjectionMLP got an empty input of shape {tuple(x.shape)}: the batch or the "
+                f"spatial grid has no cells; check the hooked layer's output and the batch size"
+            )
         h = self.dropout(self.relu(self.norm(self.layer1(pool_to_vector(x)))))
         return F.normalize(self.layer2(h), dim=1, eps=NORM_EPS)
 

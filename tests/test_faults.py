@@ -197,6 +197,14 @@ def test_attention_transfer_on_an_empty_batch_or_grid_raises(faults, shape):
         AttentionTransferLoss()(torch.randn(shape), torch.randn(shape))
 
 
+@pytest.mark.parametrize("shape", [(2, 8, 0, 0), (0, 8, 4, 4)])
+def test_projection_mlp_on_an_empty_map_raises(faults, shape):
+    from bevdistill import ProjectionMLP
+
+    with faults.clear(ValueError, "ProjectionMLP got an empty input"):
+        ProjectionMLP(8, 16, 4)(torch.randn(*shape))
+
+
 def test_projection_on_a_0x0_map_through_the_combined_loss_raises(faults):
     empty = torch.randn(2, 8, 0, 0)
     with faults.clear(ValueError, "student feature 'pts_neck' is empty"):

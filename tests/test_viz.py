@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import matplotlib
@@ -365,3 +364,35 @@ def test_solutions_show_the_teaching_source_and_name_the_reference(capsys):
     assert "class Distiller" in solution_source("step6")
     with pytest.raises(KeyError, match="step1"):
         solution_source("step7")
+
+
+def test_found_by_points_bins_objects_by_what_the_student_scan_holds():
+    from bevdistill.data import SyntheticBEVDataset
+    from bevdistill.viz import gain
+
+    data = SyntheticBEVDataset(num_samples=2, point_cloud_range=(-32, -32, -5, 32, 32, 3),
+                               lidar=dict(n_rings=16, n_azimuth=360),
+                               teacher_lidar=dict(n_rings=32, n_azimuth=360))
+
+    class Oracle:  # finds every object
+        def predict(self, inputs):
+            i = next(k for k in range(len(data))
+                     if torch.equal(data[k]["inputs"]["points"], inputs["points"][0])
+                     or torch.equal(data[k]["inputs"]["teacher_points"], inputs["points"][0]))
+            s = data[i]["data_samples"]
+            return [{"boxes": s["gt_boxes"], "labels": s["gt_labels"],
+                     "scores": torch.ones(len(s["gt_labels"]))}]
+
+    class Blind:  # finds nothing
+        def predict(self, inputs):
+            return [{"boxes": torch.zeros(0, 7), "labels": torch.zeros(0, dtype=torch.long),
+                     "scores": torch.zeros(0)}]
+
+    rows = gain.found_by_points(data, {"oracle": (Oracle(), "teacher_points"),
+                                       "blind": (Blind(), "points")})
+    assert [r["student-scan points in the box"] for r in rows] == ["0", "1-4", "5-19", "20+"]
+    total = sum(len(data[i]["data_samples"]["gt_labels"]) for i in range(2))
+    assert sum(r["objects"] for r in rows) == total
+    for r in rows:
+        if r["objects"]:
+            assert r["found by oracle"] == "100%" and r["found by blind"] == "0%"

@@ -26,6 +26,7 @@ _EXPORTS = {
     "plot_sample": "bevdistill.viz.bev",
     "plot_detections": "bevdistill.viz.bev",
     "count_found": "bevdistill.viz.bev",
+    "found_mask": "bevdistill.viz.bev",
     # features and attention
     "feature_map": "bevdistill.viz.features",
     "channel_summary": "bevdistill.viz.features",
@@ -67,6 +68,7 @@ _EXPORTS = {
     "plot_gain_curves": "bevdistill.viz.gain",
     "plot_class_bars": "bevdistill.viz.gain",
     "scenario_rows": "bevdistill.viz.gain",
+    "found_by_points": "bevdistill.viz.gain",
 }
 
 __all__ = list(_EXPORTS)

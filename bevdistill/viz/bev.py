@@ -208,11 +208,11 @@ def plot_sample(item: Mapping[str, Any], **kwargs: Any):
     return plot_bev(points, sample["gt_boxes"], sample["gt_labels"], **kwargs)
 
 
-def count_found(pred: Mapping[str, Any], gt_boxes: Any, gt_labels: Any,
-                score_threshold: float = 0.3, max_distance: float = 2.0) -> int:
-    """Ground-truth objects found: matched one to one, greedily by score, by a detection of the
-    same class with a score >= ``score_threshold`` whose BEV centre lies within
-    ``max_distance`` metres (the metric's 2 m threshold)."""
+def found_mask(pred: Mapping[str, Any], gt_boxes: Any, gt_labels: Any,
+               score_threshold: float = 0.3, max_distance: float = 2.0) -> np.ndarray:
+    """Which ground-truth objects were found: matched one to one, greedily by score, by a
+    detection of the same class with a score >= ``score_threshold`` whose BEV centre lies
+    within ``max_distance`` metres (the metric's 2 m threshold)."""
     boxes, labels, scores = _predictions(pred, score_threshold)
     gt, gt_lab = to_numpy(gt_boxes).reshape(-1, 7), to_numpy(gt_labels).reshape(-1)
     taken = np.zeros(len(gt), dtype=bool)
@@ -221,7 +221,13 @@ def count_found(pred: Mapping[str, Any], gt_boxes: Any, gt_labels: Any,
         d[(gt_lab != labels[k]) | taken] = np.inf
         if len(d) and d.min() <= max_distance:
             taken[d.argmin()] = True
-    return int(taken.sum())
+    return taken
+
+
+def count_found(pred: Mapping[str, Any], gt_boxes: Any, gt_labels: Any,
+                score_threshold: float = 0.3, max_distance: float = 2.0) -> int:
+    """How many ground-truth objects :func:`found_mask` finds."""
+    return int(found_mask(pred, gt_boxes, gt_labels, score_threshold, max_distance).sum())
 
 
 def plot_detections(

@@ -157,3 +157,41 @@ def plot_class_bars(result: str | Mapping[str, Any], scenario: str, option: str,
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
     return ax
+
+
+POINT_BINS = (0, 1, 5, 20)  # student-scan points inside a box: none, 1-4, 5-19, 20 or more
+
+
+def found_by_points(dataset, models: Mapping[str, tuple[Any, str]], num_scenes: int = 40,
+                    bins: tuple[int, ...] = POINT_BINS) -> list[dict[str, Any]]:
+    """Share of ground-truth objects each model finds, by how many points of the *student's*
+    scan fall inside the object: where a gap lives that no teacher can close (no points) and
+    where it can. ``models`` maps a name to ``(model, input key)``, the key being
+    ``'points'`` or ``'teacher_points'`` of a two-sensor dataset's items."""
+    import numpy as np
+    import torch
+
+    from bevdistill.data.geometry import count_points_in_boxes
+    from bevdistill.viz.bev import found_mask
+
+    counts, hits = [], {name: [] for name in models}
+    for i in range(min(num_scenes, len(dataset))):
+        item = dataset[i]
+        boxes, labels = item["data_samples"]["gt_boxes"], item["data_samples"]["gt_labels"]
+        counts.append(count_points_in_boxes(item["inputs"]["points"].numpy(), boxes.numpy()))
+        for name, (model, key) in models.items():
+            with torch.no_grad():
+                pred = model.predict({"points": [item["inputs"][key]]})[0]
+            hits[name].append(found_mask(pred, boxes, labels))
+    counts = np.concatenate(counts)
+    edges = [*bins, np.inf]
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        inside = (counts >= lo) & (counts < hi)
+        label = f"{lo}" if hi == lo + 1 else (f"{lo}+" if hi == np.inf else f"{lo}-{hi - 1}")
+        row: dict[str, Any] = {"student-scan points in the box": label, "objects": int(inside.sum())}
+        for name in models:
+            found = np.concatenate(hits[name])[inside]
+            row[f"found by {name}"] = f"{found.mean():.0%}" if inside.any() else "-"
+        rows.append(row)
+    return rows
