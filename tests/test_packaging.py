@@ -53,7 +53,7 @@ def test_top_level_layout_is_the_agreed_one():
     allowed = {
         "book", "notebooks", "bevdistill", "tests", "_config.yml", "_toc.yml", "environment.yml",
         "README.md", "pyproject.toml", "Makefile", ".ci", "benchmarks", "configs",
-        ".gitignore", ".git",
+        ".gitignore", ".git", "LICENSE",
     }
     import subprocess
 

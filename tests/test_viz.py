@@ -330,6 +330,7 @@ def test_gain_table_and_plots_read_the_summary():
     table = gain.gain_table(_gain_result(), "s")
     assert "| distilled: kd | full schedule | 2 | 0.500 ± 0.010 |" in table
     assert "| +0.100 | 50% | yes |" in table and "| teacher |" in table
+    assert "| n/a (1 seed) |" in table  # one seed has no spread to compare with
     iters, mean, std = gain.curve_band(_gain_result()["curves"]["s"]["baseline"])
     assert iters == [250, 500] and mean == pytest.approx([0.25, 0.4])
     assert std[1] == pytest.approx(0.0)

@@ -54,8 +54,9 @@ def gain_table(result: str | Mapping[str, Any], scenario: str, split: str = "tes
             "gain": "" if is_base and r["budget"] != "teacher" else f"{r['gain']:+.3f}",
             "gap recovered": "" if rec is None or (is_base and r["budget"] != "teacher")
             else f"{rec:.0%}",
-            "gain > 2 x seed spread": "" if is_base else ("yes" if r["gain_exceeds_2x_spread"]
-                                                          else "no"),
+            "gain > 2 x seed spread": "" if is_base else (
+                "n/a (1 seed)" if len(r["seeds"]) < 2
+                else "yes" if r["gain_exceeds_2x_spread"] else "no"),
         })
     if teacher:
         rows.append({"model": "teacher", "budget": "", "seeds": 1,
