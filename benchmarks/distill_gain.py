@@ -219,10 +219,12 @@ def markdown(rows: list[dict], split: str = "test") -> str:
 
 
 def choose_best(rows: list[dict]) -> str | None:
-    """The option with the best TUNING-split mAP at convergence (never chosen on test)."""
-    tuned = [r for r in rows if r["split"] == "val" and r["budget"] == "converged"
-             and r["option"] != "baseline"]
-    return max(tuned, key=lambda r: r["mAP_mean"])["option"] if tuned else None
+    """The option with the best TUNING-split gain at convergence on the seeds every option ran
+    (never chosen on test); one rule, shared with the book (:func:`bevdistill.viz.gain.chosen_option`)."""
+    from bevdistill.viz.gain import chosen_option
+
+    scenario = rows[0]["scenario"] if rows else None
+    return chosen_option({"scenarios": {scenario: {}}, "summary": rows}, scenario) if rows else None
 
 
 # --- the benchmark ---------------------------------------------------------------------------

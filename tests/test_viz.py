@@ -324,6 +324,25 @@ def test_gap_by_class_splits_the_teacher_student_gap():
         gain.gap_by_class({"results": []}, "s", "kd")
 
 
+def test_chosen_option_compares_gains_on_the_shared_seeds():
+    from bevdistill.viz import gain
+
+    def row(option, seeds, maps):
+        return {"scenario": "s", "option": option, "budget": "converged", "split": "val",
+                "seeds": seeds, "mAP_per_seed": maps, "mAP_mean": sum(maps) / len(maps)}
+
+    # "wide" ran on 3 seeds, two of them hard; "lucky" on seed 0 only, with a higher mean mAP
+    # but a smaller gain on seed 0, the seed both share: "wide" is chosen
+    result = {"scenarios": {"s": {}}, "summary": [
+        row("baseline", [0, 1, 2], [0.40, 0.30, 0.30]),
+        row("wide", [0, 1, 2], [0.43, 0.31, 0.31]),
+        row("lucky", [0], [0.42]),
+    ]}
+    assert gain.chosen_option(result, "s") == "wide"
+    result["summary"][2]["mAP_per_seed"] = [0.44]
+    assert gain.chosen_option(result, "s") == "lucky"
+
+
 def test_gain_table_and_plots_read_the_summary():
     from bevdistill.viz import gain
 

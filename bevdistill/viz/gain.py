@@ -36,6 +36,24 @@ def scenario_rows(result: str | Mapping[str, Any], scenario: str, split: str = "
     return [r for r in data["summary"] if r["scenario"] == scenario and r["split"] == split]
 
 
+def chosen_option(result: str | Mapping[str, Any], scenario: str) -> str | None:
+    """The distillation option chosen on the TUNING split: the largest gain over the student
+    alone at the end of the schedule, on the seeds every option ran (the ablation's seeds), so
+    that an option run on fewer, luckier seeds is not favoured. The held-out split plays no part."""
+    rows = [r for r in scenario_rows(result, scenario, "val") if r["budget"] == "converged"]
+    shared = set.intersection(*(set(r["seeds"]) for r in rows)) if rows else set()
+    base = next((r for r in rows if r["option"] == "baseline"), None)
+    if base is None or not shared:
+        return None
+
+    def paired_gain(row: Mapping[str, Any]) -> float:
+        return statistics.fmean(row["mAP_per_seed"][row["seeds"].index(s)]
+                                - base["mAP_per_seed"][base["seeds"].index(s)] for s in shared)
+
+    options = [r for r in rows if r["option"] != "baseline"]
+    return max(options, key=paired_gain)["option"] if options else None
+
+
 def gain_table(result: str | Mapping[str, Any], scenario: str, split: str = "test") -> str:
     """A Markdown table a reader can scan: per option and budget, mAP with its seed spread,
     per-class AP, the gain over the student alone and the share of the gap it recovers."""
