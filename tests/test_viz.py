@@ -324,6 +324,17 @@ def test_gap_by_class_splits_the_teacher_student_gap():
         gain.gap_by_class({"results": []}, "s", "kd")
 
 
+def test_portable_command_keeps_no_machine_path():
+    from bevdistill.viz.gain import portable_command
+
+    cmd = ("python -m benchmarks.distill_gain --scenario two_sensor --teacher-ckpt "
+           "/home/me/repo/bevdistill/assets/teacher_64beam.pth --work-root /tmp/runs --out "
+           "/tmp/x.json --parallel 2")
+    assert portable_command(cmd) == ("python -m benchmarks.distill_gain --scenario two_sensor "
+                                     "--teacher-ckpt bevdistill/assets/teacher_64beam.pth "
+                                     "--parallel 2")
+
+
 def test_chosen_option_compares_gains_on_the_shared_seeds():
     from bevdistill.viz import gain
 

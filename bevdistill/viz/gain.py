@@ -36,6 +36,22 @@ def scenario_rows(result: str | Mapping[str, Any], scenario: str, split: str = "
     return [r for r in data["summary"] if r["scenario"] == scenario and r["split"] == split]
 
 
+def portable_command(command: str) -> str:
+    """A recorded command without this machine's paths: a shipped file's path from the
+    repository root, and options that only named local folders (``--work-root``, ``--out``)
+    dropped, so the book shows what anyone can run."""
+    out: list[str] = []
+    for token in command.split():
+        if token.startswith("/") and "bevdistill/assets/" in token:
+            out.append(token[token.index("bevdistill/assets/"):])
+        elif token.startswith("/"):
+            if out and out[-1].startswith("--"):
+                out.pop()  # the option this local path was the value of
+        else:
+            out.append(token)
+    return " ".join(out)
+
+
 def chosen_option(result: str | Mapping[str, Any], scenario: str) -> str | None:
     """The distillation option chosen on the TUNING split: the largest gain over the student
     alone at the end of the schedule, on the seeds every option ran (the ablation's seeds), so
