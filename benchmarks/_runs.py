@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._distill_options import REPO_ROOT, tree_is_dirty
-from bevdistill.engine.report import git_commit
+from bevdistill.engine.report import git_commit, write_json
 
 PROVENANCE = "provenance.json"
 
@@ -62,12 +61,6 @@ def _move_aside(work_dir: Path) -> Path | None:
     target = work_dir.with_name(f"{work_dir.name}.stale-{n}")
     work_dir.rename(target)
     return target
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def run_all(specs: list[RunSpec], parallel: int, env: dict[str, str], cwd: Path = REPO_ROOT
@@ -129,7 +122,7 @@ def run_all(specs: list[RunSpec], parallel: int, env: dict[str, str], cwd: Path 
                       f"see {spec.work_dir / 'run.log'}", flush=True)
                 continue
             done.add(name)
-            _write_json(spec.work_dir / PROVENANCE, {
+            write_json(spec.work_dir / PROVENANCE, {
                 "commit": commit, "dirty": dirty,
                 "started": datetime.datetime.fromtimestamp(started, datetime.timezone.utc)
                 .isoformat(timespec="seconds"),

@@ -20,24 +20,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from bevdistill.losses.attention import AttentionTransferLoss
+from bevdistill.losses.attention import AttentionTransferLoss, tutorial_attention_loss
 
 GRIDS = [(32, 32), (128, 128), (180, 180)]
 BATCH, INPUT_C, STUDENT_C, TEACHER_C, NUM_CLASSES, NUM_OBJECTS = 2, 32, 64, 128, 10, 20
-
-
-def tutorial_attention_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
-    """The tutorial's step-4 solution, verbatim in substance (sum_c F^2, L1 normalise, MSE)."""
-    s_att = student_feat.pow(2).sum(1, keepdim=True)
-    t_att = teacher_feat.pow(2).sum(1, keepdim=True)
-    if s_att.shape != t_att.shape:
-        s_att = F.interpolate(s_att, size=t_att.shape[2:], mode="bilinear")
-    s_att = F.normalize(s_att.view(s_att.size(0), -1), p=1, dim=1)
-    t_att = F.normalize(t_att.view(t_att.size(0), -1), p=1, dim=1)
-    return F.mse_loss(s_att, t_att)
 
 
 VARIANTS = {

@@ -47,6 +47,7 @@ from typing import Any
 from benchmarks._distill_options import OPTIONS, REPO_ROOT, RESULTS_DIR, cfg_option_args, provenance
 from benchmarks._runs import RunSpec, run_all, scalars_history
 from bevdistill.data.classes import CLASS_NAMES
+from bevdistill.engine.report import write_json
 
 MODULE = "benchmarks.distill_gain"
 ASSETS = REPO_ROOT / "bevdistill" / "assets"
@@ -365,10 +366,7 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_s": round(time.time() - started, 1), "markdown": table,
     }
     merged = _merge(args.out, scenario_name, result, rows, runs, curves)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    write_json(args.out, merged)
     print(table)
     print(f"best option on the tuning split: {best}; -> {args.out}")
     return merged

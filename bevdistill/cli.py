@@ -247,30 +247,22 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 
 def cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from mmengine.dist import is_main_process
-    from mmengine.model import is_model_wrapper
 
-    from bevdistill.engine.checkpoint import check_state_dict, read_state_dict
+    from bevdistill.engine.evaluate import evaluate_checkpoint
     from bevdistill.engine.report import run_record, write_json
-    from bevdistill.engine.runner import experiment_name, load_experiment, make_runner
+    from bevdistill.engine.runner import experiment_name, load_experiment
     from bevdistill.pretrained import verify_shipped_weights
 
     started = time.time()
     exp = load_experiment(args.config, args.cfg_options)
     verify_shipped_weights(args.checkpoint)  # a shipped model: its card's SHA-256
-    state = read_state_dict(args.checkpoint)  # fails early, before models are built
     if args.num_samples is not None:
         if args.num_samples < 1:
             raise ExperimentConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
         exp.val_dataset.num_samples = args.num_samples
-    if exp.role == "distill":
-        exp.model.teacher_ckpt = None  # predictions come from the student alone
     name = experiment_name(exp)
     work_dir = _prepare_work_dir(Path(args.work_dir or Path("work_dirs") / f"eval_{name}"))
-    runner = make_runner(exp, work_dir, launcher=args.launcher, train=False)
-    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-    check_state_dict(model, state, args.checkpoint)
-    model.load_state_dict(state, strict=True)
-    metrics = runner.val()
+    metrics = evaluate_checkpoint(exp, args.checkpoint, work_dir, launcher=args.launcher)
     record = run_record(
         command="evaluate", argv=argv, config=name, config_path=exp.filename, started=started,
         metrics=metrics, seed=exp.get("seed", 0),

@@ -21,8 +21,8 @@ projectors. The tutorial's ``build_bevfusion_distillation`` keeps its signature 
 from __future__ import annotations
 
 import inspect
+import io
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -654,15 +654,11 @@ class Distiller(BaseModel):
             "hook_points": list(self.hook_points),
             **_plain(dict(meta or {})),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a checkpoint is meant to be shared
-        try:
-            torch.save({"state_dict": state, "meta": info}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        from bevdistill.engine.checkpoint import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        torch.save({"state_dict": state, "meta": info}, buffer)
+        atomic_write_bytes(buffer.getvalue(), str(path))
         return path
 
     def extra_repr(self) -> str:

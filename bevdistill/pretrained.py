@@ -87,15 +87,15 @@ def load_teacher(device: str | torch.device = "cpu") -> torch.nn.Module:
 
 
 def evaluate_subset(checkpoint: Path, num_samples: int = SUBSET_SAMPLES) -> dict[str, float]:
-    """Val metrics of ``checkpoint`` on the first ``num_samples`` validation scenes, by the CLI."""
-    from bevdistill.cli import main as cli
+    """Val metrics of ``checkpoint`` on the first ``num_samples`` validation scenes (what
+    ``bevdistill evaluate train_teacher CKPT --num-samples N`` computes)."""
+    from bevdistill.engine.evaluate import evaluate_checkpoint
+    from bevdistill.engine.runner import load_experiment
 
+    exp = load_experiment(TEACHER_EXPERIMENT)
+    exp.val_dataset.num_samples = num_samples
     with tempfile.TemporaryDirectory() as work_dir:
-        argv = ["evaluate", TEACHER_EXPERIMENT, str(checkpoint), "--num-samples", str(num_samples),
-                "--work-dir", work_dir]
-        if cli(argv) != 0:
-            raise RuntimeError(f"`bevdistill {' '.join(argv)}` failed")
-        return json.loads((Path(work_dir) / "metrics.json").read_text())["metrics"]
+        return {k: float(v) for k, v in evaluate_checkpoint(exp, checkpoint, work_dir).items()}
 
 
 # The models shipped beside the compression teacher: the two-sensor scenario's 64-beam teacher,

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from bevdistill import AttentionTransferLoss, attention_map
 from bevdistill._warnings import DegenerateInputWarning, reset_warnings
 from bevdistill.bev_grid import resize_bev
+from bevdistill.losses.attention import tutorial_attention_loss as tutorial_loss
 
 
 def blobby(b: int, c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -19,17 +20,6 @@ def blobby(b: int, c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     centre = torch.rand(b, 2, 1, 1, generator=g) - 0.5
     blob = torch.exp(-((ys - centre[:, :1]) ** 2 + (xs - centre[:, 1:]) ** 2) / 0.05)
     return torch.randn(b, c, h, w, generator=g) * (0.3 + 2 * blob)
-
-
-def tutorial_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
-    """The tutorial's step 4 solution, in substance."""
-    s_att = student_feat.pow(2).sum(1, keepdim=True)
-    t_att = teacher_feat.pow(2).sum(1, keepdim=True)
-    if s_att.shape != t_att.shape:
-        s_att = F.interpolate(s_att, size=t_att.shape[2:], mode="bilinear")
-    s_att = F.normalize(s_att.view(s_att.size(0), -1), p=1, dim=1)
-    t_att = F.normalize(t_att.view(t_att.size(0), -1), p=1, dim=1)
-    return F.mse_loss(s_att, t_att)
 
 
 def manual_loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ _EXPORTS = {
     "DivergenceError": "bevdistill.engine.hooks",
     "file_sha256": "bevdistill.engine.checkpoint",
     "verify_sha256": "bevdistill.engine.checkpoint",
+    "evaluate_checkpoint": "bevdistill.engine.evaluate",
 }
 
 __all__ = list(_EXPORTS)

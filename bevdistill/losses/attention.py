@@ -123,6 +123,20 @@ def attention_map(
         return _normalise(raw.flatten(1), normalization)
 
 
+def tutorial_attention_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
+    """The seed tutorial's step-4 loss, kept in one place to be compared with, never to train
+    with: sum of squares over channels, L1-normalised maps (their cells then scale as 1/(H*W)),
+    bilinear resizing and a mean squared error (another 1/(H*W)), so it is vanishingly small on
+    BEV grids (``benchmarks/attention_magnitude.py`` measures by how much)."""
+    s_att = student_feat.pow(2).sum(1, keepdim=True)
+    t_att = teacher_feat.pow(2).sum(1, keepdim=True)
+    if s_att.shape != t_att.shape:
+        s_att = F.interpolate(s_att, size=t_att.shape[2:], mode="bilinear")
+    s_att = F.normalize(s_att.view(s_att.size(0), -1), p=1, dim=1)
+    t_att = F.normalize(t_att.view(t_att.size(0), -1), p=1, dim=1)
+    return F.mse_loss(s_att, t_att)
+
+
 def _mask_weights(mask: torch.Tensor, batch: int, size: tuple[int, int]) -> torch.Tensor:
     """A mask or heatmap on any grid -> non-negative cell weights ``[B, 1, *size]``.
 

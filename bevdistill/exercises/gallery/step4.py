@@ -8,6 +8,7 @@ from torch import nn
 
 from bevdistill.bev_grid import resize_bev
 from bevdistill.exercises._checking import Gallery, Misconception, observe
+from bevdistill.losses.attention import tutorial_attention_loss
 
 
 class _Base(nn.Module):
@@ -36,13 +37,7 @@ class _Base(nn.Module):
 
 class _Tutorial(nn.Module):
     def forward(self, student_feat, teacher_feat):
-        s_att = student_feat.pow(2).sum(1, keepdim=True)
-        t_att = teacher_feat.pow(2).sum(1, keepdim=True)
-        if s_att.shape != t_att.shape:
-            s_att = F.interpolate(s_att, size=t_att.shape[2:], mode="bilinear")
-        s_att = F.normalize(s_att.view(s_att.size(0), -1), p=1, dim=1)
-        t_att = F.normalize(t_att.view(t_att.size(0), -1), p=1, dim=1)
-        return F.mse_loss(s_att, t_att)
+        return tutorial_attention_loss(student_feat, teacher_feat)
 
 
 class _L1Normalised(_Base):
