@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,20 @@ def test_experiment_names_are_unique_within_a_process(tmp_path):
     a = build_runner_config(exp, tmp_path).experiment_name
     b = build_runner_config(exp, tmp_path).experiment_name
     assert a != b and a.startswith("train_student_ci")
+
+
+def test_progress_bar_is_off_only_inside_a_kernel(monkeypatch):
+    """Importing ipykernel (widget libraries do) does not make a process a Jupyter kernel."""
+    import types
+
+    from bevdistill.engine.hooks import make_progress
+
+    pytest.importorskip("ipykernel")
+    assert make_progress().disable is False
+
+    class Shell:  # what IPython.get_ipython() returns inside a kernel
+        kernel = object()
+
+    fake_ipython = types.SimpleNamespace(get_ipython=lambda: Shell())
+    monkeypatch.setitem(sys.modules, "IPython", fake_ipython)
+    assert make_progress().disable is True

@@ -25,6 +25,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from bevdistill._jupyter import in_jupyter_kernel
+
 
 def make_progress(disable: bool = False) -> Progress:
     """A rich progress bar on stderr (mmengine's logger owns stdout).
@@ -42,7 +44,7 @@ def make_progress(disable: bool = False) -> Progress:
         TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
         console=console,
-        disable=disable or "ipykernel" in sys.modules,
+        disable=disable or in_jupyter_kernel(),
         auto_refresh=console.is_terminal,
         redirect_stdout=False,
         redirect_stderr=False,

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import html
 import inspect
-import sys
 from importlib import import_module
+
+from bevdistill._jupyter import in_jupyter_kernel
 
 # step -> (what the learner writes, the reference objects that answer it, "module:name").
 SOLUTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -137,17 +138,10 @@ class SolutionView:
         )
 
 
-def _in_jupyter_kernel() -> bool:
-    ipython_module = sys.modules.get("IPython")
-    get_ipython = getattr(ipython_module, "get_ipython", None)
-    shell = get_ipython() if get_ipython is not None else None
-    return getattr(shell, "kernel", None) is not None
-
-
 def show_solution(step: str | int) -> None:
     """Show the teaching solution of ``step``: folded in Jupyter, printed elsewhere."""
     view = SolutionView(step)
-    if _in_jupyter_kernel():
+    if in_jupyter_kernel():
         from IPython.display import display
 
         display(view)
