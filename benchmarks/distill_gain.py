@@ -35,7 +35,6 @@ runs carry their own commits), so the two scenarios can be measured in separate 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -47,6 +46,7 @@ from typing import Any
 from benchmarks._distill_options import OPTIONS, REPO_ROOT, RESULTS_DIR, cfg_option_args, provenance
 from benchmarks._runs import RunSpec, run_all, scalars_history
 from bevdistill.data.classes import CLASS_NAMES
+from bevdistill.engine.checkpoint import file_sha256
 from bevdistill.engine.report import write_json
 
 MODULE = "benchmarks.distill_gain"
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> dict:
                                           "train_samples", "tune_samples", "test_samples",
                                           "parallel", "threads", "device")},
         "teacher_ckpt": _shown(teacher_ckpt), "teacher": teacher, "seeds": seeds,
-        "teacher_sha256": _sha256(teacher_ckpt) if teacher_ckpt else None,
+        "teacher_sha256": file_sha256(teacher_ckpt) if teacher_ckpt else None,
         "options": {o: {"description": OPTIONS[o][0], "cfg_options": OPTIONS[o][1],
                         "seeds": option_seeds[o]} for o in option_seeds},
         "best_option": best, "chosen_on": "val (tuning split), converged budget",
@@ -382,10 +382,6 @@ def _teacher_val(scenario: dict, teacher_ckpt: str) -> dict | None:
         return None
     return {"mAP": metrics["bev/mAP"], **{f"AP_{c}": metrics.get(f"bev/AP_{c}", 0.0)
                                           for c in CLASS_NAMES}}
-
-
-def _sha256(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _shown(path: str | None) -> str | None:
