@@ -9,6 +9,7 @@ from the default config by accident.
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 import platform
 import shlex
@@ -25,15 +26,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
 
+def term_weights() -> list[str]:
+    """The weight arguments of the tutorial's loss (``alpha_*``), read from its signature so a
+    new term cannot be left on by an option that predates it."""
+    from bevdistill.losses.combined import BEVFusionDistillationLoss
+
+    return [p for p in inspect.signature(BEVFusionDistillationLoss).parameters if p.startswith("alpha_")]
+
+
 def _only(**terms: Any) -> dict[str, Any]:
     """Overrides that switch every term off except ``terms``."""
-    base: dict[str, Any] = {
-        "model.distill.contrastive": "none",
-        "model.distill.alpha_crd": 0.0,
-        "model.distill.alpha_at": 0.0,
-        "model.distill.alpha_kd": 0.0,
-        "model.distill.alpha_mse": 0.0,
-    }
+    base: dict[str, Any] = {"model.distill.contrastive": "none"}
+    base.update({f"model.distill.{alpha}": 0.0 for alpha in term_weights()})
     base.update({f"model.distill.{k}": v for k, v in terms.items()})
     return base
 
@@ -66,6 +70,9 @@ OPTIONS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "combined": ("the default distill config (spatial InfoNCE + AT + heatmap KD)", {}),
     "mse_kd": ("feature MSE + heatmap KD (FitNets-style imitation of the teacher's maps, and "
                "its responses)", _only(alpha_mse=10.0, alpha_kd=5.0)),
+    "fg_mse_kd": ("mse_kd with the feature MSE weighted by the teacher's class probability per "
+                  "cell (imitation focused on objects)",
+                  {**_only(alpha_mse=10.0, alpha_kd=5.0), "model.foreground": "teacher_heatmap"}),
 }
 
 

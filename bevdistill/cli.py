@@ -277,16 +277,30 @@ def cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 
 
 def cmd_export(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    """The student of a distillation checkpoint, written alone by the core's export path."""
+    from bevdistill.engine.report import run_record, write_json
+
+    started = time.time()
+    export = _export_mmdet3d if _mmdet3d_config(args) else _export_experiment
+    out, config, config_path, seed, extra = export(args)
+    record = run_record(
+        command="export", argv=argv, config=config, config_path=config_path, started=started,
+        metrics=None, seed=seed,
+        extra=dict(checkpoint=str(Path(args.checkpoint).resolve()), out=str(out.resolve()),
+                   **extra),
+    )
+    write_json(Path(f"{out}.json"), record)
+    return record
+
+
+def _export_experiment(args: argparse.Namespace) -> tuple[Path, str, str, int, dict]:
     from mmengine.registry import MODELS
 
     from bevdistill.distiller import build_model
-    from bevdistill.engine.checkpoint import check_state_dict, read_state_dict
-    from bevdistill.engine.report import run_record, write_json
+    from bevdistill.engine.checkpoint import read_state_dict
     from bevdistill.engine.runner import experiment_name, load_experiment, register_modules
+    from bevdistill.engine.weights import check_state_dict
 
-    started = time.time()
-    if _mmdet3d_config(args):
-        return cmd_export_mmdet3d(args, argv)
     exp = load_experiment(args.config, args.cfg_options)
     name = experiment_name(exp)
     if exp.role != "distill":
@@ -307,24 +321,16 @@ def cmd_export(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     # The export must load into the student alone: check it here, not in the user's next job.
     student = build_model(exp.model.student, "student")
     check_state_dict(student, read_state_dict(out, "exported student"), str(out))
-    record = run_record(
-        command="export", argv=argv, config=name, config_path=exp.filename, started=started,
-        metrics=None, seed=exp.get("seed", 0),
-        extra=dict(checkpoint=str(Path(args.checkpoint).resolve()), out=str(out.resolve()),
-                   student_tensors=len(student.state_dict())),
-    )
-    write_json(Path(f"{out}.json"), record)
     print(f"bevdistill: student written to {out} (record {out}.json)")
-    return record
+    return out, name, exp.filename, exp.get("seed", 0), dict(
+        student_tensors=len(student.state_dict()))
 
 
-def cmd_export_mmdet3d(args: argparse.Namespace, argv: Sequence[str]) -> dict:
-    from bevdistill.engine.report import run_record, write_json
+def _export_mmdet3d(args: argparse.Namespace) -> tuple[Path, str, str, int, dict]:
     from bevdistill.mmdet3d.export import export_student_checkpoint
-    from bevdistill.mmdet3d.train import load_config
+    from bevdistill.mmdet3d.train import load_mmdet3d_config
 
-    started = time.time()
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_mmdet3d_config(args.config, args.cfg_options)
     if cfg.model.get("type") != "BEVDistiller":
         raise ExperimentConfigError(
             f"export takes the student out of a BEVDistiller checkpoint; {args.config} declares "
@@ -333,16 +339,10 @@ def cmd_export_mmdet3d(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     out, config_out = export_student_checkpoint(
         cfg, args.checkpoint, args.out, meta=dict(config=str(Path(args.config).resolve()))
     )
-    record = run_record(
-        command="export", argv=argv, config=Path(args.config).stem, config_path=args.config,
-        started=started, metrics=None, seed=cfg.get("randomness", {}).get("seed", 0),
-        extra=dict(checkpoint=str(Path(args.checkpoint).resolve()), out=str(out.resolve()),
-                   student_config=str(config_out.resolve())),
-    )
-    write_json(Path(f"{out}.json"), record)
     print(f"bevdistill: student written to {out} and {config_out}; load it with "
           f"mmdet3d.apis.init_model('{config_out}', '{out}')")
-    return record
+    return out, Path(args.config).stem, args.config, cfg.get("randomness", {}).get("seed", 0), \
+        dict(student_config=str(config_out.resolve()))
 
 
 def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> dict:

@@ -236,7 +236,7 @@ def test_batch_one_in_training_mode_global_and_spatial():
 def test_spatial_contrastive_needs_bev_maps():
     ch = {"pts_voxel_encoder": 8}
     loss = BEVFusionDistillationLoss(ch, ch, contrastive="spatial")
-    with pytest.raises(ValueError, match="contrastive='spatial' needs a BEV map"):
+    with pytest.raises(ValueError, match=r"term 'crd' \(SampledCellInfoNCE\) needs a BEV map"):
         loss(feats(ch, (50,)), feats(ch, (50,)))
 
 
@@ -378,7 +378,7 @@ def test_spatial_term_rejects_non_finite_features_it_samples():
     loss = build(contrastive="spatial", num_samples=16, alpha_at=0.0, alpha_kd=0.0)
     s, t = feats(S_CH, (8, 8)), feats(T_CH, (8, 8), seed=1)
     t["pts_neck"] = torch.full_like(t["pts_neck"], float("nan"))
-    with pytest.raises(ValueError, match="teacher feature 'pts_neck' contains NaN or inf"):
+    with pytest.raises(ValueError, match=r"loss_crd.pts_neck: teacher feature contains NaN or inf"):
         loss(s, t)
 
 

@@ -24,8 +24,8 @@ from bevdistill.distiller import (
     TeacherCheckpointError,
     build_bevfusion_distillation,
     example_inputs_for,
-    load_teacher_weights,
 )
+from bevdistill.engine.weights import load_weights
 from bevdistill.exercises.step6_build import STUDENT as SMALL_STUDENT
 from bevdistill.exercises.step6_build import TEACHER as SMALL_TEACHER
 from bevdistill.models import build_detector
@@ -280,7 +280,7 @@ def test_tuple_output_without_select_says_to_select():
 
 
 def test_output_the_losses_cannot_take_is_refused():
-    with pytest.raises(DistillerBuildError, match="bbox_head.*not a tensor"):
+    with pytest.raises(DistillerBuildError, match="bbox_head.*must be a float tensor, got dict"):
         make_distiller(hook_points=("pts_neck", "bbox_head"))
 
 
@@ -457,7 +457,7 @@ def test_a_distiller_checkpoint_can_become_the_next_teacher(tmp_path):
     first = make_distiller()
     torch.save({"state_dict": first.state_dict()}, tmp_path / "distilled.pth")
     new_teacher = student_model(seed=5)  # same architecture as first.student
-    report = load_teacher_weights(new_teacher, tmp_path / "distilled.pth")
+    report = load_weights(new_teacher, tmp_path / "distilled.pth")
     assert report.stripped_prefix == "student." and report.ok
     assert report.ignored == len([k for k in first.state_dict() if k.startswith("distill_loss.")])
     assert same_state(snapshot(new_teacher), snapshot(first.student))

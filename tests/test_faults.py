@@ -26,7 +26,7 @@ from bevdistill.capture import BEVFusionDistillationWrapper, FeatureRecorder
 from bevdistill.cli import main as cli
 from bevdistill.data.geometry import count_points_in_boxes
 from bevdistill.data.nuscenes import InfoFileError, NuScenesReader, PointFileError
-from bevdistill.distiller import TeacherCheckpointError, read_checkpoint
+from bevdistill.distiller import TeacherCheckpointError, load_teacher_checkpoint
 from bevdistill.engine.checkpoint import (
     ChecksumError,
     CorruptCheckpointError,
@@ -37,6 +37,7 @@ from bevdistill.engine.checkpoint import (
     verify_sha256,
 )
 from bevdistill.engine.hooks import DivergenceError
+from bevdistill.models import build_detector
 from bevdistill.engine.runner import build_runner_config, load_experiment, make_runner
 from bevdistill.losses.attention import AttentionTransferLoss
 from bevdistill.losses.combined import BEVFusionDistillationLoss
@@ -365,7 +366,7 @@ def test_unreadable_teacher_checkpoints_name_the_path_and_the_cause(faults, tmp_
     else:
         path.mkdir()
     with faults.clear(TeacherCheckpointError, str(path), cause):
-        read_checkpoint(path)
+        load_teacher_checkpoint(build_detector("teacher"), path)
 
 
 def test_the_shipped_teacher_matches_its_card():
@@ -382,7 +383,7 @@ def test_flipped_bytes_in_the_shipped_teacher_are_caught(faults, tmp_path, monke
     weights.write_bytes(bytes(data))
     expected = json.loads(card.read_text())["weights_sha256"]
     with faults.clear(ChecksumError, str(weights), expected, file_sha256(weights)):
-        read_checkpoint(weights)  # as model.teacher_ckpt
+        load_teacher_checkpoint(build_detector("teacher"), weights)  # as model.teacher_ckpt
     monkeypatch.setattr(pretrained, "TEACHER_WEIGHTS", weights)
     monkeypatch.setattr(pretrained, "TEACHER_CARD", card)
     with faults.clear(ChecksumError, "corrupt or was replaced"):

@@ -143,5 +143,5 @@ def test_combined_mse_needs_bev_maps_and_rejects_a_negative_weight():
         BEVFusionDistillationLoss({"a": 3}, {"a": 5}, alpha_mse=-1.0)
     loss = BEVFusionDistillationLoss({"a": 3}, {"a": 5}, alpha_crd=0.0, alpha_at=0.0,
                                      alpha_kd=0.0, alpha_mse=1.0)
-    with pytest.raises(ValueError, match="alpha_mse > 0 needs a BEV map"):
+    with pytest.raises(ValueError, match=r"term 'mse' \(FeatureMSELoss\) needs a BEV map"):
         loss({"a": torch.randn(2, 3)}, {"a": torch.randn(2, 5)})

@@ -19,11 +19,8 @@ from mmengine.dataset import pseudo_collate  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 
 from bevdistill.capture import HookPointError  # noqa: E402
-from bevdistill.distiller import (  # noqa: E402
-    DistillerBuildError,
-    TeacherCheckpointError,
-    as_feature,
-)
+from bevdistill.distiller import DistillerBuildError, TeacherCheckpointError  # noqa: E402
+from bevdistill.losses.terms import as_feature  # noqa: E402
 from bevdistill.mmdet3d.distiller import BEVDistiller, build_mmdet3d_model  # noqa: E402
 
 STUDENT_SHAPES = {  # 0.4 m pillars: 128 x 128 grid; backbone strides 2, 4, 8; neck at stride 4
@@ -155,7 +152,7 @@ def test_a_teacher_checkpoint_of_another_config_is_refused(cfg, tmp_path):
     "hook_points, message",
     [
         (["pts_voxel_encoder"], "per-voxel"),  # [num_pillars, C]: not a batch of maps
-        (["pts_bbox_head"], "tuple of 6 items"),  # CenterHead's per-task dicts
+        (["pts_bbox_head"], "tuple of 6 elements"),  # CenterHead's per-task dicts
     ],
 )
 def test_a_layer_the_losses_cannot_take_is_explained(cfg, teacher_ckpt, hook_points, message):

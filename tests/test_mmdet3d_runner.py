@@ -88,7 +88,7 @@ def test_train_resume_export_and_load_in_plain_mmdet3d(tmp_path, teacher_ckpt):
 def test_export_refuses_a_checkpoint_without_a_student(tmp_path, teacher_ckpt):
     proc = run_cli(["export", str(CPU_CONFIG), str(teacher_ckpt), "out.pth"], tmp_path)
     assert proc.returncode == 2
-    assert "not a BEVDistiller checkpoint" in proc.stderr
+    assert "not a distillation checkpoint" in proc.stderr
 
 
 def test_train_rejects_a_config_outside_the_mmdet3d_scope(tmp_path):

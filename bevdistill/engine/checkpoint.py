@@ -43,7 +43,7 @@ import os.path as osp
 import pickle
 import re
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,8 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import HistoryBuffer
 from mmengine.registry import HOOKS
+
+from bevdistill._io import atomic_replace_from, atomic_write_bytes, temp_name  # noqa: F401 (re-exported)
 
 _HISTORY_BUFFER_METHODS = ("min", "max", "current", "mean")
 # A pickled np.dtype is rebuilt as an instance of its class (numpy.dtypes.Float64DType...),
@@ -93,50 +95,6 @@ def checkpoint_safe_globals() -> list:
 def allow_mmengine_checkpoint_globals() -> None:
     """Register :func:`checkpoint_safe_globals` with torch; idempotent, cheap, process-wide."""
     torch.serialization.add_safe_globals(checkpoint_safe_globals())
-
-
-def atomic_write_bytes(data: bytes, path: str) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either the old file or the complete new one."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = osp.join(folder, f".{osp.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-    _fsync_dir(folder)
-
-
-def atomic_replace_from(tmp: str, path: str) -> None:
-    """fsync an already written ``tmp`` file and rename it over ``path``."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(osp.dirname(osp.abspath(path)))
-
-
-def _fsync_dir(folder: str) -> None:
-    # Makes the rename itself durable across a power cut; not possible on every platform.
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def temp_name(filename: str) -> str:
-    """The temporary sibling name under which ``filename`` is written before the rename."""
-    return f".{filename}.tmp-{os.getpid()}"
 
 
 _TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
@@ -210,15 +168,20 @@ class AtomicCheckpointHook(CheckpointHook):
                 self.file_backend.remove(old)
 
 
-class MissingCheckpointError(ValueError):
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used: the one type every checkpoint reader and loader raises
+    (the subclasses below say which way it is wrong)."""
+
+
+class MissingCheckpointError(CheckpointError):
     """A checkpoint path given on the command line or in a config does not exist."""
 
 
-class CorruptCheckpointError(ValueError):
+class CorruptCheckpointError(CheckpointError):
     """A checkpoint file exists but cannot be read: empty, truncated, or not a checkpoint."""
 
 
-class ChecksumError(ValueError):
+class ChecksumError(CheckpointError):
     """A file's SHA-256 differs from the one recorded for it (a corrupt or replaced file)."""
 
 
@@ -348,54 +311,37 @@ def newest_complete_checkpoint(work_dir: str | os.PathLike) -> tuple[str | None,
     return None, skipped
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(CheckpointError):
     """A checkpoint's keys or shapes do not fit the model built from the config."""
 
 
-def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The model weights in an mmengine checkpoint or a plain state dict, read ``weights_only``."""
-    path = os.fspath(path)
-    loaded = load_checkpoint_file(path, what)
-    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
-    if not isinstance(state, dict) or not state or not all(
-        isinstance(v, torch.Tensor) for v in state.values()
-    ):
-        shown = list(loaded)[:8] if isinstance(loaded, dict) else type(loaded).__name__
+def read_state_dict(
+    checkpoint: str | os.PathLike | Mapping, what: str = "checkpoint", *, trusted: bool = False
+) -> dict[str, torch.Tensor]:
+    """The model weights in an mmengine checkpoint or a plain state dict (a path or a loaded dict).
+
+    Files are read ``weights_only`` (mmengine's own objects allowed) unless ``trusted``: full
+    unpickling runs code from the file. Every way a checkpoint can be unusable raises a
+    :class:`CheckpointError` naming the source.
+    """
+    if isinstance(checkpoint, Mapping):
+        loaded, source = checkpoint, "<dict>"
+    elif isinstance(checkpoint, (str, os.PathLike)):
+        source = os.fspath(checkpoint)
+        loaded = load_checkpoint_file(source, what, weights_only=not trusted)
+    else:
+        raise TypeError(f"{what} must be a path or a dict, got {type(checkpoint).__name__}")
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, Mapping) else None
+    if not isinstance(state, Mapping) or not state:
         raise CheckpointMismatchError(
-            f"{what} {path} holds no state dict of tensors (it holds {shown}); pass a checkpoint "
-            "written by a bevdistill run or torch.save({'state_dict': model.state_dict()}, path)"
+            f"{what} {source} contains no state dict (it holds {type(loaded).__name__}); pass a "
+            "checkpoint written by a bevdistill run or torch.save({'state_dict': "
+            "model.state_dict()}, path)"
         )
-    return state
-
-
-def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Raise :class:`CheckpointMismatchError` unless ``state`` fits ``model`` key for key."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"
-        for k, v in state.items() if k in own and v.shape != own[k].shape
-    ]
-    if not (missing or unexpected or shapes):
-        return
-    hint = "Use the config the checkpoint was trained with."
-    prefixes = {k.split(".", 1)[0] for k in state}
-    if "student" in prefixes and "student" not in {k.split(".", 1)[0] for k in own}:
-        hint = (
-            "This is a distillation checkpoint: evaluate it with its distill config, or extract "
-            "the student with `bevdistill export DISTILL_CONFIG CHECKPOINT OUT` and evaluate OUT "
-            "with the student config."
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointMismatchError(
+            f"{what} {source}: expected a state dict of tensors (or a dict with a 'state_dict' "
+            f"entry), but {not_tensors[:5]} are not tensors; top-level keys: {list(loaded)[:10]}"
         )
-    elif "student" in {k.split(".", 1)[0] for k in own} and "student" not in prefixes:
-        hint = ("This is a detector checkpoint, not a distillation one: evaluate it with a "
-                "train_teacher/train_student config.")
-    details = [
-        f"{len(missing)} missing (e.g. {missing[:3]})" if missing else "",
-        f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})" if unexpected else "",
-        f"{len(shapes)} shape mismatches (checkpoint vs model, e.g. {shapes[:3]})" if shapes else "",
-    ]
-    raise CheckpointMismatchError(
-        f"checkpoint {source} does not fit {type(model).__name__}: "
-        + "; ".join(d for d in details if d) + f". {hint}"
-    )
+    return dict(state)

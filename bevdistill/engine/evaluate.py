@@ -20,7 +20,8 @@ def evaluate_checkpoint(exp: Config, checkpoint: str | os.PathLike, work_dir: st
     """
     from mmengine.model import is_model_wrapper
 
-    from bevdistill.engine.checkpoint import check_state_dict, read_state_dict
+    from bevdistill.engine.checkpoint import read_state_dict
+    from bevdistill.engine.weights import check_state_dict
     from bevdistill.engine.runner import make_runner
 
     state = read_state_dict(checkpoint)

@@ -60,6 +60,8 @@ class FeatureMSELoss(nn.Module):
     weights with a one-time warning). The teacher is detached.
     """
 
+    requires_bev_map = True  # a distillation term checks its inputs are [B, C, H, W]
+
     def __init__(self, student_channels: int, teacher_channels: int):
         super().__init__()
         self.student_channels = _check_channels("student_channels", student_channels)

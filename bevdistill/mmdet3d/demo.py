@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     # mmengine reports every parameter's initialisation and the dataset's class counts at INFO
     MMLogger.get_current_instance().setLevel(logging.WARNING)
     run = distil_on_frame(load_cpu_config(args.data_root), args.steps, teacher_ckpt=args.teacher_ckpt)
-    keys = [k for k in run.losses[0] if k.startswith(("loss_crd", "loss_at", "loss_kd"))]
+    keys = list(run.distiller.loss_keys)  # every distillation term the config built
     for step, losses in enumerate(run.losses):
         print(f"step {step}: " + ", ".join(f"{k}={losses[k]:.4f}" for k in keys))
     return 0

@@ -13,7 +13,10 @@ one data preprocessor. mmdet3d models need three changes, and only these are mad
   the models' point dimension inside their point-cloud range (LiDAR-only models), or one real
   sample of a dataset config (``probe=dict(dataset=...)``, required for camera models).
 
-Hook points, losses, teacher freezing and loading, and export are the core's.
+Everything else (hook points, distillation terms, teacher freezing and loading, export) is the
+core's; this class only overrides the core's documented extension points. The dry forward runs
+on the GPU when there is one (these models' ops have no CPU kernels) and the models go back to
+where they were built: they move to a device when the Runner moves them.
 """
 
 from __future__ import annotations
@@ -32,15 +35,9 @@ from mmengine.model import BaseDataPreprocessor
 from mmengine.registry import DefaultScope
 from torch import nn
 
-from bevdistill.capture import DEFAULT_HOOK_POINTS, FeatureRecorder
-from bevdistill.distiller import (
-    Distiller,
-    DistillerBuildError,
-    _eval_mode,
-    _plain,
-    random_points,
-)
+from bevdistill.distiller import Distiller, DistillerBuildError
 from bevdistill.engine.checkpoint import allow_mmengine_checkpoint_globals
+from bevdistill.example_inputs import random_points
 from bevdistill.mmdet3d import require_mmdet3d
 
 require_mmdet3d()
@@ -58,7 +55,7 @@ def _registry():
     return MODELS
 
 
-def model_config(spec: Any, role: str) -> ConfigDict:
+def mmdet3d_model_config(spec: Any, role: str) -> ConfigDict:
     """The model dict of ``spec``: a dict, an mmengine Config, a config file or a package config
     (``'mmdet3d::centerpoint/....py'``), the last two read for their ``model``."""
     if isinstance(spec, str) and "::" in spec:  # a config shipped in a package: 'mmdet3d::...'
@@ -89,7 +86,7 @@ def build_mmdet3d_model(spec: Any, role: str = "model") -> nn.Module:
     if isinstance(spec, nn.Module):
         model = spec
     else:
-        cfg = model_config(spec, role)
+        cfg = mmdet3d_model_config(spec, role)
         registry = _registry()
         with DefaultScope.overwrite_default_scope(SCOPE):
             model = registry.build(cfg)
@@ -152,7 +149,8 @@ def _register(cls: type) -> type:
 class BEVDistiller(Distiller):
     """A frozen mmdet3d teacher distilling into an mmdet3d student (see the module docstring).
 
-    Args (besides the core :class:`~bevdistill.Distiller`'s):
+    Args (the others are the core :class:`~bevdistill.Distiller`'s, e.g. ``teacher_ckpt``,
+    ``distill``, ``hook_points``, ``terms``):
         teacher, student: mmdet3d model dicts, Configs, config file paths or modules.
         kd_hook: ``'auto'`` picks the head's class heatmaps: ``pts_bbox_head`` (CenterHead's
             per-task outputs, concatenated) or ``bbox_head.heatmap_head`` (TransFusion).
@@ -165,59 +163,30 @@ class BEVDistiller(Distiller):
         self,
         teacher: Any,
         student: Any,
-        teacher_ckpt: Any = None,
-        distill: Mapping[str, Any] | None = None,
-        hook_points: Sequence[str] = DEFAULT_HOOK_POINTS,
-        select: Mapping[str, int] | None = None,
+        *,
         kd_hook: str | None = "auto",
         probe: Mapping[str, Any] | None = None,
-        strict_teacher: bool = True,
-        trust_teacher_ckpt: bool = False,
         data_preprocessor: dict | nn.Module | None = None,
-        init_cfg: dict | None = None,
+        **kwargs: Any,
     ):
-        student_spec = student if isinstance(student, nn.Module) else model_config(student, "student")
-        teacher_spec = teacher if isinstance(teacher, nn.Module) else model_config(teacher, "teacher")
-        student_model = build_mmdet3d_model(student_spec, "student")
-        teacher_model = build_mmdet3d_model(teacher_spec, "teacher")
-        if torch.cuda.is_available():  # sparse-conv and BEVFusion ops have no CPU kernels
-            student_model.cuda()
-            teacher_model.cuda()
+        if not isinstance(student, nn.Module):
+            student = mmdet3d_model_config(student, "student")
         if kd_hook == "auto":
-            kd_hook = KD_HOOKS.get(head_name(student_model) or "", None)
+            kd_hook = KD_HOOKS.get(_head_of(student) or "", None)
         self._probe_cfg = dict(probe or {})
-        self._student_point_dim = _point_dim(student_spec)
-        super().__init__(
-            teacher_model, student_model, teacher_ckpt=teacher_ckpt, distill=distill,
-            hook_points=hook_points, select=select, kd_hook=kd_hook,
-            data_preprocessor=data_preprocessor or BaseDataPreprocessor(),
-            strict_teacher=strict_teacher, trust_teacher_ckpt=trust_teacher_ckpt,
-            init_cfg=init_cfg,
-        )
-        self._student_meta = _plain(student_spec)
+        self._student_point_dim = _point_dim(student)
+        super().__init__(teacher, student, kd_hook=kd_hook,
+                         data_preprocessor=data_preprocessor or BaseDataPreprocessor(), **kwargs)
 
     # --- the core's extension points ------------------------------------------------------
 
     build_submodel = staticmethod(build_mmdet3d_model)
 
-    def _before_teacher_load(self) -> None:
+    def describe_model(self, spec: Any, role: str) -> Any:
+        return spec if isinstance(spec, nn.Module) else mmdet3d_model_config(spec, role)
+
+    def before_teacher_load(self) -> None:
         allow_mmengine_checkpoint_globals()  # Runner checkpoints: message hub, numpy scalars
-
-    def _needs_head(self, model: nn.Module) -> bool:
-        name = head_name(model)
-        return name is not None and any(
-            r == name or r.startswith(name + ".") for r in self.recorded
-        )
-
-    def _extract(self, model: nn.Module, inputs: Any, data_samples: Any, training: bool) -> Any:
-        """Preprocess with the model's own preprocessor, then extract_feat (+ head if hooked)."""
-        samples = [s.clone() for s in data_samples] if data_samples is not None else None
-        data = model.data_preprocessor({"inputs": inputs, "data_samples": samples}, training)
-        metas = [s.metainfo for s in data["data_samples"]]
-        feats = model.extract_feat(data["inputs"], metas)
-        if self._needs_head(model):
-            run_head(model, feats, metas)
-        return feats
 
     def make_example_inputs(self) -> dict:
         """One batch for the dry forward: a real dataset sample, or random points."""
@@ -231,6 +200,62 @@ class BEVDistiller(Distiller):
                     "config>) (e.g. probe=dict(dataset=train_dataloader['dataset']))"
                 )
         return self._random_points()
+
+    def probe_forward(self, model: nn.Module, batch: Any) -> None:
+        """extract_feat (+ head if hooked), on the GPU when there is one, then back."""
+        home = next(model.parameters()).device
+        device = torch.device("cuda") if torch.cuda.is_available() else home
+        model.to(device)
+        try:
+            if device.type != "cpu":
+                batch = model.data_preprocessor.cast_data(batch)
+            self._extract(model, batch["inputs"], batch["data_samples"], training=False)
+        except RuntimeError as exc:
+            if device.type == "cpu" and "not implemented on CPU" in str(exc):
+                raise DistillerBuildError(
+                    f"the dry forward of {type(model).__name__} failed on the CPU ({exc}): "
+                    "its ops (sparse convolution, BEVFusion's voxelization and bev_pool) run "
+                    "only on a GPU. Build it where CUDA is available, with mmcv compiled with "
+                    "CUDA ops (see the book's set-up page)."
+                ) from exc
+            raise
+        finally:
+            model.to(home)
+
+    def probe_batch_size(self, batch: Any) -> int | None:
+        return len(batch["data_samples"])
+
+    def teacher_forward(self, inputs: Any, data_samples: Any) -> None:
+        self._extract(self.teacher, inputs, data_samples, training=False)
+
+    def student_loss(self, inputs: Any, data_samples: Any) -> dict[str, torch.Tensor]:
+        data = self.student.data_preprocessor({"inputs": inputs, "data_samples": data_samples}, True)
+        return self.student.loss(data["inputs"], data["data_samples"])
+
+    def student_predict(self, inputs: Any, data_samples: Any) -> list:
+        data = self.student.data_preprocessor({"inputs": inputs, "data_samples": data_samples}, False)
+        return self.student.predict(data["inputs"], data["data_samples"])
+
+    def student_tensor(self, inputs: Any, data_samples: Any) -> Any:
+        """The student's features (BEVFusion's ``_forward`` returns None)."""
+        return self._extract(self.student, inputs, data_samples, training=False)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _needs_head(self, model: nn.Module) -> bool:
+        name = head_name(model)
+        hooks = self.hooks["student" if model is self.student else "teacher"]
+        return name is not None and any(h == name or h.startswith(name + ".") for h in hooks)
+
+    def _extract(self, model: nn.Module, inputs: Any, data_samples: Any, training: bool) -> Any:
+        """Preprocess with the model's own preprocessor, then extract_feat (+ head if hooked)."""
+        samples = [s.clone() for s in data_samples] if data_samples is not None else None
+        data = model.data_preprocessor({"inputs": inputs, "data_samples": samples}, training)
+        metas = [s.metainfo for s in data["data_samples"]]
+        feats = model.extract_feat(data["inputs"], metas)
+        if self._needs_head(model):
+            run_head(model, feats, metas)
+        return feats
 
     def _dataset_probe(self) -> dict:
         from mmdet3d.registry import DATASETS
@@ -264,52 +289,9 @@ class BEVDistiller(Distiller):
         points = random_points(pc_range, 2, num_points, seed=0, point_dim=int(point_dim))
         return {"inputs": {"points": points}, "data_samples": [Det3DDataSample() for _ in points]}
 
-    def dry_run(self, model: nn.Module, batch: Any, recorded: Sequence[str]) -> dict[str, Any]:
-        with FeatureRecorder(model, recorded, select=self.select, detach=True) as recorder:
-            with _eval_mode(model), torch.no_grad(), recorder.recording() as features:
-                device = next(model.parameters()).device
-                batch = model.data_preprocessor.cast_data(batch) if device.type != "cpu" else batch
-                try:
-                    self._extract(model, batch["inputs"], batch["data_samples"], training=False)
-                except RuntimeError as exc:
-                    if device.type == "cpu" and "not implemented on CPU" in str(exc):
-                        raise DistillerBuildError(
-                            f"the dry forward of {type(model).__name__} failed on the CPU ({exc}): "
-                            "its ops (sparse convolution, BEVFusion's voxelization and bev_pool) "
-                            "run only on a GPU. Build it where CUDA is available, with mmcv "
-                            "compiled with CUDA ops (see the book's set-up page)."
-                        ) from exc
-                    raise
-            features = dict(features)
-        batch_size = len(batch["data_samples"])
-        for name in self.hook_points:
-            value = features[name]
-            if isinstance(value, torch.Tensor) and value.shape[0] != batch_size:
-                raise DistillerBuildError(
-                    f"{type(model).__name__}.{name} outputs shape {tuple(value.shape)}, whose first "
-                    f"dimension is not the batch ({batch_size} samples): per-voxel or per-point "
-                    "features cannot be distilled map to map. Hook a dense BEV layer instead "
-                    "(pts_middle_encoder, pts_backbone, pts_neck, fusion_layer)."
-                )
-        return features
 
-    def teacher_forward(self, inputs: Any, data_samples: Any) -> None:
-        self._extract(self.teacher, inputs, data_samples, training=False)
-
-    def student_loss(self, inputs: Any, data_samples: Any) -> dict[str, torch.Tensor]:
-        data = self.student.data_preprocessor(
-            {"inputs": inputs, "data_samples": data_samples}, True
-        )
-        return self.student.loss(data["inputs"], data["data_samples"])
-
-    def predict(self, inputs: Any, data_samples: Any = None) -> list:
-        """The student's predictions, through its own preprocessor."""
-        data = self.student.data_preprocessor(
-            {"inputs": inputs, "data_samples": data_samples}, False
-        )
-        return self.student.predict(data["inputs"], data["data_samples"])
-
-    def forward(self, inputs: Any, data_samples: Any = None, mode: str = "tensor"):
-        if mode == "tensor":  # BEVFusion's _forward returns None: give the student's features
-            return self._extract(self.student, inputs, data_samples, training=False)
-        return super().forward(inputs, data_samples, mode)
+def _head_of(student: Any) -> str | None:
+    """The student's head attribute, from the built module or its config."""
+    if isinstance(student, nn.Module):
+        return head_name(student)
+    return next((h for h in HEADS if student.get(h)), None)

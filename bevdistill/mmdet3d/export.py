@@ -1,31 +1,25 @@
 """The student of a ``BEVDistiller`` checkpoint, as a plain mmdet3d model: weights and config.
 
+The weights go through the core's export path (:mod:`bevdistill.export`); this adds what
+mmdet3d needs beside them: ``dataset_meta`` in the checkpoint and a student-only config file.
 ``mmdet3d.apis.init_model(OUT.py, OUT)`` then builds and loads it without bevdistill, and
 ``inference_detector`` runs it through the config's test pipeline.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from mmengine.config import Config
 
-from bevdistill.distiller import _plain
-from bevdistill.engine.checkpoint import (
-    CheckpointMismatchError,
-    atomic_write_bytes,
-    check_state_dict,
-    read_state_dict,
-)
-from bevdistill.mmdet3d.distiller import build_mmdet3d_model, model_config
-
-STUDENT_PREFIX = "student."
+from bevdistill._io import atomic_write_bytes
+from bevdistill.engine.checkpoint import CheckpointMismatchError, read_state_dict
+from bevdistill.engine.weights import check_state_dict
+from bevdistill.export import student_state, write_student_checkpoint
+from bevdistill.mmdet3d.distiller import build_mmdet3d_model, mmdet3d_model_config
 
 
 def dataset_meta(cfg: Config) -> dict:
@@ -50,7 +44,7 @@ def export_student_config(cfg: Config, out: str | os.PathLike) -> Path:
     ``custom_imports`` keeps the user's own modules (BEVFusion's project) but not bevdistill's:
     the student is a plain mmdet3d model.
     """
-    student = model_config(cfg.model.student, "student")
+    student = mmdet3d_model_config(cfg.model.student, "student")
     fields: dict[str, Any] = dict(model=student, default_scope=cfg.get("default_scope", "mmdet3d"))
     for key in ("test_dataloader", "test_pipeline", "class_names", "point_cloud_range"):
         if key in cfg:
@@ -65,11 +59,12 @@ def export_student_config(cfg: Config, out: str | os.PathLike) -> Path:
             batch_size=1, num_workers=0, sampler=dict(type="DefaultSampler", shuffle=False),
             dataset=cfg.test_dataset,
         )
-    imports = [m for m in (cfg.get("custom_imports") or {}).get("imports", []) if not m.startswith("bevdistill")]
+    imports = [m for m in (cfg.get("custom_imports") or {}).get("imports", [])
+               if not m.startswith("bevdistill")]
     if imports:
         fields["custom_imports"] = dict(imports=imports, allow_failed_imports=False)
     out = Path(out)
-    atomic_write_bytes(Config(fields).pretty_text.encode(), str(out))
+    atomic_write_bytes(Config(fields).pretty_text.encode(), out)
     return out
 
 
@@ -81,28 +76,10 @@ def export_student_checkpoint(
 
     The weights are checked key by key against the student built from the config first.
     """
-    state = read_state_dict(checkpoint)
-    student_state = {
-        k[len(STUDENT_PREFIX):]: v for k, v in state.items() if k.startswith(STUDENT_PREFIX)
-    }
-    if not student_state:
-        raise CheckpointMismatchError(
-            f"{checkpoint} has no '{STUDENT_PREFIX}*' weights: it is not a BEVDistiller "
-            f"checkpoint (first keys: {list(state)[:5]})"
-        )
-    student = build_mmdet3d_model(cfg.model.student, "student")
-    check_state_dict(student, student_state, str(checkpoint))
-    out = Path(out).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    info = {
-        "dataset_meta": dataset_meta(cfg),
-        "exported_by": "bevdistill.mmdet3d.export_student_checkpoint",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "source_checkpoint": str(Path(checkpoint).resolve()),
-        **_plain(dict(meta or {})),
-    }
-    buffer = io.BytesIO()
-    torch.save({"state_dict": student_state, "meta": info}, buffer)
-    atomic_write_bytes(buffer.getvalue(), str(out))
-    config_path = export_student_config(cfg, out.with_suffix(".py"))
-    return out, config_path
+    state = student_state(read_state_dict(checkpoint), str(checkpoint))
+    check_state_dict(build_mmdet3d_model(cfg.model.student, "student"), state, str(checkpoint))
+    info = {"dataset_meta": dataset_meta(cfg),
+            "source_checkpoint": str(Path(checkpoint).resolve()), **dict(meta or {})}
+    out = write_student_checkpoint(state, out, info,
+                                   exported_by="bevdistill.mmdet3d.export_student_checkpoint")
+    return out, export_student_config(cfg, out.with_suffix(".py"))

@@ -31,7 +31,7 @@ def is_mmdet3d_config(path: str | os.PathLike) -> bool:
     return bool(MMDET3D_SCOPE.search(path.read_text(encoding="utf-8")))
 
 
-def load_config(path: str | os.PathLike, cfg_options: Mapping[str, Any] | None = None) -> Config:
+def load_mmdet3d_config(path: str | os.PathLike, cfg_options: Mapping[str, Any] | None = None) -> Config:
     cfg = Config.fromfile(os.fspath(path))
     if cfg_options:
         cfg.merge_from_dict(dict(cfg_options))
@@ -89,7 +89,7 @@ def make_mmdet3d_runner(
     import bevdistill.engine.checkpoint  # noqa: F401  registers AtomicCheckpointHook
     import bevdistill.engine.hooks  # noqa: F401  registers RankWeightsHook
 
-    cfg = load_config(path, cfg_options)
+    cfg = load_mmdet3d_config(path, cfg_options)
     work_dir = work_dir or Path("work_dirs") / Path(path).stem
     allow_mmengine_checkpoint_globals()
     setup_distributed(launcher)
