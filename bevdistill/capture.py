@@ -10,7 +10,6 @@ list outputs survive, sparse outputs are densified, and the teacher's captures a
 from __future__ import annotations
 
 import copy
-import difflib
 import inspect
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,6 +21,12 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from bevdistill._warnings import warn_once
+from bevdistill.hook_points import HookPointError, check_hook_points, resolve_hook_point
+
+__all__ = [
+    "BEVFusionDistillationWrapper", "CaptureWarning", "DEFAULT_HOOK_POINTS", "FeatureRecorder",
+    "HookNotFiredError", "HookPointError", "MODES", "ON_MISSING", "resolve_hook_point",
+]
 
 DEFAULT_HOOK_POINTS: tuple[str, ...] = ("pts_middle_encoder", "pts_backbone", "pts_neck")
 ON_MISSING = ("raise", "warn", "ignore")
@@ -30,14 +35,6 @@ MODES = ("loss", "predict", "tensor")
 # Every hook this module installs carries this attribute, pointing at its recorder, so a new
 # recorder can find and take over an older one's hook on the same module (even after a reload).
 _OWNER_ATTR = "bevdistill_recorder"
-_ABSENT = object()
-
-
-class HookPointError(KeyError):
-    """A hook point does not name a module of the model (a failed name lookup)."""
-
-    def __str__(self) -> str:  # KeyError would quote and escape a multi-line message
-        return str(self.args[0]) if self.args else ""
 
 
 class HookNotFiredError(HookPointError):
@@ -46,50 +43,6 @@ class HookNotFiredError(HookPointError):
 
 class CaptureWarning(UserWarning):
     """Something about the capture deserves attention but does not stop it."""
-
-
-def _nearest_names(name: str, names: Sequence[str], n: int = 5) -> list[str]:
-    """Names sharing the last dotted part first (``heatmap_head`` -> ``bbox_head.heatmap_head``),
-    then the closest spellings."""
-    tail = name.rsplit(".", 1)[-1]
-    same_tail = [m for m in names if m.rsplit(".", 1)[-1] == tail and m != name]
-    close = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
-    return list(dict.fromkeys(same_tail + close))[:n]
-
-
-def resolve_hook_point(model: nn.Module, name: str) -> nn.Module:
-    """The submodule that dotted ``name`` points at, or a :class:`HookPointError` saying why not."""
-    if not isinstance(name, str) or not name:
-        raise HookPointError(
-            f"hook points are non-empty dotted module names such as 'pts_backbone', got {name!r}"
-        )
-    modules = dict(model.named_modules(remove_duplicate=False))
-    if name in modules:
-        return modules[name]
-    owner: Any = model
-    for part in name.split("."):
-        owner = getattr(owner, part, _ABSENT) if isinstance(owner, nn.Module) else _ABSENT
-        if owner is None:
-            raise HookPointError(
-                f"hook point {name!r} is None in this {type(model).__name__}: the module was not "
-                "built (its config leaves it out, e.g. a LiDAR-only BEVFusion has no camera "
-                "branch). Remove it from hook_points."
-            )
-    if owner is not _ABSENT:
-        raise HookPointError(
-            f"hook point {name!r} is a {type(owner).__name__}, not an nn.Module; only modules "
-            "can be hooked."
-        )
-    nearest = _nearest_names(name, [m for m in modules if m])
-    suggestion = (
-        "Nearest valid names: " + ", ".join(repr(m) for m in nearest)
-        if nearest
-        else "No similar name found."
-    )
-    raise HookPointError(
-        f"unknown hook point {name!r} in {type(model).__name__}. {suggestion}. "
-        "List every valid name with: [n for n, _ in model.named_modules()]"
-    )
 
 
 def _densify(value: Any, detach: bool) -> Any:
@@ -162,16 +115,6 @@ def _remove_handles(handles: dict[str, RemovableHandle]) -> None:
     handles.clear()
 
 
-def _check_hook_points(hook_points: str | Sequence[str]) -> tuple[str, ...]:
-    points = (hook_points,) if isinstance(hook_points, str) else tuple(hook_points)
-    if not points:
-        raise ValueError("hook_points is empty: name at least one module, e.g. 'pts_backbone'")
-    repeated = sorted({p for p in points if points.count(p) > 1})
-    if repeated:
-        raise ValueError(f"hook points listed more than once: {repeated}; list each once")
-    return points
-
-
 def _check_select(select: Mapping[str, int] | None, points: tuple[str, ...]) -> dict[str, int]:
     select = dict(select or {})
     for name, index in select.items():
@@ -215,7 +158,7 @@ class FeatureRecorder:
         if on_missing not in ON_MISSING:
             raise ValueError(f"on_missing must be one of {ON_MISSING}, got {on_missing!r}")
         self.model = model
-        self.hook_points = _check_hook_points(hook_points)
+        self.hook_points = check_hook_points(hook_points)
         self.select = _check_select(select, self.hook_points)
         self.detach = bool(detach)
         self.on_missing = on_missing
@@ -394,8 +337,7 @@ class BEVFusionDistillationWrapper(nn.Module):
             )
         self.model = model
         self.is_student = bool(is_student)
-        self.hook_points = _check_hook_points(hook_points)
-        self.layer_names = list(self.hook_points)
+        self.hook_points = check_hook_points(hook_points)
         self._select = select
         self._on_missing = on_missing
         self._recorder: FeatureRecorder | None = None
@@ -412,10 +354,6 @@ class BEVFusionDistillationWrapper(nn.Module):
             detach=not self.is_student,
             on_missing=self._on_missing,
         )
-
-    def _get_activation_hook(self, name: str) -> _CaptureHook:
-        """The hook that stores a module's output under ``name`` (the tutorial's closure)."""
-        return self.recorder.hook_fn(name)
 
     @property
     def recorder(self) -> FeatureRecorder:

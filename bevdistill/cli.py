@@ -296,10 +296,10 @@ def cmd_export(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 def _export_experiment(args: argparse.Namespace) -> tuple[Path, str, str, int, dict]:
     from mmengine.registry import MODELS
 
-    from bevdistill.distiller import build_model
     from bevdistill.engine.checkpoint import read_state_dict
     from bevdistill.engine.runner import experiment_name, load_experiment, register_modules
     from bevdistill.engine.weights import check_state_dict
+    from bevdistill.models.build import build_model
 
     exp = load_experiment(args.config, args.cfg_options)
     name = experiment_name(exp)

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
@@ -49,31 +48,8 @@ from bevdistill.probe import (  # noqa: F401 (DistillerBuildError, dry_forward: 
 )
 
 
-
 class TeacherCheckpointError(CheckpointError):
     """The teacher's checkpoint cannot be used (the cause, a :class:`CheckpointError`, chained)."""
-
-
-def build_model(spec: Any, role: str = "model") -> nn.Module:
-    """An ``nn.Module`` from a module, a preset name, a config path, a dict or a ``Config``.
-
-    Anything but a module goes through :func:`bevdistill.models.build_detector`, which
-    understands the project's presets (config files in ``bevdistill/configs``) and
-    ``dict(type=..., ...)`` configs registered in mmengine's ``MODELS``.
-    """
-    if isinstance(spec, nn.Module):
-        return spec
-    if isinstance(spec, (str, os.PathLike, Mapping, Config)):
-        from bevdistill.models import build_detector  # lazy: models import heavier code
-
-        model = build_detector(spec)
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"the {role} config built a {type(model).__name__}, not an nn.Module")
-        return model
-    raise TypeError(
-        f"{role} must be an nn.Module, a preset name, a config path, a dict or an mmengine "
-        f"Config; got {type(spec).__name__}"
-    )
 
 
 class _Frozen:
@@ -192,7 +168,10 @@ class Distiller(BaseModel):
 
     @staticmethod
     def build_submodel(spec: Any, role: str) -> nn.Module:
-        """The teacher or student module from its spec (see :func:`build_model`)."""
+        """The teacher or student module from its spec (see
+        :func:`bevdistill.models.build.build_model`)."""
+        from bevdistill.models.build import build_model  # lazy: the models are heavier code
+
         return build_model(spec, role)
 
     def describe_model(self, spec: Any, role: str) -> Any:

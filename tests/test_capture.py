@@ -75,7 +75,7 @@ def test_wrapper_returns_model_result_and_every_default_layer():
     expected = reference.loss(inputs, samples)
     torch.testing.assert_close(result["loss_heatmap"], expected["loss_heatmap"])
     assert list(features) == list(DEFAULT_HOOK_POINTS)
-    assert wrapper.layer_names == list(DEFAULT_HOOK_POINTS)
+    assert wrapper.hook_points == DEFAULT_HOOK_POINTS
     outputs = direct_outputs(reference, inputs)
     torch.testing.assert_close(features["pts_middle_encoder"], outputs["pts_middle_encoder"])
     for got, want in zip(features["pts_neck"], outputs["pts_neck"], strict=True):
@@ -512,9 +512,9 @@ def test_an_error_inside_forward_propagates_and_the_next_forward_works():
     assert set(features) == set(DEFAULT_HOOK_POINTS)
 
 
-def test_exercise_contract_hook_stores_under_its_name():
+def test_recorder_hook_stores_under_its_name():
     wrapper = BEVFusionDistillationWrapper(make_model())
-    hook = wrapper._get_activation_hook("pts_neck")
+    hook = wrapper.recorder.hook_fn("pts_neck")
     hook(None, (), [torch.ones(1)])
     assert wrapper.features["pts_neck"] == [torch.ones(1)]
 

@@ -17,7 +17,7 @@ from bevdistill import (
     resize_bev,
 )
 from bevdistill._warnings import DegenerateInputWarning, reset_warnings
-from bevdistill.bev_grid import cell_centres
+from bevdistill.bev_grid import cell_centres, sample_cells
 from bevdistill.losses.contrastive import draw_cells, foreground_weights
 
 
@@ -252,6 +252,28 @@ def test_spatial_sampling_is_seeded():
     first = loss(s, t)
     torch.manual_seed(9)
     torch.testing.assert_close(loss(s, t), first)
+
+
+def test_draw_cell_indices_are_the_cells_forward_reads():
+    """draw_cell_indices is how a caller reads only the K sampled cells (losses.cells does)."""
+    s, t = torch.randn(2, 6, 5, 7), torch.randn(2, 6, 4, 6)
+    fg = torch.zeros(2, 4, 6)
+    fg[:, :2, :5] = 1.0  # 10 foreground cells per sample
+    loss = SpatialContrastiveLoss(num_samples=10, foreground_fraction=1.0)
+    idx = loss.draw_cell_indices(2, (4, 6), fg, gen(3))
+    assert idx.shape == (2, 10) and idx.dtype == torch.int64
+    for row in idx.tolist():
+        assert len(set(row)) == 10 and all(r // 6 < 2 and r % 6 < 5 for r in row)
+    coords = cell_centres(4, 6)[idx]
+    expected = loss.cell_loss(sample_cells(s, coords), sample_cells(t, coords))
+    torch.testing.assert_close(loss(s, t, foreground=fg, generator=gen(3)), expected)
+
+
+def test_draw_cell_indices_caps_k_at_the_grid_and_gives_none_without_negatives():
+    every = SpatialContrastiveLoss(num_samples=100).draw_cell_indices(1, (3, 4), generator=gen())
+    assert sorted(every[0].tolist()) == list(range(12))
+    with pytest.warns(DegenerateInputWarning, match="no negative"):
+        assert SpatialContrastiveLoss().draw_cell_indices(1, (1, 1)) is None
 
 
 def test_spatial_validation():

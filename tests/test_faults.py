@@ -37,12 +37,12 @@ from bevdistill.engine.checkpoint import (
     verify_sha256,
 )
 from bevdistill.engine.hooks import DivergenceError
-from bevdistill.models import build_detector
 from bevdistill.engine.runner import build_runner_config, load_experiment, make_runner
 from bevdistill.losses.attention import AttentionTransferLoss
 from bevdistill.losses.combined import BEVFusionDistillationLoss
 from bevdistill.losses.feature import FeatureMSELoss
 from bevdistill.losses.response import HeatmapDistillationLoss
+from bevdistill.models import build_detector
 
 QUIET = ["log_level=WARNING"]
 UNSAFE_ADVICE = ("weights_only=False", "trust_teacher_ckpt=True")

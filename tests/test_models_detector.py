@@ -12,7 +12,8 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import MODELS
 
 from bevdistill.data.classes import CLASS_NAMES
-from bevdistill.models import PRESETS, PillarBEVDetector, build_detector, preset_path
+from bevdistill.models import PRESETS, PillarBEVDetector, build_detector, list_presets, preset_path
+from bevdistill.models import build as build_module
 from bevdistill.models.build import model_config
 from bevdistill.models.toy_scene import toy_batch
 
@@ -224,15 +225,29 @@ def test_bevfusion_scale_preset_forward_at_batch_1():
 
 # ----------------------------------------------------------------------------- config errors
 def test_unknown_preset_lists_the_presets():
-    with pytest.raises(KeyError, match="teacher, student, bevfusion_scale"):
+    with pytest.raises(KeyError, match="bevfusion_scale, student, teacher"):
         build_detector("techer")
-    with pytest.raises(KeyError, match="choose one of"):
+    with pytest.raises(KeyError, match="presets are the config files"):
         preset_path("big")
+    with pytest.raises(KeyError, match="unknown preset"):
+        preset_path("../configs/teacher")  # a name, not a path into or out of the folder
     with pytest.raises(TypeError, match="preset name, a path"):
         build_detector(42)
     with pytest.raises(KeyError, match="'model' dict"):
         build_detector({"point_cloud_range": [0] * 6})
-    assert PRESETS == ("teacher", "student", "bevfusion_scale")
+    assert PRESETS == list_presets() == ("bevfusion_scale", "student", "teacher")
+
+
+def test_a_preset_is_just_a_config_file(tmp_path, monkeypatch):
+    """Adding bevdistill/configs/<name>.py is all it takes to add the preset <name>."""
+    (tmp_path / "small.py").write_text(f"model = {SMALL!r}\n")
+    (tmp_path / "_helper.py").write_text("x = 1\n")
+    monkeypatch.setattr(build_module, "CONFIG_DIR", tmp_path)
+    assert list_presets() == ("small",)
+    assert preset_path("small") == tmp_path / "small.py"
+    assert build_detector("small").grid.bev_shape == (64, 64)
+    with pytest.raises(KeyError, match="small"):
+        build_detector("_helper")
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,7 @@ def test_an_external_loss_joins_through_a_config_alone_and_trains(external_kl_co
     assert all(torch.isfinite(torch.tensor(row["loss_kl.pts_neck"]))
                for row in logged if "loss_kl.pts_neck" in row)
     # the term's connectors are trained with the student
-    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, kl_params))
+    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, kl_params, strict=True))
 
 
 def test_the_same_config_without_the_import_names_the_registry(tmp_path):

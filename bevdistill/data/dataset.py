@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -31,6 +30,8 @@ import numpy as np
 import torch
 from mmengine.registry import DATASETS, FUNCTIONS
 from torch.utils.data import Dataset
+
+from bevdistill._io import atomic_write_with
 
 from .classes import CLASS_NAMES
 from .lidar import LidarSimulator
@@ -235,17 +236,15 @@ class SyntheticBEVDataset(_LidarBEVDataset):
             return sample
         sample = simulate_sample(self.world_seed, index, self.scene_config, self.simulator,
                                  min_points=self.min_points, teacher_lidar=self.teacher_simulator)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-            os.close(fd)
-            try:
-                np.savez(tmp, **sample)
-                os.replace(tmp, path)  # atomic: a concurrent reader sees all or nothing
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+        if path is not None:  # atomic: a concurrent reader sees all or nothing
+            atomic_write_with(path, lambda tmp: _savez(tmp, sample))
         return sample
+
+
+def _savez(path: str, arrays: dict) -> None:
+    # Through an open file: given a name, np.savez appends ".npz" to the temporary name.
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 @DATASETS.register_module()

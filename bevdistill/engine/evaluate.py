@@ -21,8 +21,8 @@ def evaluate_checkpoint(exp: Config, checkpoint: str | os.PathLike, work_dir: st
     from mmengine.model import is_model_wrapper
 
     from bevdistill.engine.checkpoint import read_state_dict
-    from bevdistill.engine.weights import check_state_dict
     from bevdistill.engine.runner import make_runner
+    from bevdistill.engine.weights import check_state_dict
 
     state = read_state_dict(checkpoint)
     if exp.role == "distill":

@@ -42,18 +42,16 @@ from mmengine.dist import is_main_process, master_only
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
+from bevdistill._io import atomic_write_bytes, atomic_write_with
 from bevdistill.engine.checkpoint import (
     allow_mmengine_checkpoint_globals,
-    atomic_replace_from,
-    atomic_write_bytes,
     newest_complete_checkpoint,
     remove_stale_temp_files,
-    temp_name,
 )
 from bevdistill.engine.hooks import DIVERGENCE_CAUSES, DivergenceError, nonfinite_tensors
 from bevdistill.losses._checks import NonFiniteLossError
+from bevdistill.models.build import CONFIG_DIR, list_presets
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 EXPERIMENT_DIR = CONFIG_DIR / "experiments"
 LAUNCHERS = ("none", "pytorch")
 ROLES = ("teacher", "student", "distill")
@@ -101,10 +99,11 @@ def resolve_config(name_or_path: str | os.PathLike) -> Path:
     candidate = EXPERIMENT_DIR / f"{stem}.py"
     if candidate.is_file() and (Path(text).parent in (Path("."), Path("experiments"))):
         return candidate
+
     raise ExperimentConfigError(
         f"config {text!r} is neither an existing file nor a shipped experiment. Shipped "
         f"experiments: {', '.join(list_experiments())} (in {EXPERIMENT_DIR}); model presets "
-        f"for a config's _base_: {', '.join(sorted(p.stem for p in CONFIG_DIR.glob('*.py')))}."
+        f"for a config's _base_: {', '.join(list_presets())}."
     )
 
 
@@ -408,17 +407,13 @@ class BEVRunner(Runner):
                 f"out_dir={out_dir!r}, backend_args={backend_args}. Save locally and copy."
             )
         self._check_finite_weights(filename)
-        tmp = temp_name(filename)
-        tmp_path = os.path.join(out_dir, tmp)
-        try:
-            super().save_checkpoint(out_dir, tmp, save_optimizer=save_optimizer,
-                                    save_param_scheduler=save_param_scheduler, meta=meta,
-                                    by_epoch=by_epoch)
-            atomic_replace_from(tmp_path, os.path.join(out_dir, filename))
-        finally:
-            if os.path.exists(tmp_path):
-                os.remove(tmp_path)
-
+        save = super().save_checkpoint  # mmengine writes out_dir/<name>: it gets the temp name
+        atomic_write_with(
+            os.path.join(out_dir, filename),
+            lambda tmp: save(out_dir, os.path.basename(tmp), save_optimizer=save_optimizer,
+                             save_param_scheduler=save_param_scheduler, meta=meta,
+                             by_epoch=by_epoch),
+        )
 
     def _check_finite_weights(self, filename: str) -> None:
         model = self.model.module if is_model_wrapper(self.model) else self.model

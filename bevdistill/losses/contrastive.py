@@ -258,37 +258,16 @@ class SpatialContrastiveLoss(nn.Module):
                 f"{tuple(student_map.shape)}, teacher {tuple(teacher_map.shape)}"
             )
         student_map, teacher_map = as_fp32(student_map), as_fp32(teacher_map)
-        coords = self.draw_coords(
-            student_map.shape[0], teacher_map.shape[-2:], foreground, generator,
-            device=teacher_map.device, dtype=student_map.dtype,
-        )
-        if coords is None:
+        ht, wt = teacher_map.shape[-2:]
+        idx = self.draw_cell_indices(student_map.shape[0], (ht, wt), foreground, generator,
+                                     device=teacher_map.device)
+        if idx is None:
             return student_map.sum() * 0.0
+        coords = cell_centres(ht, wt, device=idx.device, dtype=student_map.dtype)[idx]
         with full_precision(student_map):
             return self.cell_loss(
                 sample_cells(student_map, coords), sample_cells(teacher_map, coords)
             )
-
-    def draw_coords(
-        self,
-        batch: int,
-        teacher_size: tuple[int, int] | torch.Size,
-        foreground: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> torch.Tensor | None:
-        """Normalised coordinates ``[B, K, 2]`` of the cells to contrast (teacher cell centres).
-
-        None (with a one-time warning) when the teacher grid has fewer than 2 cells. Together
-        with :meth:`cell_loss` this lets a caller read and project only the K sampled cells
-        instead of whole maps (what :class:`~bevdistill.BEVFusionDistillationLoss` does).
-        """
-        ht, wt = int(teacher_size[0]), int(teacher_size[1])
-        idx = self.draw_cell_indices(batch, (ht, wt), foreground, generator, device)
-        if idx is None:
-            return None
-        return cell_centres(ht, wt, device=idx.device, dtype=dtype)[idx]
 
     def draw_cell_indices(
         self,
@@ -298,7 +277,12 @@ class SpatialContrastiveLoss(nn.Module):
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
     ) -> torch.Tensor | None:
-        """Flat (row-major) indices ``[B, K]`` of the teacher cells :meth:`draw_coords` reads."""
+        """Flat (row-major) indices ``[B, K]`` of the teacher cells to contrast.
+
+        None (with a one-time warning) when the teacher grid has fewer than 2 cells. Together
+        with :meth:`cell_loss` this lets a caller read and project only the K sampled cells
+        instead of whole maps (what :class:`~bevdistill.BEVFusionDistillationLoss` does).
+        """
         ht, wt = int(teacher_size[0]), int(teacher_size[1])
         n_cells = ht * wt
         if n_cells < 2:

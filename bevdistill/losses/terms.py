@@ -304,7 +304,7 @@ class DistillationTerm(nn.Module):
                 foreground: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         factor = self.weight * (self.schedule.factor(current_iteration()) if self.schedule else 1.0)
         out: dict[str, torch.Tensor] = {}
-        for pair, key in zip(self.pairs, self.loss_keys):
+        for pair, key in zip(self.pairs, self.loss_keys, strict=True):
             loss = self.losses[module_key(pair.label)]
             s = self._input(student_features, pair.student, "student", loss)
             t = self._input(teacher_features, pair.teacher, "teacher", loss).detach()

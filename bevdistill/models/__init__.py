@@ -13,6 +13,7 @@ _EXPORTS = {
     "PillarBEVDetector": "bevdistill.models.detector",
     "build_detector": "bevdistill.models.build",
     "preset_path": "bevdistill.models.build",
+    "list_presets": "bevdistill.models.build",
     "load_config": "bevdistill.models.build",
     "PRESETS": "bevdistill.models.build",
     "BEVGrid": "bevdistill.models.geometry",

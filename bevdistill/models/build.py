@@ -1,4 +1,8 @@
-"""Build a detector from a preset name, a config file, an mmengine ``Config`` or a dict."""
+"""Build a detector from a preset name, a config file, an mmengine ``Config`` or a dict.
+
+A preset is a config file ``bevdistill/configs/<name>.py`` and nothing else: adding a file
+there adds the preset ``<name>``; no table lists them.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,31 @@ import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from mmengine.config import Config
 from mmengine.registry import MODELS
 from torch import nn
 
-from bevdistill.models import detector  # noqa: F401 (registers the detector and its parts)
-
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-PRESETS: tuple[str, ...] = ("teacher", "student", "bevfusion_scale")
+
+
+def list_presets() -> tuple[str, ...]:
+    """The preset names: one per ``bevdistill/configs/<name>.py`` (``_``-prefixed files excluded)."""
+    return tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_")))
+
+
+PRESETS: tuple[str, ...] = list_presets()  # the names at import time, read from the files
 
 
 def preset_path(name: str) -> Path:
     """Path of a shipped preset config, e.g. ``preset_path('teacher')``."""
-    if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; choose one of {list(PRESETS)} or pass a config path")
+    presets = list_presets()
+    if name not in presets:
+        raise KeyError(
+            f"unknown preset {name!r}; the presets are the config files in {CONFIG_DIR}: "
+            f"{', '.join(presets)}. Pass one of those names or the path of a config file"
+        )
     return CONFIG_DIR / f"{name}.py"
 
 
@@ -31,12 +45,14 @@ def load_config(cfg: str | os.PathLike | Mapping | Config) -> Config | Mapping:
         return cfg
     if isinstance(cfg, (str, os.PathLike)):
         text = os.fspath(cfg)
-        if text in PRESETS:
+        presets = list_presets()
+        if text in presets:
             return Config.fromfile(preset_path(text))
         if os.path.isfile(text):
             return Config.fromfile(text)
         raise KeyError(
-            f"{text!r} is neither a preset ({', '.join(PRESETS)}) nor an existing config file"
+            f"{text!r} is neither a preset ({', '.join(presets)}: the config files in "
+            f"{CONFIG_DIR}) nor an existing config file"
         )
     raise TypeError(
         f"a detector config must be a preset name, a path, a Config or a dict, got {type(cfg).__name__}"
@@ -58,4 +74,26 @@ def model_config(cfg: str | os.PathLike | Mapping | Config) -> dict:
 
 def build_detector(cfg: str | os.PathLike | Mapping | Config) -> nn.Module:
     """Build ``cfg``'s model through mmengine's ``MODELS`` registry, e.g. ``build_detector('student')``."""
+    from bevdistill.models import detector  # noqa: F401 (registers the detector and its parts)
+
     return MODELS.build(model_config(cfg))
+
+
+def build_model(spec: Any, role: str = "model") -> nn.Module:
+    """An ``nn.Module`` from a module, a preset name, a config path, a dict or a ``Config``.
+
+    Anything but a module goes through :func:`bevdistill.models.build_detector`, which
+    understands the project's presets (config files in ``bevdistill/configs``) and
+    ``dict(type=..., ...)`` configs registered in mmengine's ``MODELS``.
+    """
+    if isinstance(spec, nn.Module):
+        return spec
+    if isinstance(spec, (str, os.PathLike, Mapping, Config)):
+        model = build_detector(spec)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"the {role} config built a {type(model).__name__}, not an nn.Module")
+        return model
+    raise TypeError(
+        f"{role} must be an nn.Module, a preset name, a config path, a dict or an mmengine "
+        f"Config; got {type(spec).__name__}"
+    )

@@ -2,7 +2,8 @@
 
 * :mod:`bevdistill.viz.bev`: point clouds from above with ground-truth and predicted boxes;
 * :mod:`bevdistill.viz.features`: channel grids, mean/max over channels per layer, teacher vs
-  student attention maps and their difference, and a per-scene feature cache;
+  student attention maps and their difference;
+* :mod:`bevdistill.viz.feature_cache`: hooked features of one forward, and a per-scene cache;
 * :mod:`bevdistill.viz.analysis`: the measurements behind the pictures (occupancy, the
   response to empty space, checkerboards, attention shares and gradients, temperature sweeps);
 * :mod:`bevdistill.viz.widgets`: ipywidgets explorers (scene, layer, channel) for JupyterLab;
@@ -39,9 +40,9 @@ _EXPORTS = {
     "cell_of": "bevdistill.viz.features",
     "similarity_map": "bevdistill.viz.features",
     "plot_similarity": "bevdistill.viz.features",
-    "capture": "bevdistill.viz.features",
-    "FeatureCache": "bevdistill.viz.features",
-    "SceneCapture": "bevdistill.viz.features",
+    "capture": "bevdistill.viz.feature_cache",
+    "FeatureCache": "bevdistill.viz.feature_cache",
+    "SceneCapture": "bevdistill.viz.feature_cache",
     # measurements behind the pictures
     "occupancy": "bevdistill.viz.analysis",
     "box_mask": "bevdistill.viz.analysis",

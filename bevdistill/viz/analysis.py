@@ -29,7 +29,7 @@ from bevdistill.data.geometry import bev_corners
 from bevdistill.losses.attention import AttentionTransferLoss
 from bevdistill.losses.contrastive import ContrastiveLoss, symmetric_info_nce
 from bevdistill.viz.bev import to_numpy
-from bevdistill.viz.features import _sample, attention_maps, feature_map
+from bevdistill.viz.features import attention_maps, feature_map, sample_of
 
 
 def occupancy(scatter_map: Any, shape: Sequence[int] | None = None, sample: int = 0) -> np.ndarray:
@@ -40,7 +40,7 @@ def occupancy(scatter_map: Any, shape: Sequence[int] | None = None, sample: int 
     Area averaging brings the 0/1 map to a coarser grid (1: every pillar under the cell has
     points, 0: none has).
     """
-    x = _sample(feature_map(scatter_map, what="scatter map"), sample)
+    x = sample_of(feature_map(scatter_map, what="scatter map"), sample)
     occupied = (x.abs().amax(dim=0) > 0).float()[None, None]
     if shape is not None:
         occupied = resize_bev(occupied, (int(shape[0]), int(shape[1])))
@@ -98,7 +98,7 @@ def parity_means(value: Any, sample: int = 0) -> np.ndarray:
     from the same input cell with a different slice of its kernel, so on a uniform input the
     four positions differ systematically: a checkerboard (or stripes).
     """
-    m = _sample(feature_map(value), sample).mean(dim=0)
+    m = sample_of(feature_map(value), sample).mean(dim=0)
     return np.array([[float(m[r::2, c::2].mean()) for c in (0, 1)] for r in (0, 1)])
 
 
@@ -150,7 +150,7 @@ def attention_gradient_map(
     t = feature_map(teacher, what="teacher feature")
     value = fn(s, t) if mask is None else fn(s, t, mask)
     (grad,) = torch.autograd.grad(value, s)
-    return _sample(grad, sample).norm(dim=0).numpy()
+    return sample_of(grad, sample).norm(dim=0).numpy()
 
 
 def temperature_sweep(

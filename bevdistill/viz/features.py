@@ -4,6 +4,9 @@ Feature maps are ``[B, C, H, W]`` with rows along y and columns along x (see
 :mod:`bevdistill.viz.bev`), drawn with ``origin='lower'`` over the model's point-cloud range,
 so ground-truth boxes can be drawn on top and land on their objects.
 
+Running a model to get the maps is :mod:`bevdistill.viz.feature_cache`'s job; this module only
+turns maps into numbers and pictures.
+
 The attention maps are exactly what :class:`~bevdistill.AttentionTransferLoss` compares:
 ``mean_c F^2`` per cell, both maps area-pooled to the smaller grid, each L2-normalised over the
 cells. The difference panel is ``student - teacher`` of those unit maps, and its squared sum is
@@ -13,16 +16,13 @@ the loss of that sample.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from bevdistill.bev_grid import resize_bev
-from bevdistill.capture import DEFAULT_HOOK_POINTS, FeatureRecorder
 from bevdistill.losses.attention import attention_map
 from bevdistill.viz._deps import pyplot
 from bevdistill.viz.bev import draw_boxes, to_numpy
@@ -48,7 +48,8 @@ def feature_map(value: Any, index: int = -1, what: str = "feature") -> torch.Ten
     return value.detach().float().cpu()
 
 
-def _sample(fmap: torch.Tensor, sample: int) -> torch.Tensor:
+def sample_of(fmap: torch.Tensor, sample: int) -> torch.Tensor:
+    """One sample of a batch of maps, with an error naming the batch size when out of range."""
     if not -fmap.shape[0] <= sample < fmap.shape[0]:
         raise IndexError(f"sample {sample} out of range for a batch of {fmap.shape[0]}")
     return fmap[sample]
@@ -60,7 +61,7 @@ def channel_summary(value: Any, sample: int = 0) -> tuple[np.ndarray, np.ndarray
     The mean shows where the layer is active overall; the max shows cells where any single
     channel fires strongly (a detector channel for one object type, say).
     """
-    x = _sample(feature_map(value), sample)
+    x = sample_of(feature_map(value), sample)
     return x.mean(dim=0).numpy(), x.amax(dim=0).numpy()
 
 
@@ -70,7 +71,7 @@ def active_channels(value: Any, k: int = 16, sample: int = 0) -> list[int]:
     Many channels of a ReLU network are silent on a given scene; a grid of the first 16 would
     show mostly blank squares.
     """
-    x = _sample(feature_map(value), sample)
+    x = sample_of(feature_map(value), sample)
     score = x.abs().flatten(1).mean(dim=1)
     return torch.argsort(score, descending=True)[: min(k, len(score))].tolist()
 
@@ -119,8 +120,8 @@ def attention_maps(
         result = {k: v.numpy() for k, v in out.items()}
         result["loss"] = float(per_sample.mean())
     else:
-        result = {k: _sample(v, sample).numpy() for k, v in out.items()}
-        result["loss"] = float(_sample(per_sample, sample))
+        result = {k: sample_of(v, sample).numpy() for k, v in out.items()}
+        result["loss"] = float(sample_of(per_sample, sample))
     result["grid"] = size
     return result
 
@@ -142,7 +143,7 @@ def similarity_map(value: Any, cell: Sequence[int], sample: int = 0, centre: boo
     ``centre`` subtracts the map's mean vector first: after a ReLU every vector has a large
     shared positive part, which would make all cells look alike.
     """
-    x = _sample(feature_map(value), sample)
+    x = sample_of(feature_map(value), sample)
     if centre:
         x = x - x.flatten(1).mean(dim=1)[:, None, None]
     row, col = int(cell[0]), int(cell[1])
@@ -187,11 +188,8 @@ def plot_bev_map(
     image = ax.imshow(arr, origin="lower", extent=extent, interpolation="nearest", **kwargs)
     if points is not None and extent is not None:
         _overlay_points(ax, points, extent, point_colour, max_points)
-    if boxes is not None and extent is not None and len(to_numpy(boxes)):
-        # White outlines on the dark colour scales, black ones on the white centre of a difference.
-        draw_boxes(ax, boxes, labels, linewidth=0.7, colour="black" if symmetric else "white")
-        ax.set_xlim(extent[0], extent[1])
-        ax.set_ylim(extent[2], extent[3])
+    # White outlines on the dark colour scales, black ones on the white centre of a difference.
+    _draw_footprints(ax, boxes, labels, extent, 0.7, "black" if symmetric else "white")
     if title:
         ax.set_title(title, fontsize=9)
     ax.set_xticks([])
@@ -199,6 +197,16 @@ def plot_bev_map(
     if colorbar:
         ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
     return image
+
+
+def _draw_footprints(ax, boxes: Any, labels: Any, extent: Sequence[float] | None,
+                     linewidth: float, colour: str) -> None:
+    """Ground-truth footprints over a map; the limits are reset so boxes cannot widen the view."""
+    if boxes is None or extent is None or not len(to_numpy(boxes)):
+        return
+    draw_boxes(ax, boxes, labels, linewidth=linewidth, colour=colour)
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
 
 
 def _overlay_points(ax, points: Any, extent: Sequence[float], colour: str, max_points: int) -> None:
@@ -235,7 +243,7 @@ def plot_channel_grid(
     footprints on every panel. Returns the figure.
     """
     plt = pyplot()
-    x = _sample(feature_map(value), sample)
+    x = sample_of(feature_map(value), sample)
     chosen = list(channels) if channels is not None else active_channels(value, 16, sample)
     bad = [c for c in chosen if not 0 <= c < x.shape[0]]
     if bad:
@@ -248,10 +256,7 @@ def plot_channel_grid(
     for ax, c in zip(axes.flat, chosen, strict=False):  # extra panels stay blank
         image = ax.imshow(x[c].numpy(), origin="lower", extent=extent, cmap="viridis",
                           interpolation="nearest")
-        if boxes is not None and extent is not None and len(to_numpy(boxes)):
-            draw_boxes(ax, boxes, labels, linewidth=0.5, colour="white")
-            ax.set_xlim(extent[0], extent[1])
-            ax.set_ylim(extent[2], extent[3])
+        _draw_footprints(ax, boxes, labels, extent, 0.5, "white")
         if colorbar:
             bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
             bar.ax.tick_params(labelsize=5)
@@ -352,109 +357,3 @@ def plot_similarity(
                          cmap="viridis", title=title)
     ax.plot([xy[0]], [xy[1]], marker="x", color="red", ms=9, mew=2)
     return image
-
-
-def capture(
-    model: nn.Module,
-    inputs: dict,
-    data_samples: Any = None,
-    *,
-    mode: str = "tensor",
-    hook_points: Sequence[str] = DEFAULT_HOOK_POINTS,
-    select: Mapping[str, int] | None = None,
-    keep_graph: bool = False,
-) -> tuple[Any, dict[str, torch.Tensor]]:
-    """Run ``model(inputs, data_samples, mode=mode)`` once; return ``(result, {layer: map})``.
-
-    One map per layer, ready for the losses: a tuple output gives its element ``select[layer]``
-    (default: the last, e.g. the coarsest backbone scale), a one-element list is unwrapped.
-    ``keep_graph=False`` (a teacher, or pictures) runs under ``torch.no_grad``; ``True`` keeps
-    the autograd graph so a loss on the maps trains the model. The model's train/eval mode is
-    left as it is, and the hooks are removed before returning.
-    """
-    points = tuple(hook_points)
-    select = dict(select) if select is not None else {}
-    with FeatureRecorder(model, points, select=select, detach=not keep_graph) as rec:
-        with torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()), rec.recording() as raw:
-            result = model(inputs, data_samples, mode=mode)
-        features = {}
-        for name, value in raw.items():
-            if isinstance(value, (tuple, list)):
-                value = value[0] if len(value) == 1 else value[-1]
-            features[name] = value
-    return result, features
-
-
-# --- features of dataset scenes, computed once ---------------------------------------------------
-
-
-@dataclass
-class SceneCapture:
-    """What one forward of a model on one dataset item gave."""
-
-    index: int
-    item: dict
-    features: dict[str, Any]
-    predictions: dict[str, torch.Tensor] | None = None
-    seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class FeatureCache:
-    """Hooked features (and predictions) of ``model`` on ``dataset[index]``, computed once each.
-
-    The explorers ask for the same scene many times while a learner moves a channel slider;
-    one forward per scene keeps them responsive. The model runs in eval mode under
-    ``torch.no_grad``; its own train/eval flag is restored afterwards, and the hooks are removed
-    after every forward. With no ``hook_points`` it records predictions only.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        dataset: Any,
-        hook_points: Sequence[str] = DEFAULT_HOOK_POINTS,
-        select: Mapping[str, int] | None = None,
-        predict: bool = True,
-    ):
-        self.model = model
-        self.dataset = dataset
-        self.hook_points = tuple(hook_points)
-        self.select = dict(select or {})
-        self.predict = predict
-        self._cache: dict[int, SceneCapture] = {}
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __call__(self, index: int) -> SceneCapture:
-        index = int(index)
-        if index not in self._cache:
-            self._cache[index] = self._run(index)
-        return self._cache[index]
-
-    def _run(self, index: int) -> SceneCapture:
-        import time
-
-        item = self.dataset[index]
-        inputs = {"points": [item["inputs"]["points"]]}
-        was_training = self.model.training
-        self.model.eval()
-        start = time.perf_counter()
-        try:
-            if not self.hook_points:  # predictions only (a scene explorer needs no features)
-                with torch.no_grad():
-                    preds = self.model.predict(inputs, [item["data_samples"]])[0]
-                features = {}
-            else:
-                with FeatureRecorder(self.model, self.hook_points, select=self.select, detach=True) as rec:
-                    with torch.no_grad(), rec.recording() as captured:
-                        if self.predict:
-                            preds = self.model.predict(inputs, [item["data_samples"]])[0]
-                        else:
-                            preds = None
-                            self.model(inputs, None, mode="tensor")
-                    features = dict(captured)
-        finally:
-            self.model.train(was_training)
-        return SceneCapture(index, item, features, preds, time.perf_counter() - start)

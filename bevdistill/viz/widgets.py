@@ -20,8 +20,8 @@ from torch import nn
 from bevdistill.capture import DEFAULT_HOOK_POINTS
 from bevdistill.viz._deps import ipywidgets, pyplot
 from bevdistill.viz.bev import bev_extent, plot_bev, plot_detections, to_numpy
+from bevdistill.viz.feature_cache import FeatureCache
 from bevdistill.viz.features import (
-    FeatureCache,
     feature_map,
     plot_attention_comparison,
     plot_bev_map,
