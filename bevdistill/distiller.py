@@ -159,6 +159,13 @@ class Distiller(BaseModel):
         the layers of extra terms."""
         return self.hooks["student"]
 
+    def captured(self, role: str) -> dict[str, Any]:
+        """What ``role``'s ('student' or 'teacher') hooks recorded in the latest step."""
+        recorders = {"student": self._student_rec, "teacher": self._teacher_rec}
+        if role not in recorders:
+            raise ValueError(f"role must be 'student' or 'teacher', got {role!r}")
+        return dict(recorders[role].features)
+
     @property
     def loss_keys(self) -> tuple[str, ...]:
         """The distillation keys a step can return (``loss_<term>.<layer>``), from the built terms."""

@@ -352,7 +352,7 @@ def test_response_kd_can_be_disabled(how):
     kwargs = {"kd_hook": None} if how == "kd_hook" else {"distill": {"alpha_kd": 0.0}}
     d = make_distiller(**kwargs)
     assert d.kd_hook is None
-    assert "bbox_head.heatmap_head" not in d._student_rec.hook_points
+    assert "bbox_head.heatmap_head" not in d.hooks["student"]
     assert not any(k.startswith("loss_kd") for k in d.loss(*batch()))
 
 

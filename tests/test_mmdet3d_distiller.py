@@ -89,7 +89,7 @@ def test_every_hook_point_fires_with_the_expected_shapes(cfg, teacher_ckpt, fram
             assert tuple(as_feature(name, feats[name], side).shape) == shape, (side, name)
         heatmaps = feats["pts_bbox_head"]  # CenterHead: one list of dicts per task
         assert len(heatmaps) == 6
-    assert not d._teacher_rec.features["pts_neck"][0].requires_grad
+    assert not d.captured("teacher")["pts_neck"][0].requires_grad
     assert d._student_rec.features["pts_neck"][0].requires_grad
     expected = {f"{term}.{layer}" for term in ("loss_crd", "loss_at") for layer in STUDENT_SHAPES}
     assert expected | {"loss_kd.heatmap"} <= set(losses)

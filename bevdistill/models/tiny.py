@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bevdistill.example_inputs import random_points
+
 POINT_FEATURES = 5  # x, y, z, intensity, ring: nuScenes' layout
 
 
@@ -159,14 +161,11 @@ def random_batch(
     extent: float = 25.6,
     seed: int = 0,
 ) -> tuple[dict, list[dict]]:
-    """Random points in the grid's range plus random sparse heatmap targets, for tests and demos."""
-    g = torch.Generator().manual_seed(seed)
-    points = []
-    for _ in range(batch_size):
-        xy = (torch.rand(num_points, 2, generator=g) * 2 - 1) * extent
-        z = torch.randn(num_points, 1, generator=g) - 1.0
-        rest = torch.rand(num_points, 2, generator=g) * torch.tensor([255.0, 31.0])
-        points.append(torch.cat([xy, z, rest], dim=1))
+    """Random points in the grid's range (:func:`bevdistill.example_inputs.random_points`) plus
+    random sparse heatmap targets, for tests and demos."""
+    points = random_points((-extent, -extent, -3.0, extent, extent, 1.0), batch_size, num_points,
+                           seed)
+    g = torch.Generator().manual_seed(seed + 1)
     samples = []
     for _ in range(batch_size):
         heatmap = torch.zeros(num_classes, *grid)
