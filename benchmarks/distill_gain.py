@@ -56,6 +56,13 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "two_sensor": dict(student="train_student_16beam", distill="distill_64to16beam",
                        teacher="train_teacher_64beam", teacher_ckpt=ASSETS / "teacher_64beam.pth",
                        what="64-beam teacher -> 16-beam student, same network"),
+    # Labels are scarce, scans are not: the student alone trains on the labelled scenes; the
+    # distilled student also reads the unlabelled ones, where the teacher is all it learns from.
+    "few_labels": dict(student="train_student_16beam", distill="distill_64to16beam",
+                       teacher="train_teacher_64beam", teacher_ckpt=ASSETS / "teacher_64beam.pth",
+                       labelled=200,
+                       what="64-beam teacher -> 16-beam student, same network; 200 of the "
+                            "training scenes labelled, the rest unlabelled"),
     "compression": dict(student="train_student", distill="distill", teacher="train_teacher",
                         teacher_ckpt=ASSETS / "teacher.pth",
                         what="wide 0.25 m teacher -> narrow 0.5 m student, same sensor"),
@@ -105,10 +112,15 @@ def train_command(scenario: dict, preset: dict, option: str, seed: int, work_dir
         "schedule.max_keep_ckpts": -1,  # the equal-budget checkpoint is scored at the end
         "schedule.log_interval": max(1, min(50, preset["iters"])),
     }
+    labelled = scenario.get("labelled")
     if overrides is None:
         head = ["train", "student", scenario["student"]]
+        if labelled is not None:  # alone, a student can only learn from labelled scenes
+            args["train_dataset.num_samples"] = labelled
     else:
         head = ["distill", scenario["distill"]]
+        if labelled is not None:
+            args["train_dataset.labelled_samples"] = labelled
         args.update(overrides)
         if teacher_ckpt is not None:
             args["model.teacher_ckpt"] = teacher_ckpt
@@ -242,7 +254,8 @@ def _env(preset: dict) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenario", choices=("two_sensor", "compression"), default="two_sensor")
+    parser.add_argument("--scenario", choices=("two_sensor", "few_labels", "compression"),
+                        default="two_sensor")
     parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--smoke", action="store_true", help="CI models, 4 iterations, 1 seed")
     parser.add_argument("--iters", type=int, help="iterations per run (default: the preset's)")

@@ -133,3 +133,20 @@ def test_distill_gain_reruns_a_run_of_another_commit(tmp_path, capsys):
     assert second["reused"] is False and second["commit"] == prov["commit"]
     assert "made by commit 0000" in capsys.readouterr().out
     assert (tmp_path / "run.stale-1" / PROVENANCE).is_file()  # the old run is kept, not deleted
+
+
+def test_few_labels_trains_the_student_alone_on_the_labelled_scenes_only(tmp_path):
+    """The baseline sees the 200 labelled scenes; the distilled student sees every scene, the
+    same 200 with their boxes and the rest without."""
+    scenario = distill_gain.SCENARIOS["few_labels"]
+    preset = distill_gain.PRESETS["cpu"]
+
+    def args(option):
+        cmd = distill_gain.train_command(scenario, preset, option, 0, tmp_path, tmp_path, None)
+        return dict(a.split("=", 1) for a in cmd[cmd.index("--cfg-options") + 1:])
+
+    alone, distilled = args("baseline"), args("mse_kd")
+    assert alone["train_dataset.num_samples"] == str(scenario["labelled"])
+    assert "train_dataset.labelled_samples" not in alone
+    assert distilled["train_dataset.num_samples"] == str(preset["train_samples"])
+    assert distilled["train_dataset.labelled_samples"] == str(scenario["labelled"])

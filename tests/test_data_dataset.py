@@ -243,3 +243,24 @@ def test_collate_keeps_the_teacher_scans_and_refuses_a_mix():
     single = SyntheticBEVDataset(num_samples=1, point_cloud_range=WIDE, lidar=SPARSE)
     with pytest.raises(ValueError, match="teacher_lidar"):
         bev_collate([both[0], single[0]])
+
+
+def test_labelled_samples_keeps_the_boxes_of_the_first_scenes_only():
+    full = SyntheticBEVDataset("train", num_samples=6, seed=0)
+    few = SyntheticBEVDataset("train", num_samples=6, seed=0, labelled_samples=2)
+    # items alternate labelled and unlabelled scenes: half of every epoch has labels
+    assert [few.scene_of(i) for i in range(6)] == [0, 2, 1, 3, 0, 4]
+    assert [full.scene_of(i) for i in range(6)] == list(range(6))
+    for i in range(6):
+        scene = few.scene_of(i)
+        a, b = full[scene], few[i]
+        assert torch.equal(a["inputs"]["points"], b["inputs"]["points"])  # the same scan
+        assert b["data_samples"]["sample_idx"] == scene and a["data_samples"]["labelled"] is True
+        if scene < 2:
+            assert b["data_samples"]["labelled"] is True
+            assert len(b["data_samples"]["gt_boxes"]) > 0
+        else:
+            assert b["data_samples"]["labelled"] is False
+            assert len(a["data_samples"]["gt_boxes"]) > 0 == len(b["data_samples"]["gt_boxes"])
+    with pytest.raises(ValueError, match="labelled_samples must lie in"):
+        SyntheticBEVDataset("train", num_samples=4, labelled_samples=5)

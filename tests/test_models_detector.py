@@ -317,3 +317,18 @@ def test_a_batch_of_the_synthetic_world_trains_and_predicts():
     model.eval()
     preds = model.val_step(batch)
     assert len(preds) == 2 and preds[0]["boxes"].shape[1] == 7
+
+
+def test_unlabelled_samples_add_no_detection_loss(model):
+    inputs, samples = toy_batch(2, seed=7, **SCENE)
+    model.train()
+    torch.manual_seed(0)
+    preds = model.bbox_head(model.extract_feat(inputs))
+    first_only = model.bbox_head.loss({k: v[:1] for k, v in preds.items()}, samples[:1])
+    mixed = model.bbox_head.loss(preds, [samples[0], {**samples[1], "labelled": False}])
+    for key in first_only:
+        assert torch.allclose(first_only[key], mixed[key]), key
+    none = model.bbox_head.loss(preds, [{**s, "labelled": False} for s in samples])
+    assert all(float(v) == 0.0 and v.requires_grad for v in none.values())
+    full = model.bbox_head.loss(preds, samples)
+    assert not torch.allclose(full["loss_heatmap"], first_only["loss_heatmap"])

@@ -90,6 +90,7 @@ class _LidarBEVDataset(Dataset):
         self.epoch = 0
         self.cache = bool(cache)
         self._cache: dict[int, dict] = {}
+        self.labelled_samples: int | None = None
 
     @property
     def metainfo(self) -> dict:
@@ -119,7 +120,8 @@ class _LidarBEVDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         index = int(index)
-        raw = self.raw_sample(index)
+        scene = self.scene_of(index)
+        raw = self.raw_sample(scene)
         views = {"points": raw["points"]}
         if "teacher_points" in raw:
             if self.view == "teacher":
@@ -143,6 +145,9 @@ class _LidarBEVDataset(Dataset):
         visible = raw["num_points"] >= self.min_points
         if not self.keep_invisible:
             keep &= visible
+        labelled = self.is_labelled(scene)
+        if not labelled:  # an unlabelled scene carries no box at all: nothing can leak
+            keep &= False
         sample = {
             "gt_boxes": torch.from_numpy(np.ascontiguousarray(boxes[keep], dtype=np.float32)),
             "gt_labels": torch.from_numpy(raw["gt_labels"][keep].astype(np.int64)),
@@ -151,8 +156,23 @@ class _LidarBEVDataset(Dataset):
             "sample_idx": raw["sample_idx"],
             "source": raw["source"],
             "seed": raw["seed"],
+            "labelled": labelled,
         }
         return {"inputs": inputs, "data_samples": sample}
+
+    def is_labelled(self, scene: int) -> bool:
+        """Whether ``scene`` comes with its boxes (see ``labelled_samples``)."""
+        return self.labelled_samples is None or scene < self.labelled_samples
+
+    def scene_of(self, index: int) -> int:
+        """The scene item ``index`` shows. With some scenes unlabelled, even items cycle
+        through the labelled scenes and odd items through the unlabelled ones, so that half of
+        every batch, on average, has labels however few scenes do."""
+        n, m = self.labelled_samples, len(self)
+        if n is None or n in (0, m):
+            return index
+        half = index // 2
+        return half % n if index % 2 == 0 else n + half % (m - n)
 
 
 @DATASETS.register_module()
@@ -172,6 +192,11 @@ class SyntheticBEVDataset(_LidarBEVDataset):
     scan sees (see :func:`~bevdistill.data.simulate_sample`). ``view="teacher"`` puts the rich
     scan in ``inputs["points"]`` instead (to train or evaluate the teacher on it), with the
     same labels.
+
+    ``labelled_samples=N`` keeps the boxes of the first N scenes only: the others are
+    unlabelled (no boxes, ``labelled=False``), which a detector's loss skips and distillation
+    still uses. The first N scenes are the ones a run with ``num_samples=N`` trains on. Items
+    alternate between labelled and unlabelled scenes (:meth:`scene_of`).
     """
 
     source = "synthetic"
@@ -191,14 +216,19 @@ class SyntheticBEVDataset(_LidarBEVDataset):
         cache_dir: str | os.PathLike | None = None,
         teacher_lidar: dict | None = None,
         view: str = "student",
+        labelled_samples: int | None = None,
     ):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if labelled_samples is not None and not 0 <= labelled_samples <= num_samples:
+            raise ValueError(f"labelled_samples must lie in [0, num_samples={num_samples}], "
+                             f"got {labelled_samples}")
         self.split = split
         self.world_seed = split_world_seed(seed, split)
         super().__init__(point_cloud_range, augment, min_points, keep_invisible,
                          aug_seed=self.world_seed, cache=cache, view=view)
         self.num_samples = int(num_samples)
+        self.labelled_samples = None if labelled_samples is None else int(labelled_samples)
         self.scene_config = SceneConfig.from_dict(scene)
         self.simulator = LidarSimulator(lidar)
         self.teacher_simulator = LidarSimulator(teacher_lidar) if teacher_lidar else None

@@ -145,6 +145,15 @@ class CenterPointHead(nn.Module):
                 f"loss needs one data sample per input ({heatmap.shape[0]}), got "
                 f"{None if data_samples is None else len(data_samples)}"
             )
+        labelled = [not isinstance(s, Mapping) or bool(s.get("labelled", True)) for s in data_samples]
+        if not all(labelled):  # unlabelled scenes (distillation only) add no detection loss
+            if not any(labelled):
+                zero = sum(p.sum() for p in preds.values()) * 0.0  # keeps the graph connected
+                return {"loss_heatmap": zero, "loss_bbox": zero}
+            keep = torch.tensor([i for i, x in enumerate(labelled) if x], device=heatmap.device)
+            preds = {k: v.index_select(0, keep) for k, v in preds.items()}
+            heatmap = preds["heatmap"]
+            data_samples = [s for s, x in zip(data_samples, labelled, strict=True) if x]
         targets = self.get_targets(data_samples, heatmap.device)
         focal, num_peaks = gaussian_focal_loss(heatmap, torch.stack([t.heatmap for t in targets]))
         loss_heatmap = focal / num_peaks.clamp_min(1.0)
