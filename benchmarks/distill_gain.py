@@ -175,7 +175,9 @@ def summarise(scenario: str, option_seeds: dict[str, list[int]],
                 gain = mean - base_mean
                 spread = max(std, base_std)
                 row.update(gain=gain, seed_spread=spread,
-                           gain_exceeds_2x_spread=option != "baseline" and gain > 2 * spread,
+                           # one seed has no spread to exceed: never counted as significant
+                           gain_exceeds_2x_spread=(option != "baseline" and len(seeds) > 1
+                                                   and gain > 2 * spread),
                            teacher_mAP=t["mAP"] if t else None, gap_recovered=None)
                 if t and t["mAP"] != base_mean:
                     row["gap_recovered"] = gain / (t["mAP"] - base_mean)

@@ -71,6 +71,7 @@ _EXPORTS = {
     "plot_gain_curves": "bevdistill.viz.gain",
     "plot_class_bars": "bevdistill.viz.gain",
     "scenario_rows": "bevdistill.viz.gain",
+    "show_gain": "bevdistill.viz.gain",
     "found_by_points": "bevdistill.viz.gain",
 }
 

@@ -230,3 +230,40 @@ def found_by_points(dataset, models: Mapping[str, tuple[Any, str]], num_scenes: 
             row[f"found by {name}"] = f"{found.mean():.0%}" if inside.any() else "-"
         rows.append(row)
     return rows
+
+
+def show_gain(result_name: str) -> Mapping[str, Any]:
+    """Display every scenario of one distill_gain result file (in a notebook or the book):
+    where it came from, its curves, per-class bars and tables."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    result = _result(result_name)
+    for name, sc in result["scenarios"].items():
+        prov = sc["provenance"]
+        best = chosen_option(result, name)
+        runs = [r for r in result["runs"] if r["scenario"] == name]
+        commits = sorted({r["commit"][:10] for r in runs})
+        display(Markdown(
+            f"### Scenario `{name}`: {sc['what']}\n\n"
+            f"From `benchmarks/results/{result_name}.json`. Reproduce with "
+            f"`{portable_command(prov['command'])}`. Its {len(runs)} runs (training "
+            f"runs and held-out scorings) took {sum(r['duration_s'] for r in runs) / 60:.0f} "
+            f"minutes in all on a {prov['machine']['cpu_count']}-core CPU, all at "
+            f"commit `{', '.join(commits)}`, "
+            f"{'some from a tree with uncommitted changes' if any(r['dirty'] for r in runs) else 'clean tree'}"
+            f" (the JSON lists each run, when it started and whether a later invocation reused "
+            f"it). Budget: {sc['budget']['iters']} iterations of batch "
+            f"{sc['budget']['batch_size']} on {sc['budget']['train_samples']} training scenes; "
+            f"{sc['budget']['tune_samples']} tuning and {sc['budget']['test_samples']} held-out "
+            f"scenes. Option chosen on the tuning split: **{best}**."))
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        plot_gain_curves(result, name, ax=axes[0])
+        if best:
+            plot_class_bars(result, name, best, ax=axes[1])
+            axes[1].set_title("held-out split, full schedule", fontsize=10)
+        plt.show()
+        display(Markdown("**Held-out (test) split**\n\n" + gain_table(result, name, "test")))
+        display(Markdown("**Tuning split** (what the options were chosen on)\n\n"
+                         + gain_table(result, name, "val")))
+    return result
