@@ -17,29 +17,15 @@ import nbformat
 import pytest
 import yaml
 
+from bevdistill.exercises.steps import STEPS
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-EXPECTED = [
-    "01_feature_hooks",
-    "02_projection",
-    "03_contrastive_loss",
-    "04_attention_transfer",
-    "05_distillation_loss",
-    "06_build_and_distill",
-]
+EXPECTED = [Path(step.notebook).stem for step in STEPS]
 # The checker of each exercise, by the name its stub defines; notebooks 5 and 6 have two parts.
-CHECKERS = {
-    "MyDistillationWrapper": "check_wrapper",
-    "MyProjectionMLP": "check_projection",
-    "MyContrastiveLoss": "check_contrastive",
-    "MyAttentionTransferLoss": "check_attention",
-    "heatmap_kd": "check_heatmap_kd",
-    "MyDistillationLoss": "check_distillation_loss",
-    "measure_channels": "check_channels",
-    "my_build_bevfusion_distillation": "check_build",
-}
-PARTS = {"05_distillation_loss": 2, "06_build_and_distill": 2}
+CHECKERS = {ex.stub: ex.checker_name for step in STEPS for ex in step.exercises}
+PARTS = {Path(s.notebook).stem: len(s.exercises) for s in STEPS if len(s.exercises) > 1}
 CITE = re.compile(r"\{cite(?::[a-z]+)?\}`([^`]+)`")
 
 

@@ -21,19 +21,11 @@ from bevdistill.exercises.solutions import (
     show_solution,
     teaching_source,
 )
+from bevdistill.exercises.steps import EXERCISES  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-CHECKS = {
-    "step1": ("check_wrapper", "MyDistillationWrapper"),
-    "step2": ("check_projection", "MyProjectionMLP"),
-    "step3": ("check_contrastive", "MyContrastiveLoss"),
-    "step4": ("check_attention", "MyAttentionTransferLoss"),
-    "step5a": ("check_heatmap_kd", "heatmap_kd"),
-    "step5b": ("check_distillation_loss", "MyDistillationLoss"),
-    "step6a": ("check_channels", "measure_channels"),
-    "step6b": ("check_build", "my_build_bevfusion_distillation"),
-}
+CHECKS = {key: (ex.checker_name, ex.stub) for key, ex in EXERCISES.items()}
 
 
 def test_every_exercise_has_a_teaching_solution():

@@ -10,16 +10,10 @@ Usage in a notebook::
 from importlib import import_module
 
 from bevdistill.exercises._checking import CheckFailure, CheckResult, ExerciseFailed
+from bevdistill.exercises.steps import STEPS
 
 _CHECKERS = {
-    "check_wrapper": "bevdistill.exercises.step1_wrapper",
-    "check_projection": "bevdistill.exercises.step2_projection",
-    "check_contrastive": "bevdistill.exercises.step3_contrastive",
-    "check_attention": "bevdistill.exercises.step4_attention",
-    "check_heatmap_kd": "bevdistill.exercises.step5a_response",
-    "check_distillation_loss": "bevdistill.exercises.step5_loss",
-    "check_channels": "bevdistill.exercises.step6a_channels",
-    "check_build": "bevdistill.exercises.step6_build",
+    **{ex.checker_name: ex.checker.split(":")[0] for step in STEPS for ex in step.exercises},
     "show_solution": "bevdistill.exercises.solutions",
     "teaching_source": "bevdistill.exercises.solutions",
 }

@@ -23,24 +23,28 @@ import contextlib
 import io
 import math
 import os
-import signal
 import sys
 import sysconfig
-import threading
-import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bevdistill.exercises._limits import (  # noqa: F401 (re-exported)
+    DEFAULT_TIME_LIMIT_S,
+    TIME_LIMIT_ENV,
+    CaseTimedOut,
+    case_time_limit,
+    time_limit,
+    time_limits_available,
+)
+
 PASS, FAIL, TODO = "pass", "fail", "not implemented yet"
 _MARK = {PASS: "✓", FAIL: "✗", TODO: "…"}
-DEFAULT_TIME_LIMIT_S = 10.0
-TIME_LIMIT_ENV = "BEVDISTILL_CASE_TIME_LIMIT"
 
 
 class CheckFailure(AssertionError):
@@ -53,14 +57,6 @@ class CheckFailure(AssertionError):
 
 class ExerciseFailed(AssertionError):
     """Raised in strict mode (``strict=True`` or ``BEVDISTILL_STRICT=1``) when a check fails."""
-
-
-class CaseTimedOut(BaseException):
-    """Raised inside learner code when a case runs past its time limit.
-
-    A ``BaseException`` so that a learner's ``except Exception`` cannot swallow it, and not a
-    ``TimeoutError`` so that a learner's own ``TimeoutError`` is never taken for it.
-    """
 
 
 @dataclass(frozen=True)
@@ -136,59 +132,6 @@ def is_strict(strict: bool | None) -> bool:
     if strict is not None:
         return bool(strict)
     return os.environ.get("BEVDISTILL_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def case_time_limit(time_limit_s: float | None = None) -> float:
-    """Seconds each case may run: the argument, else ``BEVDISTILL_CASE_TIME_LIMIT``, else 10."""
-    if time_limit_s is not None:
-        value, source = time_limit_s, "time_limit_s"
-    elif os.environ.get(TIME_LIMIT_ENV, "").strip():
-        value, source = os.environ[TIME_LIMIT_ENV], TIME_LIMIT_ENV
-    else:
-        return DEFAULT_TIME_LIMIT_S
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ValueError(f"{source} must be a number of seconds, got {value!r}") from None
-    if not seconds > 0:
-        raise ValueError(f"{source} must be positive, got {value!r}")
-    return seconds
-
-
-def time_limits_available() -> bool:
-    """SIGALRM interrupts Python code only in the main thread, and only on POSIX systems."""
-    return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raise :class:`CaseTimedOut` in the running code after ``seconds``; restore any earlier timer.
-
-    The alarm repeats every 0.25 s until the block ends, so learner code that catches
-    everything (``except BaseException``) once is still stopped. Where no limit can be set
-    (see :func:`time_limits_available`) the block runs without one.
-    """
-    if not time_limits_available():
-        yield
-        return
-    armed = [True]
-
-    def on_alarm(signum, frame):
-        if armed[0]:
-            raise CaseTimedOut(seconds)
-
-    previous_handler = signal.signal(signal.SIGALRM, on_alarm)
-    previous_delay, previous_interval = signal.setitimer(signal.ITIMER_REAL, seconds, 0.25)
-    started = time.monotonic()
-    try:
-        yield
-    finally:
-        armed[0] = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous_handler)
-        if previous_delay > 0:  # someone else's timer (e.g. pytest-timeout) keeps running
-            remaining = max(previous_delay - (time.monotonic() - started), 1e-3)
-            signal.setitimer(signal.ITIMER_REAL, remaining, previous_interval)
 
 
 # --- where an error happened -----------------------------------------------------------------

@@ -19,37 +19,11 @@ import inspect
 from importlib import import_module
 
 from bevdistill._jupyter import in_jupyter_kernel
+from bevdistill.exercises.steps import STEPS
 
+# Derived from the one declaration of the steps (bevdistill.exercises.steps).
 # step -> (what the learner writes, the reference objects that answer it, "module:name").
-SOLUTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "step1": (
-        "BEVFusionDistillationWrapper (feature capture with forward hooks)",
-        ("bevdistill.capture:BEVFusionDistillationWrapper", "bevdistill.capture:FeatureRecorder"),
-    ),
-    "step2": (
-        "ProjectionMLP (pool, MLP with LayerNorm, L2-normalise)",
-        ("bevdistill.projection:pool_to_vector", "bevdistill.projection:ProjectionMLP"),
-    ),
-    "step3": (
-        "ContrastiveLoss (symmetric InfoNCE)",
-        ("bevdistill.losses.contrastive:symmetric_info_nce",
-         "bevdistill.losses.contrastive:ContrastiveLoss"),
-    ),
-    "step4": (
-        "AttentionTransferLoss (attention maps, area pooling, L2 normalisation)",
-        ("bevdistill.bev_grid:resize_bev", "bevdistill.losses.attention:AttentionTransferLoss"),
-    ),
-    "step5": (
-        "BEVFusionDistillationLoss (per-layer projectors and terms, response KD)",
-        ("bevdistill.losses.response:HeatmapDistillationLoss",
-         "bevdistill.losses.combined:BEVFusionDistillationLoss"),
-    ),
-    "step6": (
-        "build_bevfusion_distillation and the Distiller it returns",
-        ("bevdistill.distiller:build_bevfusion_distillation", "bevdistill.distiller:Distiller"),
-    ),
-}
-
+SOLUTIONS: dict[str, tuple[str, tuple[str, ...]]] = {s.key: (s.title, s.reference) for s in STEPS}
 
 def _normalise_step(step: str | int) -> str:
     key = f"step{step}" if isinstance(step, int) else str(step).strip().lower().replace(" ", "")
@@ -72,16 +46,9 @@ def solution_source(step: str | int) -> str:
 
 # exercise -> (what the learner writes, the teaching module, the step whose reference reads further)
 TEACHING: dict[str, tuple[str, str, str]] = {
-    "step1": ("MyDistillationWrapper", "step1", "step1"),
-    "step2": ("MyProjectionMLP", "step2", "step2"),
-    "step3": ("MyContrastiveLoss", "step3", "step3"),
-    "step4": ("MyAttentionTransferLoss", "step4", "step4"),
-    "step5a": ("heatmap_kd", "step5a", "step5"),
-    "step5b": ("layer_input and MyDistillationLoss", "step5b", "step5"),
-    "step6a": ("measure_channels", "step6a", "step6"),
-    "step6b": ("MyDistiller and my_build_bevfusion_distillation", "step6b", "step6"),
+    ex.key: (ex.writes, ex.key, step.key) for step in STEPS for ex in step.exercises
 }
-PARTS = {"step5": ("step5a", "step5b"), "step6": ("step6a", "step6b")}
+PARTS = {s.key: tuple(ex.key for ex in s.exercises) for s in STEPS if len(s.exercises) > 1}
 
 
 def _teaching_keys(step: str | int) -> tuple[str, ...]:
