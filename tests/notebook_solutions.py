@@ -1,12 +1,16 @@
 """Learner answers for the notebooks' exercise cells, written here from the task texts.
 
-``CORRECT[notebook]`` maps each exercise (by a name its stub defines) to a correct answer written independently of the package's reference
-(other layer choices, other formulas for the same quantity, an own distiller class), so a
-notebook test that passes with it shows that the notebook and its checker accept a learner's
-own code. ``WRONG[notebook]`` is a typical mistake that the notebook's checker must reject.
-Each answer defines the name the exercise cell's stub defines. ``WRONG[notebook]`` holds one
-wrong part; the notebook's other parts are filled with their correct answers.
+``CORRECT_ANSWERS[exercise]`` is a correct answer written independently of the package's
+reference (other layer choices, other formulas for the same quantity, an own distiller class),
+so a notebook test that passes with it shows that the notebook and its checker accept a
+learner's own code. ``WRONG_ANSWERS[exercise]`` is a typical mistake that the checker must
+reject, one per notebook. Each answer defines the name the exercise cell's stub defines.
+
+``CORRECT[notebook]`` and ``WRONG[notebook]`` arrange them by notebook, from the declaration of
+the steps; the notebook's other parts are filled with their correct answers.
 """
+
+from bevdistill.exercises.steps import EXERCISES, STEPS
 
 STEP5A_CORRECT = '''
 import torch.nn.functional as F
@@ -317,22 +321,32 @@ STEP6_WRONG = STEP6_CORRECT.replace(
     "self._outside = [teacher]\n        self.registered_teacher = teacher",
 )
 
-CORRECT = {
-    "01_feature_hooks": {"MyDistillationWrapper": STEP1_CORRECT},
-    "02_projection": {"MyProjectionMLP": STEP2_CORRECT},
-    "03_contrastive_loss": {"MyContrastiveLoss": STEP3_CORRECT},
-    "04_attention_transfer": {"MyAttentionTransferLoss": STEP4_CORRECT},
-    "05_distillation_loss": {"heatmap_kd": STEP5A_CORRECT, "MyDistillationLoss": STEP5_CORRECT},
-    "06_build_and_distill": {
-        "measure_channels": STEP6A_CORRECT,
-        "my_build_bevfusion_distillation": STEP6_CORRECT,
-    },
+# The answers by exercise, keyed as in bevdistill.exercises.steps (the one list of the steps).
+CORRECT_ANSWERS = {
+    "step1": STEP1_CORRECT,
+    "step2": STEP2_CORRECT,
+    "step3": STEP3_CORRECT,
+    "step4": STEP4_CORRECT,
+    "step5a": STEP5A_CORRECT,
+    "step5b": STEP5_CORRECT,
+    "step6a": STEP6A_CORRECT,
+    "step6b": STEP6_CORRECT,
 }
+WRONG_ANSWERS = {  # one per notebook
+    "step1": STEP1_WRONG,
+    "step2": STEP2_WRONG,
+    "step3": STEP3_WRONG,
+    "step4": STEP4_WRONG,
+    "step5b": STEP5_WRONG,
+    "step6b": STEP6_WRONG,
+}
+_unanswered = sorted(set(EXERCISES) - set(CORRECT_ANSWERS))
+if _unanswered:
+    raise KeyError(f"tests/notebook_solutions.py: write a correct answer for {_unanswered}")
+
+# What the notebook tests fill in: {notebook name: {the name the stub defines: answer}}.
+CORRECT = {s.notebook_name: {ex.stub: CORRECT_ANSWERS[ex.key] for ex in s.exercises} for s in STEPS}
 WRONG = {
-    "01_feature_hooks": {"MyDistillationWrapper": STEP1_WRONG},
-    "02_projection": {"MyProjectionMLP": STEP2_WRONG},
-    "03_contrastive_loss": {"MyContrastiveLoss": STEP3_WRONG},
-    "04_attention_transfer": {"MyAttentionTransferLoss": STEP4_WRONG},
-    "05_distillation_loss": {"MyDistillationLoss": STEP5_WRONG},
-    "06_build_and_distill": {"my_build_bevfusion_distillation": STEP6_WRONG},
+    s.notebook_name: {ex.stub: WRONG_ANSWERS[ex.key] for ex in s.exercises if ex.key in WRONG_ANSWERS}
+    for s in STEPS
 }

@@ -20,27 +20,18 @@ import torch.nn.functional as F
 from bevdistill.exercises import (
     check_attention,
     check_build,
-    check_channels,
     check_contrastive,
     check_distillation_loss,
-    check_heatmap_kd,
     check_projection,
     check_wrapper,
 )
-from bevdistill.exercises.gallery import step1, step2, step3, step4, step5, step5a, step6, step6a
+from bevdistill.exercises.gallery import step1, step2, step3, step4, step5, step6
+from bevdistill.exercises.steps import EXERCISES, resolve
 
 pytestmark = pytest.mark.filterwarnings("ignore")  # mutants trip the package's own warnings
 
-GALLERIES = [
-    (check_wrapper, step1.GALLERY),
-    (check_projection, step2.GALLERY),
-    (check_contrastive, step3.GALLERY),
-    (check_attention, step4.GALLERY),
-    (check_heatmap_kd, step5a.GALLERY),
-    (check_distillation_loss, step5.GALLERY),
-    (check_channels, step6a.GALLERY),
-    (check_build, step6.GALLERY),
-]
+# Each checker with the gallery of mistakes it diagnoses, as bevdistill.exercises.steps declares.
+GALLERIES = [(resolve(ex.checker), resolve(ex.gallery)) for ex in EXERCISES.values()]
 ENTRIES = [(check, entry) for check, gallery in GALLERIES for entry in gallery.entries]
 
 

@@ -22,10 +22,10 @@ from bevdistill.exercises.steps import STEPS
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-EXPECTED = [Path(step.notebook).stem for step in STEPS]
-# The checker of each exercise, by the name its stub defines; notebooks 5 and 6 have two parts.
-CHECKERS = {ex.stub: ex.checker_name for step in STEPS for ex in step.exercises}
-PARTS = {Path(s.notebook).stem: len(s.exercises) for s in STEPS if len(s.exercises) > 1}
+EXPECTED = [step.notebook_name for step in STEPS]
+# Each exercise, by the name its stub defines; notebooks 5 and 6 have two parts.
+BY_STUB = {ex.stub: ex for step in STEPS for ex in step.exercises}
+PARTS = {s.notebook_name: len(s.exercises) for s in STEPS if len(s.exercises) > 1}
 CITE = re.compile(r"\{cite(?::[a-z]+)?\}`([^`]+)`")
 
 
@@ -68,17 +68,18 @@ def test_exercise_then_check_then_folded_solution(path):
     for k in exercises:
         stub = code[k][1].source
         assert "raise NotImplementedError" in stub and "TODO" in stub, "the stub must raise with its task"
-        (checker,) = {CHECKERS[n] for n in _defined_names(stub) if n in CHECKERS}
+        (exercise,) = {BY_STUB[n] for n in _defined_names(stub) if n in BY_STUB}
+        checker = exercise.checker_name
         check = code[k + 1][1].source
         assert f"result = {checker}(" in check and "= result.impl" in check, (
             f"{path.name}: the cell after the exercise must run {checker} and use result.impl"
         )
         solution = code[k + 2][1]
         assert "solution" in _tags(solution)
-        # show_solution displays a collapsed <details> block (test_solutions_hidden.py), so the
-        # solution stays hidden after "Run All" in JupyterLab and in the book alike.
-        assert re.search(r'^show_solution\("step\d[ab]?"\)$', solution.source, flags=re.M), (
-            f"{path.name}: the solution cell must call show_solution for its step"
+        # show_solution displays a collapsed <details> block (test_teaching_solutions.py), so
+        # the solution stays hidden after "Run All" in JupyterLab and in the book alike.
+        assert re.search(rf'^show_solution\("{exercise.key}"\)$', solution.source, flags=re.M), (
+            f"{path.name}: the solution cell must call show_solution({exercise.key!r})"
         )
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import pytest
 from nbclient.exceptions import CellExecutionError
 from notebook_harness import fill, load, run, stream_text
-from notebook_solutions import CORRECT, WRONG
+from notebook_solutions import CORRECT, CORRECT_ANSWERS, WRONG, WRONG_ANSWERS
+
+from bevdistill.exercises.steps import EXERCISES
 
 pytestmark = pytest.mark.slow
 
@@ -21,6 +23,7 @@ def _strict(monkeypatch):
 
 
 def test_every_notebook_has_a_wrong_answer_that_differs_from_the_correct_one():
+    assert set(CORRECT_ANSWERS) == set(EXERCISES) and set(WRONG_ANSWERS) <= set(EXERCISES)
     assert set(WRONG) == set(CORRECT)
     for name, wrong in WRONG.items():
         assert len(wrong) == 1 and set(wrong) <= set(CORRECT[name])

@@ -14,37 +14,25 @@ import pytest
 from nbclient import NotebookClient
 
 from bevdistill import exercises
-from bevdistill.exercises.solutions import (
-    PARTS,
-    TEACHING,
-    SolutionView,
-    show_solution,
-    teaching_source,
-)
-from bevdistill.exercises.steps import EXERCISES  # noqa: E402
+from bevdistill.exercises.solutions import PARTS, SolutionView, show_solution, teaching_source
+from bevdistill.exercises.steps import EXERCISES
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-CHECKS = {key: (ex.checker_name, ex.stub) for key, ex in EXERCISES.items()}
 
-
-def test_every_exercise_has_a_teaching_solution():
-    assert set(CHECKS) == set(TEACHING)
-
-
-@pytest.mark.parametrize("step", sorted(CHECKS))
-def test_teaching_solution_passes_its_checker(step):
-    checker, name = CHECKS[step]
-    impl = getattr(import_module(f"bevdistill.exercises.teaching.{TEACHING[step][1]}"), name)
-    result = getattr(exercises, checker)(impl, verbose=False)
+@pytest.mark.parametrize("key", sorted(EXERCISES))
+def test_teaching_solution_passes_its_checker(key):
+    ex = EXERCISES[key]
+    impl = getattr(import_module(ex.teaching), ex.stub)
+    result = getattr(exercises, ex.checker_name)(impl, verbose=False)
     assert result.passed, result.report()
 
 
-@pytest.mark.parametrize("step", sorted(CHECKS))
-def test_teaching_solution_is_teaching_sized(step):
-    module = import_module(f"bevdistill.exercises.teaching.{TEACHING[step][1]}")
+@pytest.mark.parametrize("key", sorted(EXERCISES))
+def test_teaching_solution_is_teaching_sized(key):
+    module = import_module(EXERCISES[key].teaching)
     code = [line for line in inspect.getsource(module).splitlines() if line.strip()]
-    assert 8 <= len(code) <= 40, f"{step}: {len(code)} non-blank lines"
+    assert 8 <= len(code) <= 40, f"{key}: {len(code)} non-blank lines"
 
 
 def test_show_solution_prints_outside_jupyter_and_names_the_reference(capsys):
@@ -70,7 +58,7 @@ def test_the_html_view_is_collapsed_and_the_text_view_gives_nothing_away():
 @pytest.mark.slow
 def test_run_all_leaves_every_solution_hidden(tmp_path):
     """Execute a notebook of solution cells as "Run All" does; every output stays folded."""
-    steps = [*TEACHING, "step5", "step6"]
+    steps = [*EXERCISES, *PARTS]
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("from bevdistill.exercises import show_solution")]
     nb.cells += [nbformat.v4.new_code_cell(f'show_solution("{s}")') for s in steps]

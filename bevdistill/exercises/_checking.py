@@ -14,7 +14,7 @@ learner's, the report opens with that one root cause and its fix (``CheckResult.
 Learner code cannot hang or end the checker: every case runs under a time limit (SIGALRM,
 where the checker runs in the main thread of a POSIX process, as in a Jupyter kernel), and a
 ``SystemExit`` is reported as a failed case. ``KeyboardInterrupt`` stops the checker, after
-printing what ran so far.
+printing what ran so far. The timers live in :mod:`bevdistill.exercises._limits`.
 """
 
 from __future__ import annotations

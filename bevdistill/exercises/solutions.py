@@ -10,6 +10,8 @@ In Jupyter (JupyterLab and the book alike) :func:`show_solution` displays a coll
 elsewhere it prints. The teaching solutions (``bevdistill/exercises/teaching/``, 20-40 lines,
 tested against their checkers) are written for reading; the production code they point to
 (:func:`solution_source`) solves the same problem with every check and option.
+
+Which steps, exercises and modules there are comes from :mod:`bevdistill.exercises.steps`.
 """
 
 from __future__ import annotations
@@ -19,72 +21,78 @@ import inspect
 from importlib import import_module
 
 from bevdistill._jupyter import in_jupyter_kernel
-from bevdistill.exercises.steps import STEPS
+from bevdistill.exercises.steps import EXERCISES, STEPS, Exercise, Step, resolve
 
-# Derived from the one declaration of the steps (bevdistill.exercises.steps).
-# step -> (what the learner writes, the reference objects that answer it, "module:name").
+# step -> (its title, the reference objects that answer it as "module:name")
 SOLUTIONS: dict[str, tuple[str, tuple[str, ...]]] = {s.key: (s.title, s.reference) for s in STEPS}
+# a step of several exercises -> their keys ('step5' -> ('step5a', 'step5b'))
+PARTS: dict[str, tuple[str, ...]] = {
+    s.key: tuple(ex.key for ex in s.exercises) for s in STEPS if len(s.exercises) > 1
+}
+_BY_KEY: dict[str, Step] = {s.key: s for s in STEPS}
+_STEP_OF: dict[str, Step] = {ex.key: s for s in STEPS for ex in s.exercises}  # 'step5a' -> step 5
 
-def _normalise_step(step: str | int) -> str:
-    key = f"step{step}" if isinstance(step, int) else str(step).strip().lower().replace(" ", "")
-    if key not in SOLUTIONS:
-        raise KeyError(f"unknown step {step!r}; choose one of {sorted(SOLUTIONS)} (or 1 to 6)")
-    return key
+
+def _key(step: str | int) -> str:
+    """'step3' from 3, '3', 'Step 3' or 'step3'; '5a' and 'step 5a' give 'step5a'."""
+    key = str(step).strip().lower().replace(" ", "")
+    return key if key.startswith("step") else f"step{key}"
+
+
+def _unknown(step: str | int, known) -> KeyError:
+    return KeyError(f"unknown step {step!r}; choose one of {sorted(known)} (or 1 to {len(STEPS)})")
+
+
+def _step(step: str | int) -> Step:
+    """The step ``step`` names; an exercise key ('step5a') names the step it belongs to."""
+    key = _key(step)
+    found = _BY_KEY.get(key) or _STEP_OF.get(key)
+    if found is None:
+        raise _unknown(step, SOLUTIONS)
+    return found
+
+
+def _exercises(step: str | int) -> tuple[Exercise, ...]:
+    """The exercises ``step`` names: one ('step3', 'step5a'), or every part of 'step5'."""
+    key = _key(step)
+    if key in EXERCISES:
+        return (EXERCISES[key],)
+    if key in PARTS:
+        return tuple(EXERCISES[k] for k in PARTS[key])
+    raise _unknown(step, {*EXERCISES, *PARTS})
 
 
 def solution_source(step: str | int) -> str:
     """The reference source of ``step`` ('step1'..'step6' or 1..6), helpers first."""
-    key = _normalise_step(step)
-    title, targets = SOLUTIONS[key]
-    parts = [f"# Reference solution of {key}: {title}"]
-    for target in targets:
-        module_name, name = target.split(":")
-        obj = getattr(import_module(module_name), name)
-        parts.append(f"# --- {module_name}.{name} ---\n{inspect.getsource(obj).rstrip()}")
+    s = _step(step)
+    parts = [f"# Reference solution of {s.key}: {s.title}"]
+    for target in s.reference:
+        obj = resolve(target)
+        parts.append(f"# --- {target.replace(':', '.')} ---\n{inspect.getsource(obj).rstrip()}")
     return "\n\n\n".join(parts) + "\n"
-
-
-# exercise -> (what the learner writes, the teaching module, the step whose reference reads further)
-TEACHING: dict[str, tuple[str, str, str]] = {
-    ex.key: (ex.writes, ex.key, step.key) for step in STEPS for ex in step.exercises
-}
-PARTS = {s.key: tuple(ex.key for ex in s.exercises) for s in STEPS if len(s.exercises) > 1}
-
-
-def _teaching_keys(step: str | int) -> tuple[str, ...]:
-    key = f"step{step}" if isinstance(step, int) else str(step).strip().lower().replace(" ", "")
-    if not key.startswith("step"):
-        key = f"step{key}"
-    if key in PARTS:
-        return PARTS[key]
-    if key not in TEACHING:
-        known = sorted({*TEACHING, *PARTS})
-        raise KeyError(f"unknown step {step!r}; choose one of {known} (or 1 to 6)")
-    return (key,)
 
 
 def teaching_source(step: str | int) -> str:
     """The teaching solution of ``step`` ('step3', 3, '5a', 'step6b'; 'step5' is both parts)."""
     parts = []
-    for key in _teaching_keys(step):
-        title, module, _ = TEACHING[key]
-        source = inspect.getsource(import_module(f"bevdistill.exercises.teaching.{module}"))
-        parts.append(f"# Teaching solution of {key}: {title}\n{source.rstrip()}")
+    for ex in _exercises(step):
+        source = inspect.getsource(import_module(ex.teaching))
+        parts.append(f"# Teaching solution of {ex.key}: {ex.writes}\n{source.rstrip()}")
     return "\n\n\n".join(parts) + "\n"
 
 
 def read_further(step: str | int) -> str:
     """Where the production version of ``step`` lives, for the reader who wants every detail."""
-    reference = TEACHING[_teaching_keys(step)[0]][2]
-    names = ", ".join(f"{t.replace(':', '.')}" for t in SOLUTIONS[reference][1])
-    return f"Read further: {names} (print(solution_source({reference!r})) shows it)."
+    s = _STEP_OF[_exercises(step)[0].key]
+    names = ", ".join(t.replace(":", ".") for t in s.reference)
+    return f"Read further: {names} (print(solution_source({s.key!r})) shows it)."
 
 
 class SolutionView:
     """A solution that stays folded: HTML ``<details>`` in Jupyter, a one-line note as text."""
 
     def __init__(self, step: str | int):
-        self.keys = _teaching_keys(step)
+        self.keys = tuple(ex.key for ex in _exercises(step))
         self.source = teaching_source(step)
         self.further = read_further(step)
 
