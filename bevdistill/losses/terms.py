@@ -400,9 +400,9 @@ def term_layers(terms: Sequence[Mapping[str, Any]], side: str) -> tuple[list[str
     features: list[str] = []
     outputs: list[str] = []
     for spec in terms:
-        name = spec.get("name", "?") if isinstance(spec, Mapping) else "?"
         if not isinstance(spec, Mapping):
             raise TermConfigError(f"a term must be a dict, got {spec!r}")
+        name = spec.get("name", "?")
         into = outputs if spec.get("reads", "features") == "outputs" else features
         for layer in spec.get("layers") or ():
             pair = LayerPair.parse(layer, name)
