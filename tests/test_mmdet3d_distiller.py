@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from mmdet3d_support import cpu_config, require_mmdet3d_or_skip
@@ -48,6 +49,7 @@ def frame(cfg):
     with DefaultScope.overwrite_default_scope("mmdet3d"):
         dataset = DATASETS.build(copy.deepcopy(cfg.train_dataloader.dataset))
     assert len(dataset) == 1
+    np.random.seed(0)  # the pipeline's flips, rotations and shuffle draw from numpy's global RNG
     return pseudo_collate([dataset[0]])
 
 
@@ -105,7 +107,7 @@ def test_distillation_losses_decrease_and_teacher_never_changes(cfg, teacher_ckp
     optimizer = torch.optim.AdamW(d.parameters(), lr=2e-3)
     d.train()
     totals = []
-    for _ in range(8):
+    for _ in range(12):  # 8 steps left too little margin: one CI run ended at 0.904 of the start
         losses = d(**d.data_preprocessor(frame, True), mode="loss")
         total, _ = d.parse_losses(losses)
         totals.append(distill_total(losses))
