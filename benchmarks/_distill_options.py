@@ -1,9 +1,11 @@
 """What the distillation benchmarks share: the options compared, and the record of the machine.
 
 Each option is a set of ``--cfg-options`` overrides of the ``distill`` experiment
-(``bevdistill/configs/experiments/distill.py``); ``None`` is the student trained alone
-(``train_student``). Every option sets every weight, so an option never inherits another term
-from the default config by accident.
+(``bevdistill/configs/experiments/distill.py``); the options in ``TRAINED_ALONE`` train the
+student without a teacher at its side (``train_student``), from scratch (``baseline``) or from the
+teacher's weights (``teacher_init``). Every distillation option sets every weight, so an option
+never inherits another term from the default config by accident. ``TEACHER_CKPT`` in an override
+stands for the scenario's teacher checkpoint (:func:`option_overrides` fills it in).
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ def _only(**terms: Any) -> dict[str, Any]:
     return base
 
 
-# name -> (what it is, overrides of `distill`; None = no teacher at all).
+TEACHER_CKPT = "<teacher_ckpt>"
+TRAINED_ALONE = ("baseline", "teacher_init")
+
+# name -> (what it is, overrides of `distill`, or of `train_student` for TRAINED_ALONE).
 # Weights: each option's term gets a weight that puts the norm of its gradient on the student's
 # weights, at the start of distillation from the shipped teacher, at roughly a fifth to a half of
 # the detection losses' (about 30 at batch 4): InfoNCE 1 (about 5-15 at weight 1), attention
@@ -70,10 +75,30 @@ OPTIONS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "combined": ("the default distill config (spatial InfoNCE + AT + heatmap KD)", {}),
     "mse_kd": ("feature MSE + heatmap KD (FitNets-style imitation of the teacher's maps, and "
                "its responses)", _only(alpha_mse=10.0, alpha_kd=5.0)),
+    "teacher_init": ("the student alone, started from the teacher's weights (teacher-guided "
+                     "initialisation; one network only): fine-tuned on its own sensor, no "
+                     "distillation term", {"init_from": TEACHER_CKPT}),
+    "teacher_init_mse_kd": ("mse_kd on a student started from the teacher's weights (one "
+                            "network only): it begins where the teacher is and keeps imitating "
+                            "what the teacher computes from the richer view",
+                            {**_only(alpha_mse=10.0, alpha_kd=5.0),
+                             "model.student_init": "teacher"}),
     "fg_mse_kd": ("mse_kd with the feature MSE weighted by the teacher's class probability per "
                   "cell (imitation focused on objects)",
                   {**_only(alpha_mse=10.0, alpha_kd=5.0), "model.foreground": "teacher_heatmap"}),
 }
+
+
+def option_overrides(option: str, teacher_ckpt: str | None) -> dict[str, Any]:
+    """The ``--cfg-options`` of ``option``, with the teacher's checkpoint filled in."""
+    overrides = dict(OPTIONS[option][1] or {})
+    for key, value in overrides.items():
+        if value == TEACHER_CKPT:
+            if teacher_ckpt is None:
+                raise ValueError(f"option {option!r} starts from the teacher's weights: it "
+                                 "needs a teacher checkpoint (--teacher-ckpt)")
+            overrides[key] = teacher_ckpt
+    return overrides
 
 
 def cfg_option_args(overrides: dict[str, Any]) -> list[str]:

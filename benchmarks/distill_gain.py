@@ -43,7 +43,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._distill_options import OPTIONS, REPO_ROOT, RESULTS_DIR, cfg_option_args, provenance
+from benchmarks._distill_options import (
+    OPTIONS,
+    REPO_ROOT,
+    RESULTS_DIR,
+    TRAINED_ALONE,
+    cfg_option_args,
+    option_overrides,
+    provenance,
+)
 from benchmarks._runs import RunSpec, run_all, scalars_history
 from bevdistill.data.classes import CLASS_NAMES
 from bevdistill.engine.checkpoint import file_sha256
@@ -100,7 +108,7 @@ def _data_args(preset: dict, cache_dir: Path, split: str, num: int) -> dict[str,
 def train_command(scenario: dict, preset: dict, option: str, seed: int, work_dir: Path,
                   cache_dir: Path, teacher_ckpt: str | None) -> list[str]:
     """The bevdistill command line of one (option, seed) training run."""
-    overrides = OPTIONS[option][1]
+    overrides = option_overrides(option, teacher_ckpt)
     args = {
         "seed": seed,
         "train_dataset.num_samples": preset["train_samples"],
@@ -113,7 +121,7 @@ def train_command(scenario: dict, preset: dict, option: str, seed: int, work_dir
         "schedule.log_interval": max(1, min(50, preset["iters"])),
     }
     labelled = scenario.get("labelled")
-    if overrides is None:
+    if option in TRAINED_ALONE:
         head = ["train", "student", scenario["student"]]
         if labelled is not None:  # alone, a student can only learn from labelled scenes
             args["train_dataset.num_samples"] = labelled
@@ -121,9 +129,9 @@ def train_command(scenario: dict, preset: dict, option: str, seed: int, work_dir
         head = ["distill", scenario["distill"]]
         if labelled is not None:
             args["train_dataset.labelled_samples"] = labelled
-        args.update(overrides)
         if teacher_ckpt is not None:
             args["model.teacher_ckpt"] = teacher_ckpt
+    args.update(overrides)
     return [sys.executable, "-m", "bevdistill", *head, "--work-dir", str(work_dir),
             "--max-iters", str(preset["iters"]), "--cfg-options", *cfg_option_args(args)]
 
@@ -322,10 +330,11 @@ def main(argv: list[str] | None = None) -> dict:
             name = f"{option}/seed{seed}"
             specs.append(RunSpec(name, train_command(
                 scenario, preset, option, seed, run_dir, cache_dir, teacher_ckpt), run_dir))
-            overrides = OPTIONS[option][1]
-            experiment = scenario["student"] if overrides is None else scenario["distill"]
-            model_args = None if overrides is None else {
-                **overrides, **({"model.teacher_ckpt": teacher_ckpt} if teacher_ckpt else {})}
+            alone = option in TRAINED_ALONE
+            experiment = scenario["student"] if alone else scenario["distill"]
+            model_args = None if alone else {  # init_from needs no repeating: weights are scored
+                **option_overrides(option, teacher_ckpt),
+                **({"model.teacher_ckpt": teacher_ckpt} if teacher_ckpt else {})}
             for budget, it in (("equal", preset["equal_iters"]), ("converged", preset["iters"])):
                 test_dir = run_dir / f"test_{budget}"
                 specs.append(RunSpec(f"{name}/test_{budget}", test_command(

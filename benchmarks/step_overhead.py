@@ -60,7 +60,12 @@ from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 
-from benchmarks._distill_options import OPTIONS, RESULTS_DIR, provenance  # noqa: E402
+from benchmarks._distill_options import (  # noqa: E402
+    OPTIONS,
+    RESULTS_DIR,
+    TRAINED_ALONE,
+    provenance,
+)
 
 GOAL_RATIO = 1.10
 MEMORY_STEPS = 2  # untimed steps per mode whose peak memory is measured (the max is reported)
@@ -77,7 +82,7 @@ MEMORY_METHOD = {
             "after the timed rounds, alternating; max over the steps" + _AFTER_TEACHER,
 }
 MODULE = "benchmarks.step_overhead"
-DISTILL_OPTIONS = [name for name, (_, o) in OPTIONS.items() if o is not None]
+DISTILL_OPTIONS = [name for name in OPTIONS if name not in TRAINED_ALONE]
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the project's distill experiment: teacher/student presets, default distill config

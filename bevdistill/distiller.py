@@ -34,7 +34,6 @@ from torch import nn
 
 from bevdistill._warnings import warn_once
 from bevdistill.capture import DEFAULT_HOOK_POINTS, FeatureRecorder
-from bevdistill.engine.checkpoint import CheckpointError
 from bevdistill.example_inputs import example_inputs_for  # noqa: F401 (the tutorial imports it here)
 from bevdistill.export import plain_data, write_student_checkpoint
 from bevdistill.losses.terms import term_layers
@@ -46,10 +45,12 @@ from bevdistill.probe import (  # noqa: F401 (DistillerBuildError, dry_forward: 
     infer_channels,
     tensor_forward,
 )
-
-
-class TeacherCheckpointError(CheckpointError):
-    """The teacher's checkpoint cannot be used (the cause, a :class:`CheckpointError`, chained)."""
+from bevdistill.teacher_weights import (  # noqa: F401 (TeacherCheckpointError: tutorial API)
+    STUDENT_INITS,
+    TeacherCheckpointError,
+    copy_teacher_into_student,
+    load_teacher_checkpoint,
+)
 
 
 class _Frozen:
@@ -90,6 +91,11 @@ class Distiller(BaseModel):
             (attention transfer, feature MSE, spatial InfoNCE) by the teacher's class
             probability at ``kd_hook`` (max over classes): imitation focused on objects, the
             few cells where the richer view knows more. None weights every cell alike.
+        student_init: ``'teacher'`` starts the student from the teacher's weights (the
+            teacher-guided initialisation of Yang et al., 2022): when both are one network and
+            the teacher differs by what it saw, the student begins where the teacher is and
+            learns to see with its own sensor. Needs a student of the teacher's architecture.
+            None keeps the student's own initialisation.
         example_inputs: the batch for the dry forward; by default random points from
             :func:`~bevdistill.example_inputs.example_inputs_for` on the student.
         data_preprocessor: the Runner's preprocessor; by default the student's, so batches
@@ -109,6 +115,7 @@ class Distiller(BaseModel):
         kd_hook: str | None = "bbox_head.heatmap_head",
         terms: Sequence[Mapping[str, Any]] | None = None,
         foreground: str | None = None,
+        student_init: str | None = None,
         example_inputs: dict | None = None,
         data_preprocessor: dict | nn.Module | None = None,
         strict_teacher: bool = True,
@@ -136,6 +143,12 @@ class Distiller(BaseModel):
         teacher_model.requires_grad_(False)
         teacher_model.eval()
         self._frozen = _Frozen(teacher_model)
+        if student_init not in STUDENT_INITS:
+            raise ValueError(f"student_init={student_init!r} is not one of {STUDENT_INITS}: "
+                             "'teacher' copies the teacher's weights into the student, None "
+                             "keeps the student's own initialisation")
+        self.student_init = student_init
+        self._init_student()
 
         distill = self._plan_capture(hook_points, select, kd_hook, distill, terms, foreground)
         inputs = example_inputs if example_inputs is not None else self.make_example_inputs()
@@ -152,6 +165,16 @@ class Distiller(BaseModel):
         self._teacher_ckpt_name = (
             str(teacher_ckpt) if isinstance(teacher_ckpt, (str, os.PathLike)) else None
         )
+
+    def _init_student(self) -> None:
+        if self.student_init == "teacher":
+            copy_teacher_into_student(self.teacher, self.student)
+
+    def init_weights(self) -> None:
+        """The Runner's initialisation, then the teacher's weights again when the student starts
+        from them (the Runner calls this after building the model, before loading or resuming)."""
+        super().init_weights()
+        self._init_student()
 
     @property
     def recorded(self) -> tuple[str, ...]:
@@ -411,25 +434,6 @@ def _default_alpha_kd() -> float:
     from bevdistill.losses.combined import BEVFusionDistillationLoss
 
     return float(inspect.signature(BEVFusionDistillationLoss).parameters["alpha_kd"].default)
-
-
-def load_teacher_checkpoint(model: nn.Module, checkpoint: Any, strict: bool = True,
-                            trusted: bool = False):
-    """The teacher's weights, checked against a shipped model card's SHA-256 when it has one."""
-    from bevdistill.engine.weights import load_weights
-
-    if isinstance(checkpoint, (str, os.PathLike)):
-        from bevdistill.pretrained import verify_shipped_weights
-
-        path = Path(checkpoint).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"teacher checkpoint {str(path)!r} does not exist")
-        verify_shipped_weights(path)
-        checkpoint = path
-    try:
-        return load_weights(model, checkpoint, strict=strict, trusted=trusted, what="teacher")
-    except CheckpointError as exc:
-        raise TeacherCheckpointError(str(exc)) from exc
 
 
 def build_bevfusion_distillation(

@@ -154,6 +154,26 @@ def test_resume_never_overwrites_the_teacher():
     assert same_state(snapshot(d.student), snapshot(other.student))
 
 
+def test_student_can_start_from_the_teachers_weights():
+    teacher = student_model(seed=5)  # the student's network, other weights
+    d = make_distiller(teacher=teacher, student=student_model(seed=2), student_init="teacher")
+    teacher_before = snapshot(d.teacher)
+    assert same_state(snapshot(d.student), teacher_before)
+    d.init_weights()  # the Runner's call after building must not undo the copy
+    assert same_state(snapshot(d.student), teacher_before)
+    assert not {id(p) for p in d.student.parameters()} & {id(p) for p in d.teacher.parameters()}
+    train_steps(d, steps=2)
+    assert not same_state(snapshot(d.student), teacher_before)  # the student learns...
+    assert same_state(snapshot(d.teacher), teacher_before)  # ...the teacher never moves
+
+
+def test_student_init_from_the_teacher_needs_one_network():
+    with pytest.raises(DistillerBuildError, match="student_init=None for a student of another"):
+        make_distiller(student_init="teacher")  # narrow student, wide teacher
+    with pytest.raises(ValueError, match="'teacher' copies the teacher's weights"):
+        make_distiller(teacher=student_model(seed=5), student_init="scratch")
+
+
 @pytest.mark.parametrize("convert", ["to", "double"])
 def test_dtype_and_device_moves_carry_the_teacher(convert):
     d = make_distiller()

@@ -18,6 +18,7 @@ What the expansion fixes once for every experiment:
   with non-finite weights is never written, so the last finite one stays on disk;
 * ``resume=True`` starts from the newest checkpoint that loads completely (a stale pointer or
   a corrupt newest file is skipped, with a warning) after removing killed writes' temp files;
+  ``init_from=<checkpoint>`` starts a new run from those weights, every key checked;
 * DDP through mmengine's launcher. mmengine's ``init_dist`` calls ``torch.cuda.set_device`` and
   so fails on a CPU-only torch; without CUDA :func:`setup_distributed` opens the gloo process
   group itself from torchrun's environment before the Runner exists (the Runner then skips
@@ -298,7 +299,7 @@ def build_runner_config(
         default_scope="mmengine",
         # Kept for the record (checkpoint meta, the metrics JSON): the experiment as given.
         experiment=dict(name=experiment_name(exp), role=exp.role, schedule=sched, data=data,
-                        seed=seed, amp=use_amp),
+                        seed=seed, amp=use_amp, init_from=exp.get("init_from")),
     )
     if train:
         if "train_dataset" not in exp:
@@ -345,11 +346,8 @@ class BEVRunner(Runner):
     never hold non-finite weights, and are resumed from the newest complete one."""
 
     def train(self):
-        """Train; a loss that meets NaN/inf features is reported as divergence, with its iteration.
-
-        The distillation losses check their inputs, so in a distill run a diverged student
-        stops inside the forward, before :class:`DivergenceHook` sees the loss.
-        """
+        """Train; NaN/inf in a loss is reported as divergence with its iteration (in a distill
+        run the losses check their inputs, so it stops inside the forward, before DivergenceHook)."""
         try:
             return super().train()
         except NonFiniteLossError as exc:
@@ -375,6 +373,12 @@ class BEVRunner(Runner):
             if self._load_from is None:
                 self._resume = False  # nothing to resume: train from scratch
         super().load_or_resume()
+        init_from = self.cfg.get("experiment", {}).get("init_from")
+        if init_from and not self._resume:  # a resumed run has its own weights already
+            from bevdistill.engine.weights import load_weights
+
+            model = self.model.module if is_model_wrapper(self.model) else self.model
+            self.logger.info(f"init_from: {load_weights(model, init_from, what='init_from')}")
 
     def _complete_checkpoint(self) -> str | None:
         path, skipped = newest_complete_checkpoint(self.work_dir)
