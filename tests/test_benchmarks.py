@@ -150,3 +150,24 @@ def test_few_labels_trains_the_student_alone_on_the_labelled_scenes_only(tmp_pat
     assert "train_dataset.labelled_samples" not in alone
     assert distilled["train_dataset.num_samples"] == str(preset["train_samples"])
     assert distilled["train_dataset.labelled_samples"] == str(scenario["labelled"])
+
+
+def test_teacher_init_options_start_from_the_scenarios_teacher(tmp_path):
+    """teacher_init trains the student alone from the teacher's weights; teacher_init_mse_kd
+    distils into a student started from them; neither can run without a teacher."""
+    scenario = distill_gain.SCENARIOS["two_sensor"]
+    preset = distill_gain.PRESETS["cpu"]
+
+    def command(option, teacher="/t/teacher.pth"):
+        cmd = distill_gain.train_command(scenario, preset, option, 0, tmp_path, tmp_path, teacher)
+        return cmd[3:5], dict(a.split("=", 1) for a in cmd[cmd.index("--cfg-options") + 1:])
+
+    head, args = command("teacher_init")
+    assert head == ["train", "student"] and args["init_from"] == "/t/teacher.pth"
+    assert not any(k.startswith("model.") for k in args)
+    head, args = command("teacher_init_mse_kd")
+    assert head == ["distill", scenario["distill"]] and args["model.student_init"] == "teacher"
+    assert args["model.teacher_ckpt"] == "/t/teacher.pth" and "init_from" not in args
+    assert "init_from" not in command("baseline")[1]
+    with pytest.raises(ValueError, match="needs a teacher checkpoint"):
+        command("teacher_init", teacher=None)

@@ -152,3 +152,33 @@ def test_progress_bar_is_off_only_inside_a_kernel(monkeypatch):
     fake_ipython = types.SimpleNamespace(get_ipython=lambda: Shell())
     monkeypatch.setitem(sys.modules, "IPython", fake_ipython)
     assert make_progress().disable is True
+
+
+def _ci_runner(tmp_path, name, **overrides):
+    from bevdistill.engine.runner import make_runner
+
+    exp = load_experiment("train_student_ci", {"train_dataset.num_samples": 2,
+                                               "val_dataset.num_samples": 2, **overrides})
+    return make_runner(exp, tmp_path / name, max_iters=1)
+
+
+def test_init_from_starts_a_new_run_from_those_weights(tmp_path):
+    first = _ci_runner(tmp_path, "first")
+    start = {k: v + 0.5 if v.is_floating_point() else v for k, v in first.model.state_dict().items()}
+    torch.save({"state_dict": start}, tmp_path / "start.pth")
+    runner = _ci_runner(tmp_path, "second", init_from=str(tmp_path / "start.pth"))
+    runner.load_or_resume()
+    got = runner.model.state_dict()
+    assert all(torch.equal(got[k], start[k]) for k in start)
+
+
+def test_init_from_a_checkpoint_of_another_network_names_the_keys(tmp_path):
+    from bevdistill.engine.checkpoint import CheckpointMismatchError
+
+    other = load_experiment("train_teacher_ci")
+    teacher = _ci_runner(tmp_path, "t", model=other.model).model
+    torch.save({"state_dict": teacher.state_dict()}, tmp_path / "teacher.pth")
+    runner = _ci_runner(tmp_path, "s", init_from=str(tmp_path / "teacher.pth"))
+    with pytest.raises(CheckpointMismatchError, match="shape mismatches") as err:
+        runner.load_or_resume()
+    assert "strict_" not in str(err.value)  # no teacher-only advice for a starting point
