@@ -4,6 +4,7 @@ structure the reports rely on. No timing is asserted here: a shared CI machine c
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -171,3 +172,16 @@ def test_teacher_init_options_start_from_the_scenarios_teacher(tmp_path):
     assert "init_from" not in command("baseline")[1]
     with pytest.raises(ValueError, match="needs a teacher checkpoint"):
         command("teacher_init", teacher=None)
+
+
+def test_heading_error_separates_flips_from_axis_errors():
+    from benchmarks.heading_error import summarise
+
+    rows = [(0, 0.1, 0.1 + math.pi, 0.2), (0, -3.0, -3.0 + math.pi, 0.3),  # flipped, axis exact
+            (0, 0.5, 0.8, 0.9), (1, 1.0, 1.0, 1.0)]
+    car, pedestrian = summarise(rows)["car"], summarise(rows)["pedestrian"]
+    assert car["matched"] == 3 and car["flipped_share"] == pytest.approx(2 / 3)
+    assert car["axis_error_median_rad"] == pytest.approx(0.0, abs=1e-9)
+    assert car["error_median_rad"] == pytest.approx(math.pi)
+    assert car["sincos_length_below_0.5"] == pytest.approx(2 / 3)
+    assert pedestrian["error_mean_rad"] == 0.0 and "cyclist" not in summarise(rows)
