@@ -385,7 +385,8 @@ def main(argv: list[str] | None = None) -> dict:
         "teacher_ckpt": _shown(teacher_ckpt), "teacher": teacher, "seeds": seeds,
         "teacher_sha256": file_sha256(teacher_ckpt) if teacher_ckpt else None,
         "options": {o: {"description": OPTIONS[o][0], "cfg_options": OPTIONS[o][1],
-                        "seeds": option_seeds[o]} for o in option_seeds},
+                        "trained_alone": o in TRAINED_ALONE, "seeds": option_seeds[o]}
+                    for o in option_seeds},
         "best_option": best, "chosen_on": "val (tuning split), converged budget",
         "wall_s": round(time.time() - started, 1), "markdown": table,
     }

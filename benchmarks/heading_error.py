@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> dict:
               f"{car.get('sincos_length_median', math.nan):.2f}")
     record = {"benchmark": "heading_error", **provenance(MODULE, argv),
               "scenes": args.scenes, "match_m": args.match_m, "threshold": args.threshold,
-              "models": results, "wall_s": round(time.time() - started, 1)}
+              "rows": [{"model": m, "class": c, **stats} for m, by_class in results.items()
+                       for c, stats in by_class.items()],
+              "wall_s": round(time.time() - started, 1)}
     write_json(args.out, record)
     return record
 

@@ -352,6 +352,11 @@ def test_chosen_option_compares_gains_on_the_shared_seeds():
     assert gain.chosen_option(result, "s") == "wide"
     result["summary"][2]["mAP_per_seed"] = [0.44]
     assert gain.chosen_option(result, "s") == "lucky"
+    # a student trained alone from the teacher's weights is a reference, never the choice
+    result["summary"].append(row("teacher_init", [0, 1, 2], [0.60, 0.50, 0.50]))
+    assert gain.chosen_option(result, "s") == "teacher_init"  # not marked: an option like any
+    result["scenarios"]["s"]["options"] = {"teacher_init": {"trained_alone": True}}
+    assert gain.chosen_option(result, "s") == "lucky"
 
 
 def test_gain_table_and_plots_read_the_summary():

@@ -55,7 +55,8 @@ def portable_command(command: str) -> str:
 def chosen_option(result: str | Mapping[str, Any], scenario: str) -> str | None:
     """The distillation option chosen on the TUNING split: the largest gain over the student
     alone at the end of the schedule, on the seeds every option ran (the ablation's seeds), so
-    that an option run on fewer, luckier seeds is not favoured. The held-out split plays no part."""
+    that an option run on fewer, luckier seeds is not favoured. The held-out split plays no part.
+    Students trained alone (the baseline, ``teacher_init``) are references, never chosen."""
     rows = [r for r in scenario_rows(result, scenario, "val") if r["budget"] == "converged"]
     shared = set.intersection(*(set(r["seeds"]) for r in rows)) if rows else set()
     base = next((r for r in rows if r["option"] == "baseline"), None)
@@ -66,7 +67,9 @@ def chosen_option(result: str | Mapping[str, Any], scenario: str) -> str | None:
         return statistics.fmean(row["mAP_per_seed"][row["seeds"].index(s)]
                                 - base["mAP_per_seed"][base["seeds"].index(s)] for s in shared)
 
-    options = [r for r in rows if r["option"] != "baseline"]
+    described = _result(result)["scenarios"].get(scenario, {}).get("options", {})
+    options = [r for r in rows if r["option"] != "baseline"  # references, not distillation:
+               and not described.get(r["option"], {}).get("trained_alone")]
     return max(options, key=paired_gain)["option"] if options else None
 
 
