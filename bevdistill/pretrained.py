@@ -108,7 +108,8 @@ SHIPPED: dict[str, tuple[str, str, str]] = {
     "student_16beam": ("train_student_16beam", "student",
                        "two-sensor student trained alone on the 16-beam LiDAR (baseline)"),
     "student_16beam_distilled": ("distill_64to16beam", "student",
-                                 "two-sensor student distilled from teacher_64beam"),
+                                 "two-sensor student distilled from teacher_64beam (the "
+                                 "benchmark's chosen option; its card names it)"),
 }
 
 
