@@ -185,3 +185,22 @@ def test_heading_error_separates_flips_from_axis_errors():
     assert car["error_median_rad"] == pytest.approx(math.pi)
     assert car["sincos_length_below_0.5"] == pytest.approx(2 / 3)
     assert pedestrian["error_mean_rad"] == 0.0 and "cyclist" not in summarise(rows)
+
+
+def test_ship_students_reads_the_runs_the_result_file_reports(tmp_path):
+    from benchmarks.ship_students import benchmark_extra
+
+    run_dir = tmp_path / "kd" / "seed0"
+    for budget, mAP in (("equal", 0.3), ("converged", 0.4)):
+        (run_dir / f"test_{budget}").mkdir(parents=True)
+        metrics = {"bev/mAP": mAP, **{f"bev/AP_{c}": mAP for c in ("car", "pedestrian", "cyclist")}}
+        (run_dir / f"test_{budget}" / "metrics.json").write_text(json.dumps({"metrics": metrics}))
+    (run_dir / "provenance.json").write_text(json.dumps({"commit": "abc"}))
+    result = {"scenarios": {"s": {"provenance": {"command": "python -m benchmarks.distill_gain"},
+                                  "budget": {"test_samples": 300}}},
+              "runs": [{"scenario": "s", "name": "kd/seed0", "commit": "abc", "dirty": False}]}
+    test = benchmark_extra(result, "s", "kd", 0, run_dir)["benchmark"]["test_split"]
+    assert test["mAP_end_of_schedule"] == 0.4 and test["mAP_after_equal_budget"] == 0.3
+    result["runs"][0]["commit"] = "def"  # the result file reports another run
+    with pytest.raises(ValueError, match="ship the runs the result file reports"):
+        benchmark_extra(result, "s", "kd", 0, run_dir)
