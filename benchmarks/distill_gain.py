@@ -241,13 +241,17 @@ def markdown(rows: list[dict], split: str = "test") -> str:
     return "\n".join(lines)
 
 
-def choose_best(rows: list[dict]) -> str | None:
+def choose_best(rows: list[dict], trained_alone: set[str]) -> str | None:
     """The option with the best TUNING-split gain at convergence on the seeds every option ran
-    (never chosen on test); one rule, shared with the book (:func:`bevdistill.viz.gain.chosen_option`)."""
+    (never chosen on test), among those that distil (``trained_alone`` are references); one
+    rule, shared with the book (:func:`bevdistill.viz.gain.chosen_option`)."""
     from bevdistill.viz.gain import chosen_option
 
-    scenario = rows[0]["scenario"] if rows else None
-    return chosen_option({"scenarios": {scenario: {}}, "summary": rows}, scenario) if rows else None
+    if not rows:
+        return None
+    scenario = rows[0]["scenario"]
+    options = {o: {"trained_alone": True} for o in trained_alone}
+    return chosen_option({"scenarios": {scenario: {"options": options}}, "summary": rows}, scenario)
 
 
 # --- the benchmark ---------------------------------------------------------------------------
@@ -375,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
         curves.setdefault("baseline_teacher_budget", {})[str(seeds[0])] = scalars_history(long_dir)
         rows += teacher_budget_rows(scenario_name, seeds[0], long_dir, args.teacher_budget,
                                     scores, teacher)
-    best = choose_best(rows)
+    best = choose_best(rows, {o for o in option_seeds if o in TRAINED_ALONE})
     table = markdown(rows)
     result = {
         "scenario": scenario_name, "what": scenario["what"], "provenance": record,

@@ -15,7 +15,7 @@ from bevdistill.data.classes import CLASS_NAMES
 from bevdistill.viz.results import load_benchmark, markdown_table
 
 BUDGET_NAMES = {"equal": "short (equal) budget", "converged": "full schedule",
-                "teacher": "student alone, teacher's budget"}
+                "teacher": "student alone, longer schedule"}
 
 
 def _result(result: str | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -78,13 +78,17 @@ def gain_table(result: str | Mapping[str, Any], scenario: str, split: str = "tes
     per-class AP, the gain over the student alone and the share of the gap it recovers."""
     data = _result(result)
     teacher = data["scenarios"][scenario]["teacher"].get(split)
+    described = data["scenarios"][scenario].get("options", {})
     rows = []
     for r in scenario_rows(data, scenario, split):
         is_base = r["option"] == "baseline"
         rec = r.get("gap_recovered")
+        alone = described.get(r["option"], {}).get("trained_alone")
+        budget = BUDGET_NAMES.get(r["budget"], r["budget"])
         rows.append({
-            "model": "student alone" if is_base else f"distilled: {r['option']}",
-            "budget": BUDGET_NAMES.get(r["budget"], r["budget"]),
+            "model": "student alone" if is_base else
+                     f"{'alone' if alone else 'distilled'}: {r['option']}",
+            "budget": f"student alone, {r['iters']} iterations" if "iters" in r else budget,
             "seeds": len(r["seeds"]),
             "mAP": f"{r['mAP_mean']:.3f} ± {r['mAP_std']:.3f}",
             **{f"AP {c}": f"{r[f'AP_{c}_mean']:.3f}" for c in CLASS_NAMES},
@@ -163,7 +167,7 @@ def plot_gain_curves(result: str | Mapping[str, Any], scenario: str,
                         color=line.get_color())
     if "baseline_teacher_budget" in curves:
         iters, mean, _ = curve_band(curves["baseline_teacher_budget"])
-        ax.plot(iters, mean, ls=":", color="grey", label="student alone, teacher's budget")
+        ax.plot(iters, mean, ls=":", color="grey", label=f"student alone, {iters[-1]} iterations")
     teacher = data["scenarios"][scenario]["teacher"].get("val")
     if teacher:
         ax.axhline(teacher["mAP"], color="black", ls="--", lw=1, label="teacher")
