@@ -31,14 +31,11 @@ import torch
 
 from benchmarks._distill_options import RESULTS_DIR, provenance
 from bevdistill.data.classes import CLASS_NAMES
+from bevdistill.engine.matching import yaw_difference
 from bevdistill.engine.report import write_json
 
 MODULE = "benchmarks.heading_error"
 VIEWS = {"teacher_64beam": "teacher_points"}  # every other shipped two-sensor model reads 'points'
-
-
-def _wrap(angle: np.ndarray) -> np.ndarray:
-    return (angle + math.pi) % (2 * math.pi) - math.pi
 
 
 def matched_headings(model, item: dict, view: str, match_m: float, threshold: float) -> list:
@@ -76,8 +73,8 @@ def summarise(rows: list) -> dict:
         r = np.array([x for x in rows if x[0] == k], dtype=np.float64).reshape(-1, 4)
         if not len(r):
             continue
-        full = np.abs(_wrap(r[:, 2] - r[:, 1]))
-        axis = np.abs(_wrap(2 * (r[:, 2] - r[:, 1]))) / 2
+        full = yaw_difference(r[:, 2], r[:, 1])  # what AOE averages
+        axis = yaw_difference(r[:, 2], r[:, 1], period=math.pi)  # blind to front/back
         out[name] = {
             "matched": len(r),
             "error_median_rad": float(np.median(full)), "error_mean_rad": float(full.mean()),

@@ -84,11 +84,11 @@ def gain_table(result: str | Mapping[str, Any], scenario: str, split: str = "tes
         is_base = r["option"] == "baseline"
         rec = r.get("gap_recovered")
         alone = described.get(r["option"], {}).get("trained_alone")
-        budget = BUDGET_NAMES.get(r["budget"], r["budget"])
         rows.append({
             "model": "student alone" if is_base else
                      f"{'alone' if alone else 'distilled'}: {r['option']}",
-            "budget": f"student alone, {r['iters']} iterations" if "iters" in r else budget,
+            "budget": f"{r['iters']} iterations" if "iters" in r
+                      else BUDGET_NAMES.get(r["budget"], r["budget"]),
             "seeds": len(r["seeds"]),
             "mAP": f"{r['mAP_mean']:.3f} ± {r['mAP_std']:.3f}",
             **{f"AP {c}": f"{r[f'AP_{c}_mean']:.3f}" for c in CLASS_NAMES},
