@@ -45,6 +45,13 @@ def _only(**terms: Any) -> dict[str, Any]:
 
 
 TEACHER_CKPT = "<teacher_ckpt>"
+# The imitation weights' schedule of the *_decay options: full strength for 500 iterations, then
+# linearly to 0 at 1500. Read off the tuning split's curves of the 2000-iteration runs at 544d3a4:
+# teacher_init_mse_kd led teacher_init until about iteration 750 and trailed from 1000 on, and
+# mse_kd's lead over the student alone was largest near 1000 and gone at 2000.
+IMITATION_DECAY = {"model.distill.schedule.decay_begin": 500,
+                   "model.distill.schedule.decay_end": 1500,
+                   "model.distill.schedule.final": 0.0}
 TRAINED_ALONE = ("baseline", "teacher_init")
 
 # name -> (what it is, overrides of `distill`, or of `train_student` for TRAINED_ALONE).
@@ -83,6 +90,13 @@ OPTIONS: dict[str, tuple[str, dict[str, Any] | None]] = {
                             "what the teacher computes from the richer view",
                             {**_only(alpha_mse=10.0, alpha_kd=5.0),
                              "model.student_init": "teacher"}),
+    "mse_kd_decay": ("mse_kd whose weights decay to 0 between iterations 500 and 1500 "
+                     "(imitation early, labels alone late)",
+                     {**_only(alpha_mse=10.0, alpha_kd=5.0), **IMITATION_DECAY}),
+    "teacher_init_mse_kd_decay": ("teacher_init_mse_kd whose weights decay to 0 between "
+                                  "iterations 500 and 1500", {
+                                      **_only(alpha_mse=10.0, alpha_kd=5.0), **IMITATION_DECAY,
+                                      "model.student_init": "teacher"}),
     "fg_mse_kd": ("mse_kd with the feature MSE weighted by the teacher's class probability per "
                   "cell (imitation focused on objects)",
                   {**_only(alpha_mse=10.0, alpha_kd=5.0), "model.foreground": "teacher_heatmap"}),

@@ -174,6 +174,27 @@ def test_teacher_init_options_start_from_the_scenarios_teacher(tmp_path):
         command("teacher_init", teacher=None)
 
 
+def test_decay_options_build_a_distiller_whose_imitation_fades_to_zero():
+    """The *_decay options reach the built terms: full weight until iteration 500, none after
+    1500; the option without _decay keeps its weights."""
+    from mmengine.registry import MODELS
+
+    from benchmarks._distill_options import option_overrides
+    from bevdistill.engine.runner import load_experiment, register_modules
+
+    register_modules()
+
+    def mse_term(option):
+        overrides = {k: v for k, v in option_overrides(option, None).items()
+                     if k != "model.student_init"}  # distill_ci's teacher is another network
+        return MODELS.build(load_experiment("distill_ci", overrides).model).distill_loss.terms["mse"]
+
+    decayed, kept = mse_term("teacher_init_mse_kd_decay"), mse_term("teacher_init_mse_kd")
+    assert [decayed.schedule.factor(i) for i in (0, 500, 1000, 1500, 1999)] == [1, 1, 0.5, 0, 0]
+    assert kept.schedule is None and decayed.weight == kept.weight == 10.0
+    assert mse_term("mse_kd_decay").schedule == decayed.schedule
+
+
 def test_heading_error_separates_flips_from_axis_errors():
     from benchmarks.heading_error import summarise
 

@@ -197,6 +197,33 @@ def test_the_tutorial_loss_is_built_on_terms_and_keeps_its_keys():
                                                                    _maps(ch, seed=1)["pts_neck"]]))
 
 
+def test_the_tutorial_loss_schedule_fades_every_alpha_term_and_spares_extra_terms():
+    """schedule= decays the alpha_* terms (imitation early, labels alone late); a term of one's
+    own keeps its own schedule."""
+    ch = {"pts_neck": 8}
+    loss = BEVFusionDistillationLoss(
+        ch, ch, feat_dim=4, hidden_dim=8, alpha_mse=1.0,
+        schedule=dict(decay_begin=10, decay_end=20, final=0.0),
+        terms=[dict(name="extra", loss=dict(type="FeatureMSELoss"), layers=["pts_neck"])])
+    args = (_maps(ch), _maps(ch, seed=1), torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8))
+    hub = MessageHub.get_current_instance()
+    try:
+        hub.update_info("iter", 5)
+        full = loss(*args)
+        hub.update_info("iter", 15)
+        half = loss(*args)
+        hub.update_info("iter", 25)
+        done = loss(*args)
+    finally:
+        hub.update_info("iter", 0)
+    for key in ("loss_at.pts_neck", "loss_mse.pts_neck", "loss_kd.heatmap"):
+        assert full[key] > 0 and torch.allclose(half[key], 0.5 * full[key]), key
+        assert done[key] == 0, key
+    assert torch.allclose(done["loss_extra.pts_neck"], full["loss_extra.pts_neck"])
+    with pytest.raises(TermConfigError, match="decay_begin < decay_end"):
+        BEVFusionDistillationLoss(ch, ch, feat_dim=4, hidden_dim=8, schedule=dict(decay_begin=5))
+
+
 def test_foreground_weighting_by_the_teacher_heatmap_changes_only_masked_terms():
     register_modules()
     cfg = load_experiment("distill_ci").model

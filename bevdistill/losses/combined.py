@@ -73,10 +73,10 @@ def tutorial_terms(
     layers: Sequence[str], layer_weights: Mapping[str, float], *, alpha_crd: float,
     alpha_at: float, alpha_kd: float, alpha_mse: float, contrastive: Contrastive, feat_dim: int,
     hidden_dim: int, temperature: float, num_samples: int, at_normalization: Normalization,
-    kd_temperature: float, kd_layer: str,
+    kd_temperature: float, kd_layer: str, schedule: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The term configs the tutorial's ``alpha_*`` arguments stand for (weight-0 terms included:
-    they build nothing)."""
+    they build nothing), each with ``schedule`` on its weight."""
     per_layer = [dict(student=layer, weight=layer_weights[layer]) for layer in layers]
     if contrastive == "spatial":
         crd_loss = dict(type="SampledCellInfoNCE", temperature=temperature, num_samples=num_samples)
@@ -84,7 +84,7 @@ def tutorial_terms(
     else:
         crd_loss = dict(type="ContrastiveLoss", temperature=temperature)
         connector = dict(type="ProjectionMLP", hidden_dim=hidden_dim, out_dim=feat_dim)
-    return [
+    terms = [
         dict(name="crd", loss=crd_loss, connector=connector, layers=per_layer,
              weight=alpha_crd if contrastive != "none" else 0.0),
         dict(name="at", loss=dict(type="AttentionTransferLoss", normalization=at_normalization),
@@ -94,6 +94,7 @@ def tutorial_terms(
              layers=[dict(student=kd_layer, teacher=kd_layer, label="heatmap")],
              weight=alpha_kd, reads="outputs"),
     ]
+    return [dict(term, schedule=schedule) for term in terms]
 
 
 class BEVFusionDistillationLoss(DistillationTerms):
@@ -107,6 +108,10 @@ class BEVFusionDistillationLoss(DistillationTerms):
     read; the channel dicts may name more, for ``terms``: extra term configs
     (:mod:`bevdistill.losses.terms`). ``kd_layer``: the feature key under which the heads'
     outputs arrive when they are passed inside the feature dicts (as the ``Distiller`` does).
+    ``schedule``: a :class:`~bevdistill.losses.terms.WeightSchedule` config applied to every
+    ``alpha_*`` term's weight over the Runner's iterations, e.g. ``dict(decay_begin=500,
+    decay_end=1500, final=0.0)`` to imitate the teacher early and leave the student to its labels
+    later.
     """
 
     def __init__(
@@ -129,6 +134,7 @@ class BEVFusionDistillationLoss(DistillationTerms):
         layers: Sequence[str] | None = None,
         kd_layer: str = OUTPUTS,
         terms: Sequence[Mapping[str, Any]] = (),
+        schedule: Mapping[str, Any] | None = None,
     ):
         student_channels = _check_channels(student_channels, "student")
         teacher_channels = _check_channels(teacher_channels, "teacher")
@@ -164,7 +170,7 @@ class BEVFusionDistillationLoss(DistillationTerms):
             tutorial_terms(self_layers, weights, contrastive=contrastive, feat_dim=feat_dim,
                            hidden_dim=hidden_dim, temperature=temperature, num_samples=num_samples,
                            at_normalization=at_normalization, kd_temperature=kd_temperature,
-                           kd_layer=kd_layer, **alphas) + list(terms),
+                           kd_layer=kd_layer, schedule=schedule, **alphas) + list(terms),
             student_channels, teacher_channels,
         )
         self.student_channels, self.teacher_channels = student_channels, teacher_channels
