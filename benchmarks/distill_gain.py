@@ -328,6 +328,15 @@ def main(argv: list[str] | None = None) -> dict:
         specs.append(RunSpec("teacher/test", test_command(
             scenario["teacher"], preset, Path(teacher_ckpt), work_root / "teacher" / "test",
             cache_dir), work_root / "teacher" / "test"))
+    long_dir = work_root / f"baseline_it{args.teacher_budget}" / f"seed{seeds[0]}"
+    if args.teacher_budget:  # the student alone, trained as long as the teacher was; the
+        # longest run starts first so that it does not finish alone
+        long_preset = {**preset, "iters": args.teacher_budget}
+        specs.append(RunSpec("baseline/teacher_budget", train_command(
+            scenario, long_preset, "baseline", seeds[0], long_dir, cache_dir, None), long_dir))
+        specs.append(RunSpec("baseline/teacher_budget/test", test_command(
+            scenario["student"], preset, long_dir / f"iter_{args.teacher_budget}.pth",
+            long_dir / "test", cache_dir), long_dir / "test", after="baseline/teacher_budget"))
     for seed in seeds:  # seed-major: a partial run holds every option for the first seeds
         for option in [o for o, o_seeds in option_seeds.items() if seed in o_seeds]:
             run_dir = work_root / option / f"seed{seed}"
@@ -344,14 +353,6 @@ def main(argv: list[str] | None = None) -> dict:
                 specs.append(RunSpec(f"{name}/test_{budget}", test_command(
                     experiment, preset, run_dir / f"iter_{it}.pth", test_dir, cache_dir,
                     model_args), test_dir, after=name))
-    long_dir = work_root / f"baseline_it{args.teacher_budget}" / f"seed{seeds[0]}"
-    if args.teacher_budget:  # the student alone, trained as long as the teacher was
-        long_preset = {**preset, "iters": args.teacher_budget}
-        specs.append(RunSpec("baseline/teacher_budget", train_command(
-            scenario, long_preset, "baseline", seeds[0], long_dir, cache_dir, None), long_dir))
-        specs.append(RunSpec("baseline/teacher_budget/test", test_command(
-            scenario["student"], preset, long_dir / f"iter_{args.teacher_budget}.pth",
-            long_dir / "test", cache_dir), long_dir / "test", after="baseline/teacher_budget"))
     runs = run_all(specs, parallel=preset["parallel"], env=_env(preset),
                    cwd=REPO_ROOT)
 
