@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from benchmarks._distill_options import RESULTS_DIR
+from bevdistill.engine.report import portable_command
 from bevdistill.data.classes import CLASS_NAMES
 
 SHIPPED_AS = {"baseline": "student_16beam", "chosen": "student_16beam_distilled"}
@@ -36,7 +37,7 @@ def benchmark_extra(result: dict, scenario: str, option: str, seed: int, run_dir
         metrics = json.loads((run_dir / f"test_{budget}" / "metrics.json").read_text())["metrics"]
         scores[budget] = metrics
     return {"benchmark": {
-        "made_by": sc["provenance"]["command"], "option": option, "seed": seed,
+        "made_by": portable_command(sc["provenance"]["command"]), "option": option, "seed": seed,
         "run_commit": run["commit"], "run_dirty": run["dirty"],
         "test_split": {
             "num_samples": sc["budget"]["test_samples"],

@@ -156,7 +156,7 @@ def ship(run_dir: Path, out_dir: Path = ASSETS, name: str = "teacher",
     """Copy a finished run's weights (weights only; a distill run's student) into ``out_dir`` as
     ``NAME.pth`` and write ``NAME_card.json``; ``extra`` adds fields (e.g. held-out scores)."""
     from bevdistill.engine.checkpoint import atomic_write_bytes, file_sha256
-    from bevdistill.engine.report import write_json
+    from bevdistill.engine.report import portable_command, write_json
     from bevdistill.engine.runner import load_experiment
 
     if name not in SHIPPED:
@@ -178,7 +178,7 @@ def ship(run_dir: Path, out_dir: Path = ASSETS, name: str = "teacher",
         "role": record["role"],
         "preset": preset,
         "experiment": record["config"],
-        "command": record["argv"],
+        "command": portable_command(record["argv"]),
         "seed": record["seed"],
         "commit": record["commit"],
         "iters": record["iters_done"],
@@ -191,7 +191,7 @@ def ship(run_dir: Path, out_dir: Path = ASSETS, name: str = "teacher",
                     "val_dataset.num_samples",
                     load_experiment(record["config_path"]).val_dataset.num_samples),
                 "metrics": record["metrics"]},
-        "shipped_with": f"python -m bevdistill.pretrained {run_dir} --name {name}",
+        "shipped_with": f"python -m bevdistill.pretrained RUN_DIR --name {name}",
         **dict(extra or {}),
     }
     if name == "teacher":  # the subset score tests/test_pretrained.py reproduces

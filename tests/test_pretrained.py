@@ -21,6 +21,18 @@ def test_card_records_how_the_teacher_was_made():
     assert pretrained.TEACHER_WEIGHTS.stat().st_size < 8 * 2**20
 
 
+@pytest.mark.parametrize("card_path", sorted(pretrained.ASSETS.glob("*_card.json")),
+                         ids=lambda p: p.name)
+def test_shipped_cards_name_no_directory_of_the_machine_that_made_them(card_path):
+    from bevdistill.engine.report import portable_command
+
+    card = json.loads(card_path.read_text())
+    commands = [card["command"], card["shipped_with"],
+                card.get("benchmark", {}).get("made_by", "")]
+    for command in commands:
+        assert portable_command(command) == command, f"{card_path.name}: {command}"
+
+
 def test_shipped_teacher_loads_in_eval_mode():
     model = pretrained.load_teacher()
     assert not model.training

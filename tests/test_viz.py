@@ -325,7 +325,7 @@ def test_gap_by_class_splits_the_teacher_student_gap():
 
 
 def test_portable_command_keeps_no_machine_path():
-    from bevdistill.viz.gain import portable_command
+    from bevdistill.engine.report import portable_command
 
     cmd = ("python -m benchmarks.distill_gain --scenario two_sensor --teacher-ckpt "
            "/home/me/repo/bevdistill/assets/teacher_64beam.pth --work-root /tmp/runs --out "
@@ -333,6 +333,12 @@ def test_portable_command_keeps_no_machine_path():
     assert portable_command(cmd) == ("python -m benchmarks.distill_gain --scenario two_sensor "
                                      "--teacher-ckpt bevdistill/assets/teacher_64beam.pth "
                                      "--parallel 2")
+    train = ("bevdistill distill distill_64to16beam --work-dir /runs/kd/seed0 --max-iters 20 "
+             "--cfg-options seed=0 train_dataset.cache_dir=/runs/scan_cache "
+             "model.teacher_ckpt=/wt/bench/bevdistill/assets/teacher_64beam.pth")
+    assert portable_command(train) == ("bevdistill distill distill_64to16beam --max-iters 20 "
+                                       "--cfg-options seed=0 model.teacher_ckpt="
+                                       "bevdistill/assets/teacher_64beam.pth")
 
 
 def test_chosen_option_compares_gains_on_the_shared_seeds():

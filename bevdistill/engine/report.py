@@ -89,3 +89,31 @@ def write_json(path: str | Path, record: Mapping[str, Any]) -> Path:
     path = Path(path)
     atomic_write_bytes((json.dumps(record, indent=2, sort_keys=False) + "\n").encode(), str(path))
     return path
+
+
+
+def _in_repository(path: str) -> str | None:
+    """``path`` relative to the repository root if it is a file of this repository (of any
+    checkout of it, e.g. a benchmark's git worktree), else None."""
+    parts = Path(path).parts
+    for i in range(1, len(parts)):
+        if parts[i] == PACKAGE_ROOT.name and PACKAGE_ROOT.parent.joinpath(*parts[i:]).exists():
+            return str(Path(*parts[i:]))
+    return None
+
+
+def portable_command(command: str) -> str:
+    """A recorded command without this machine's paths, as the book and the shipped model cards
+    show it: a file of the repository relative to its root, and an option or ``key=value`` whose
+    value is any other absolute path (``--work-dir``, ``--out``, ``*.cache_dir=``) dropped, so
+    that what is left runs anywhere with its defaults."""
+    out: list[str] = []
+    for token in command.split():
+        key, eq, value = token.rpartition("=") if "=" in token else ("", "", token)
+        if not value.startswith("/"):
+            out.append(token)
+        elif (inside := _in_repository(value)) is not None:
+            out.append(f"{key}{eq}{inside}")
+        elif not eq and out and out[-1].startswith("--"):
+            out.pop()  # the option this local path was the value of
+    return " ".join(out)

@@ -66,7 +66,7 @@ _EXPORTS = {
     # what distillation bought (distill_gain.json)
     "gain_table": "bevdistill.viz.gain",
     "chosen_option": "bevdistill.viz.gain",
-    "portable_command": "bevdistill.viz.gain",
+    "portable_command": "bevdistill.engine.report",
     "gap_by_class": "bevdistill.viz.gain",
     "plot_gain_curves": "bevdistill.viz.gain",
     "plot_class_bars": "bevdistill.viz.gain",

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bevdistill.data.classes import CLASS_NAMES
+from bevdistill.engine.report import portable_command
 from bevdistill.viz.results import load_benchmark, markdown_table
 
 BUDGET_NAMES = {"equal": "short (equal) budget", "converged": "full schedule",
@@ -34,22 +35,6 @@ def scenario_rows(result: str | Mapping[str, Any], scenario: str, split: str = "
         raise KeyError(f"no scenario {scenario!r} in the result; it has "
                        f"{sorted(data['scenarios'])}")
     return [r for r in data["summary"] if r["scenario"] == scenario and r["split"] == split]
-
-
-def portable_command(command: str) -> str:
-    """A recorded command without this machine's paths: a shipped file's path from the
-    repository root, and options that only named local folders (``--work-root``, ``--out``)
-    dropped, so the book shows what anyone can run."""
-    out: list[str] = []
-    for token in command.split():
-        if token.startswith("/") and "bevdistill/assets/" in token:
-            out.append(token[token.index("bevdistill/assets/"):])
-        elif token.startswith("/"):
-            if out and out[-1].startswith("--"):
-                out.pop()  # the option this local path was the value of
-        else:
-            out.append(token)
-    return " ".join(out)
 
 
 def chosen_option(result: str | Mapping[str, Any], scenario: str) -> str | None:
