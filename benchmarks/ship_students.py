@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 
 from benchmarks._distill_options import RESULTS_DIR
-from bevdistill.engine.report import portable_command
 from bevdistill.data.classes import CLASS_NAMES
+from bevdistill.engine.report import portable_command
 
 SHIPPED_AS = {"baseline": "student_16beam", "chosen": "student_16beam_distilled"}
 

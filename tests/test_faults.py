@@ -395,7 +395,8 @@ def test_ship_records_the_weights_hash(faults, tmp_path, monkeypatch):
     run.mkdir()
     ckpt = _state_file(run / "iter_1.pth")
     (run / "metrics.json").write_text(json.dumps(dict(
-        role="teacher", checkpoint=str(ckpt), config="train_teacher", argv=["train"], seed=0,
+        role="teacher", checkpoint=str(ckpt), config="train_teacher",
+        argv="bevdistill train teacher train_teacher", seed=0,  # a string, as run_record writes
         commit="x", iters_done=1, duration_s=1.0, device="cpu", torch=torch.__version__,
         config_path=str(load_experiment("train_teacher").filename), metrics={})))
     monkeypatch.setattr(pretrained, "evaluate_subset", lambda weights: {})
