@@ -91,7 +91,6 @@ def write_json(path: str | Path, record: Mapping[str, Any]) -> Path:
     return path
 
 
-
 def _in_repository(path: str) -> str | None:
     """``path`` relative to the repository root if it is a file of this repository (of any
     checkout of it, e.g. a benchmark's git worktree), else None."""

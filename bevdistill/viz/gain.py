@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from bevdistill.data.classes import CLASS_NAMES
-from bevdistill.engine.report import portable_command
 from bevdistill.viz.results import load_benchmark, markdown_table
 
 BUDGET_NAMES = {"equal": "short (equal) budget", "converged": "full schedule",
@@ -229,6 +228,8 @@ def show_gain(result_name: str) -> Mapping[str, Any]:
     where it came from, its curves, per-class bars and tables."""
     import matplotlib.pyplot as plt
     from IPython.display import Markdown, display
+
+    from bevdistill.engine.report import portable_command  # torch and mmengine: not at import
 
     result = _result(result_name)
     for name, sc in result["scenarios"].items():
