@@ -1,10 +1,11 @@
-"""Ship the two-sensor benchmark's students (seed 0): the student alone and the chosen option.
+"""Ship a benchmark scenario's students (seed 0): the student alone and the chosen option.
 
-Notebook 6 shows them beside the teacher. Each becomes ``bevdistill/assets/NAME.pth`` with a
+Notebook 6 shows them beside their scenario's teacher. Each becomes ``bevdistill/assets/NAME.pth`` with a
 model card (:func:`bevdistill.pretrained.ship`) that also names the benchmark run it came from
 and its held-out scores, read from the run's own files; nothing is retrained.
 
-    .venv/bin/python -m benchmarks.ship_students --work-root WORK_ROOT_OF_THE_BENCHMARK
+    .venv/bin/python -m benchmarks.ship_students --work-root WORK_ROOT_OF_THE_BENCHMARK \
+        [--scenario two_sensor|compression]
 
 ``WORK_ROOT`` is the ``--work-root`` the benchmark ran with; the run dirs must be the ones whose
 commits ``benchmarks/results/distill_gain.json`` records (checked).
@@ -20,7 +21,11 @@ from benchmarks._distill_options import RESULTS_DIR
 from bevdistill.data.classes import CLASS_NAMES
 from bevdistill.engine.report import portable_command
 
-SHIPPED_AS = {"baseline": "student_16beam", "chosen": "student_16beam_distilled"}
+# the names they ship under, per scenario, beside that scenario's teacher
+SHIPPED_AS = {
+    "two_sensor": {"baseline": "student_16beam", "chosen": "student_16beam_distilled"},
+    "compression": {"baseline": "student", "chosen": "student_distilled"},
+}
 
 
 def benchmark_extra(result: dict, scenario: str, option: str, seed: int, run_dir: Path) -> dict:
@@ -53,17 +58,18 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-root", type=Path, required=True)
-    parser.add_argument("--scenario", default="two_sensor")
+    parser.add_argument("--scenario", default="two_sensor", choices=sorted(SHIPPED_AS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path, default=RESULTS_DIR / "distill_gain.json")
     args = parser.parse_args(argv)
     result = json.loads(args.results.read_text())
     options = {"baseline": "baseline", "chosen": chosen_option(result, args.scenario)}
+    names = SHIPPED_AS[args.scenario]
     for role, option in options.items():
         run_dir = args.work_root / option / f"seed{args.seed}"
         extra = benchmark_extra(result, args.scenario, option, args.seed, run_dir)
-        card = ship(run_dir, name=SHIPPED_AS[role], extra=extra)
-        print(f"{SHIPPED_AS[role]} <- {option} seed {args.seed}: held-out mAP "
+        card = ship(run_dir, name=names[role], extra=extra)
+        print(f"{names[role]} <- {option} seed {args.seed}: held-out mAP "
               f"{card['benchmark']['test_split']['mAP_end_of_schedule']:.3f}")
 
 

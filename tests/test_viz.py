@@ -438,3 +438,37 @@ def test_found_by_points_bins_objects_by_what_the_student_scan_holds():
     for r in rows:
         if r["objects"]:
             assert r["found by oracle"] == "100%" and r["found by blind"] == "0%"
+
+
+def test_side_by_side_shows_the_scene_where_the_compared_models_differ_most():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bevdistill.data import SyntheticBEVDataset
+    from bevdistill.viz import gain
+
+    data = SyntheticBEVDataset(num_samples=3, point_cloud_range=(-32, -32, -5, 32, 32, 3),
+                               lidar=dict(n_rings=16, n_azimuth=360))
+
+    class Oracle:  # finds every object of the scene whose scan it is given
+        def predict(self, inputs):
+            i = next(k for k in range(len(data))
+                     if torch.equal(data[k]["inputs"]["points"], inputs["points"][0]))
+            s = data[i]["data_samples"]
+            return [{"boxes": s["gt_boxes"], "labels": s["gt_labels"],
+                     "scores": torch.ones(len(s["gt_labels"]))}]
+
+    class Blind:  # finds nothing
+        def predict(self, inputs):
+            return [{"boxes": torch.zeros(0, 7), "labels": torch.zeros(0, dtype=torch.long),
+                     "scores": torch.zeros(0)}]
+
+    objects = [len(data[i]["data_samples"]["gt_labels"]) for i in range(3)]
+    models = {"oracle": (Oracle(), "points"), "blind": (Blind(), "points")}
+    fig, index, differences = gain.side_by_side(data, models, compare=("oracle", "blind"))
+    assert differences == objects and index == objects.index(max(objects))
+    assert len(fig.axes) >= 2 and f"found {objects[index]} of {objects[index]}" in fig.axes[0].get_title()
+    _, _, reversed_differences = gain.side_by_side(data, models, compare=("blind", "oracle"))
+    assert reversed_differences == [-n for n in objects]
+    with pytest.raises(KeyError, match="not among the models"):
+        gain.side_by_side(data, models, compare=("oracle", "teacher"))

@@ -73,6 +73,7 @@ _EXPORTS = {
     "scenario_rows": "bevdistill.viz.gain",
     "show_gain": "bevdistill.viz.gain",
     "found_by_points": "bevdistill.viz.gain",
+    "side_by_side": "bevdistill.viz.gain",
 }
 
 __all__ = list(_EXPORTS)

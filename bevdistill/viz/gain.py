@@ -8,7 +8,7 @@ tuning-split mAP of every run over its iterations (see ``benchmarks/distill_gain
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bevdistill.data.classes import CLASS_NAMES
@@ -221,6 +221,44 @@ def found_by_points(dataset, models: Mapping[str, tuple[Any, str]], num_scenes: 
             row[f"found by {name}"] = f"{found.mean():.0%}" if inside.any() else "-"
         rows.append(row)
     return rows
+
+
+def side_by_side(dataset, models: Mapping[str, tuple[Any, str]], compare: tuple[str, str],
+                 num_scenes: int = 12, point_cloud_range: Sequence[float] | None = None):
+    """Detections of every model on the one scene, of the first ``num_scenes``, where the two
+    models named in ``compare`` find the most different numbers of objects: a picture of the
+    difference, not a measure of it. ``models`` maps a panel title to ``(model, input key)``
+    (``'points'`` or ``'teacher_points'``). Returns ``(figure, scene index, differences)``, the
+    differences being found by ``compare[0]`` minus found by ``compare[1]``, per scene."""
+    import torch
+
+    from bevdistill.viz.bev import count_found, plot_detections
+
+    missing = [name for name in compare if name not in models]
+    if missing:
+        raise KeyError(f"compare names {missing}, which are not among the models {list(models)}")
+
+    def detect(item):
+        clouds = {name: item["inputs"][key] for name, (_, key) in models.items()}
+        with torch.no_grad():
+            preds = {name: model.predict({"points": [clouds[name]]})[0]
+                     for name, (model, _) in models.items()}
+        return clouds, preds
+
+    differences = []
+    for i in range(min(num_scenes, len(dataset))):
+        sample = dataset[i]["data_samples"]
+        _, preds = detect(dataset[i])
+        first, second = (count_found(preds[name], sample["gt_boxes"], sample["gt_labels"])
+                         for name in compare)
+        differences.append(first - second)
+    index = max(range(len(differences)), key=lambda i: abs(differences[i]))
+    item = dataset[index]
+    clouds, preds = detect(item)
+    fig = plot_detections(clouds, item["data_samples"]["gt_boxes"],
+                          item["data_samples"]["gt_labels"], preds,
+                          point_cloud_range=point_cloud_range)
+    return fig, index, differences
 
 
 def show_gain(result_name: str) -> Mapping[str, Any]:
