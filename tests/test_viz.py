@@ -472,3 +472,19 @@ def test_side_by_side_shows_the_scene_where_the_compared_models_differ_most():
     assert reversed_differences == [-n for n in objects]
     with pytest.raises(KeyError, match="not among the models"):
         gain.side_by_side(data, models, compare=("oracle", "teacher"))
+
+
+def test_show_gain_shows_the_scenarios_asked_for(monkeypatch):
+    import IPython.display
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bevdistill.viz import gain
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj.data))
+    gain.show_gain("distill_gain", scenarios=["two_sensor"])
+    out = "\n".join(shown)
+    assert "Scenario `two_sensor`" in out and "Scenario `few_labels`" not in out
+    with pytest.raises(KeyError, match="no scenario"):
+        gain.show_gain("distill_gain", scenarios=["no_such_scenario"])

@@ -261,16 +261,21 @@ def side_by_side(dataset, models: Mapping[str, tuple[Any, str]], compare: tuple[
     return fig, index, differences
 
 
-def show_gain(result_name: str) -> Mapping[str, Any]:
-    """Display every scenario of one distill_gain result file (in a notebook or the book):
-    where it came from, its curves, per-class bars and tables."""
+def show_gain(result_name: str, scenarios: Sequence[str] | None = None) -> Mapping[str, Any]:
+    """Display the scenarios (default: every one) of one distill_gain result file, in a notebook
+    or the book: where each came from, its curves, per-class bars and tables."""
     import matplotlib.pyplot as plt
     from IPython.display import Markdown, display
 
     from bevdistill.engine.report import portable_command  # torch and mmengine: not at import
 
     result = _result(result_name)
+    unknown = sorted(set(scenarios or ()) - set(result["scenarios"]))
+    if unknown:
+        raise KeyError(f"{result_name} has no scenario {unknown}; it has {sorted(result['scenarios'])}")
     for name, sc in result["scenarios"].items():
+        if scenarios is not None and name not in scenarios:
+            continue
         prov = sc["provenance"]
         best = chosen_option(result, name)
         runs = [r for r in result["runs"] if r["scenario"] == name]
