@@ -97,6 +97,23 @@ OPTIONS: dict[str, tuple[str, dict[str, Any] | None]] = {
                                   "iterations 500 and 1500", {
                                       **_only(alpha_mse=10.0, alpha_kd=5.0), **IMITATION_DECAY,
                                       "model.student_init": "teacher"}),
+    # What else might add to the teacher's start, tried on one seed (the 2000-iteration curves
+    # at e9208c0 showed constant mse_kd from the teacher's weights trailing teacher_init from
+    # iteration 1000 on): responses only, at two temperatures; imitation of the neck only (the
+    # map the head reads), fading; and both terms at a fifth of their weight, kept on.
+    "teacher_init_kd": ("heatmap KD alone on a student started from the teacher's weights (the "
+                        "teacher's responses as soft targets, no feature imitation)",
+                        {**_only(alpha_kd=5.0), "model.student_init": "teacher"}),
+    "teacher_init_kd_t2": ("teacher_init_kd with the heatmap logits softened at temperature 2",
+                           {**_only(alpha_kd=5.0, kd_temperature=2.0),
+                            "model.student_init": "teacher"}),
+    "teacher_init_mse_neck_kd_decay": (
+        "teacher_init_mse_kd_decay imitating the neck only (the map the head reads), not the "
+        "backbone", {**_only(alpha_mse=10.0, alpha_kd=5.0), **IMITATION_DECAY,
+                     "model.hook_points": "[pts_neck]", "model.student_init": "teacher"}),
+    "teacher_init_mse_kd_light": ("teacher_init_mse_kd at a fifth of both weights (MSE 2, KD "
+                                  "1), kept on", {**_only(alpha_mse=2.0, alpha_kd=1.0),
+                                                  "model.student_init": "teacher"}),
     "fg_mse_kd": ("mse_kd with the feature MSE weighted by the teacher's class probability per "
                   "cell (imitation focused on objects)",
                   {**_only(alpha_mse=10.0, alpha_kd=5.0), "model.foreground": "teacher_heatmap"}),

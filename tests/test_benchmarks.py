@@ -3,6 +3,7 @@ structure the reports rely on. No timing is asserted here: a shared CI machine c
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -225,3 +226,37 @@ def test_ship_students_reads_the_runs_the_result_file_reports(tmp_path):
     result["runs"][0]["commit"] = "def"  # the result file reports another run
     with pytest.raises(ValueError, match="ship the runs the result file reports"):
         benchmark_extra(result, "s", "kd", 0, run_dir)
+
+
+def test_teacher_init_ablation_options_reach_the_built_terms():
+    """Each of the teacher-start ablation options changes what it says it changes, and only that."""
+    from mmengine.config import DictAction
+
+    from benchmarks._distill_options import cfg_option_args, option_overrides
+    from bevdistill.engine.runner import load_experiment, register_modules
+    from mmengine.registry import MODELS
+
+    register_modules()
+
+    def built(option):
+        overrides = {k: v for k, v in option_overrides(option, None).items()
+                     if k != "model.student_init"}  # distill_ci's teacher is another network
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--cfg-options", nargs="+", action=DictAction)
+        parsed = parser.parse_args(["--cfg-options", *cfg_option_args(overrides)]).cfg_options
+        return MODELS.build(load_experiment("distill_ci", parsed).model)
+
+    kd, kd_t2 = built("teacher_init_kd"), built("teacher_init_kd_t2")
+    assert [k.split(".")[0] for k in kd.loss_keys] == ["loss_kd"] == [
+        k.split(".")[0] for k in kd_t2.loss_keys]
+    assert (kd.distill_loss.terms["kd"].losses["heatmap"].temperature,
+            kd_t2.distill_loss.terms["kd"].losses["heatmap"].temperature) == (1.0, 2.0)
+    neck = built("teacher_init_mse_neck_kd_decay")
+    assert sorted(neck.loss_keys) == ["loss_kd.heatmap", "loss_mse.pts_neck"]
+    assert neck.distill_loss.terms["mse"].schedule.factor(1500) == 0.0
+    light = built("teacher_init_mse_kd_light")
+    assert (light.distill_loss.terms["mse"].weight, light.distill_loss.terms["kd"].weight) == (2.0, 1.0)
+    assert light.distill_loss.terms["mse"].schedule is None
+    for option in ("teacher_init_kd", "teacher_init_kd_t2", "teacher_init_mse_neck_kd_decay",
+                   "teacher_init_mse_kd_light"):
+        assert option_overrides(option, "t.pth")["model.student_init"] == "teacher"
