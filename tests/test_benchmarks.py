@@ -231,10 +231,10 @@ def test_ship_students_reads_the_runs_the_result_file_reports(tmp_path):
 def test_teacher_init_ablation_options_reach_the_built_terms():
     """Each of the teacher-start ablation options changes what it says it changes, and only that."""
     from mmengine.config import DictAction
+    from mmengine.registry import MODELS
 
     from benchmarks._distill_options import cfg_option_args, option_overrides
     from bevdistill.engine.runner import load_experiment, register_modules
-    from mmengine.registry import MODELS
 
     register_modules()
 
