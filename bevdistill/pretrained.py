@@ -110,6 +110,11 @@ SHIPPED: dict[str, tuple[str, str, str]] = {
     "student_16beam_distilled": ("distill_64to16beam", "student",
                                  "two-sensor student distilled from teacher_64beam (the "
                                  "benchmark's chosen option; its card names it)"),
+    "student": ("train_student", "student",
+                "compression student trained alone: narrow, 0.5 m pillars (baseline)"),
+    "student_distilled": ("distill", "student",
+                          "compression student distilled from teacher (the benchmark's chosen "
+                          "option; its card names it)"),
 }
 
 
