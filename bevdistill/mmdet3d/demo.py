@@ -11,6 +11,7 @@ shapes, losses, export), not what a trained teacher teaches.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import io
 import logging
@@ -85,6 +86,9 @@ def distil_on_frame(
 # mmdet3d 1.4.0 warns on every CPU inference and on a tensor copy in CenterPointBBoxCoder;
 # neither says anything about the model, and both print the installation's path.
 MMDET3D_NOTICES = ("Don't suggest using CPU device", "To copy construct from a tensor")
+# mmengine's load_checkpoint prints where it read the weights from; for an export folder that is
+# a temporary path of this machine, which a rendered notebook (the book) must not show
+CHECKPOINT_PATH_NOTICE = "Loads checkpoint by"
 
 
 def export_and_reload(run: DemoRun, folder: str | os.PathLike):
@@ -109,7 +113,12 @@ def export_and_reload(run: DemoRun, folder: str | os.PathLike):
     with warnings.catch_warnings():  # two known notices of mmdet3d's own code, not ours
         for notice in MMDET3D_NOTICES:
             warnings.filterwarnings("ignore", message=notice, category=UserWarning)
-        model = init_model(str(config), str(weights), device="cpu")
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            model = init_model(str(config), str(weights), device="cpu")
+        for line in printed.getvalue().splitlines():  # all it printed but the path notice
+            if not line.startswith(CHECKPOINT_PATH_NOTICE):
+                print(line)
         result, _ = inference_detector(model, lidar_path)
     return model, result
 
