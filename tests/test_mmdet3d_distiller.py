@@ -198,14 +198,20 @@ def test_demo_command_prints_the_distillation_losses(cfg, capsys):
 
 
 def test_export_and_reload_names_no_path_of_this_machine(cfg, tmp_path, capsys):
-    """The reload gives the distilled weights, and prints no temporary path: notebook 6 renders
-    its output into the book."""
+    """The reload gives the distilled weights, prints no temporary path (notebook 6 renders its
+    output into the book) and leaves the caller's registry scope as it was."""
     from bevdistill.mmdet3d.demo import distil_on_frame, export_and_reload
 
     run = distil_on_frame(cfg, steps=1)
     capsys.readouterr()
+    scope = DefaultScope.get_current_instance()
     student, result = export_and_reload(run, tmp_path)
     printed = capsys.readouterr()
+    # the caller's registry scope survives: bevdistill's models still build after it
+    assert DefaultScope.get_current_instance() is scope
+    from bevdistill.models import build_detector
+
+    build_detector("teacher")
     assert all(torch.equal(v, run.distiller.student.state_dict()[k])
                for k, v in student.state_dict().items())
     assert result.pred_instances_3d.scores_3d.ndim == 1  # inference_detector ran on the frame

@@ -408,6 +408,30 @@ def test_solutions_show_the_teaching_source_and_name_the_reference(capsys):
         solution_source("step7")
 
 
+class _Oracle:
+    """Finds every object of the scene whose scan (either view) it is given."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def predict(self, inputs):
+        cloud = inputs["points"][0]
+        i = next(k for k in range(len(self.data))
+                 if any(torch.equal(self.data[k]["inputs"][view], cloud)
+                        for view in ("points", "teacher_points") if view in self.data[k]["inputs"]))
+        s = self.data[i]["data_samples"]
+        return [{"boxes": s["gt_boxes"], "labels": s["gt_labels"],
+                 "scores": torch.ones(len(s["gt_labels"]))}]
+
+
+class _Blind:
+    """Finds nothing."""
+
+    def predict(self, inputs):
+        return [{"boxes": torch.zeros(0, 7), "labels": torch.zeros(0, dtype=torch.long),
+                 "scores": torch.zeros(0)}]
+
+
 def test_found_by_points_bins_objects_by_what_the_student_scan_holds():
     from bevdistill.data import SyntheticBEVDataset
     from bevdistill.viz import gain
@@ -416,22 +440,8 @@ def test_found_by_points_bins_objects_by_what_the_student_scan_holds():
                                lidar=dict(n_rings=16, n_azimuth=360),
                                teacher_lidar=dict(n_rings=32, n_azimuth=360))
 
-    class Oracle:  # finds every object
-        def predict(self, inputs):
-            i = next(k for k in range(len(data))
-                     if torch.equal(data[k]["inputs"]["points"], inputs["points"][0])
-                     or torch.equal(data[k]["inputs"]["teacher_points"], inputs["points"][0]))
-            s = data[i]["data_samples"]
-            return [{"boxes": s["gt_boxes"], "labels": s["gt_labels"],
-                     "scores": torch.ones(len(s["gt_labels"]))}]
-
-    class Blind:  # finds nothing
-        def predict(self, inputs):
-            return [{"boxes": torch.zeros(0, 7), "labels": torch.zeros(0, dtype=torch.long),
-                     "scores": torch.zeros(0)}]
-
-    rows = gain.found_by_points(data, {"oracle": (Oracle(), "teacher_points"),
-                                       "blind": (Blind(), "points")})
+    rows = gain.found_by_points(data, {"oracle": (_Oracle(data), "teacher_points"),
+                                       "blind": (_Blind(), "points")})
     assert [r["student-scan points in the box"] for r in rows] == ["0", "1-4", "5-19", "20+"]
     total = sum(len(data[i]["data_samples"]["gt_labels"]) for i in range(2))
     assert sum(r["objects"] for r in rows) == total
@@ -450,21 +460,8 @@ def test_side_by_side_shows_the_scene_where_the_compared_models_differ_most():
     data = SyntheticBEVDataset(num_samples=3, point_cloud_range=(-32, -32, -5, 32, 32, 3),
                                lidar=dict(n_rings=16, n_azimuth=360))
 
-    class Oracle:  # finds every object of the scene whose scan it is given
-        def predict(self, inputs):
-            i = next(k for k in range(len(data))
-                     if torch.equal(data[k]["inputs"]["points"], inputs["points"][0]))
-            s = data[i]["data_samples"]
-            return [{"boxes": s["gt_boxes"], "labels": s["gt_labels"],
-                     "scores": torch.ones(len(s["gt_labels"]))}]
-
-    class Blind:  # finds nothing
-        def predict(self, inputs):
-            return [{"boxes": torch.zeros(0, 7), "labels": torch.zeros(0, dtype=torch.long),
-                     "scores": torch.zeros(0)}]
-
     objects = [len(data[i]["data_samples"]["gt_labels"]) for i in range(3)]
-    models = {"oracle": (Oracle(), "points"), "blind": (Blind(), "points")}
+    models = {"oracle": (_Oracle(data), "points"), "blind": (_Blind(), "points")}
     fig, index, differences = gain.side_by_side(data, models, compare=("oracle", "blind"))
     assert differences == objects and index == objects.index(max(objects))
     assert len(fig.axes) >= 2 and f"found {objects[index]} of {objects[index]}" in fig.axes[0].get_title()

@@ -110,8 +110,10 @@ def export_and_reload(run: DemoRun, folder: str | os.PathLike):
         run.cfg, folder / "distiller.pth", folder / "student.pth"
     )
     lidar_path = run.batch["data_samples"][0].metainfo["lidar_path"]
-    with warnings.catch_warnings():  # two known notices of mmdet3d's own code, not ours
-        for notice in MMDET3D_NOTICES:
+    # init_model sets mmdet3d as the process's default registry scope; the overwrite restores the
+    # caller's, so bevdistill's own models (PillarFeatureNet...) still build afterwards
+    with DefaultScope.overwrite_default_scope("mmdet3d"), warnings.catch_warnings():
+        for notice in MMDET3D_NOTICES:  # two known notices of mmdet3d's own code, not ours
             warnings.filterwarnings("ignore", message=notice, category=UserWarning)
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
