@@ -204,11 +204,14 @@ def test_export_and_reload_names_no_path_of_this_machine(cfg, tmp_path, capsys):
 
     run = distil_on_frame(cfg, steps=1)
     capsys.readouterr()
-    scope = DefaultScope.get_current_instance()
+    def scope_name():  # the overwrite restores copies of the scopes, so compare their names
+        return getattr(DefaultScope.get_current_instance(), "scope_name", None)
+
+    scope = scope_name()
     student, result = export_and_reload(run, tmp_path)
     printed = capsys.readouterr()
     # the caller's registry scope survives: bevdistill's models still build after it
-    assert DefaultScope.get_current_instance() is scope
+    assert scope_name() == scope
     from bevdistill.models import build_detector
 
     build_detector("teacher")
@@ -216,3 +219,16 @@ def test_export_and_reload_names_no_path_of_this_machine(cfg, tmp_path, capsys):
                for k, v in student.state_dict().items())
     assert result.pred_instances_3d.scores_3d.ndim == 1  # inference_detector ran on the frame
     assert str(tmp_path) not in printed.out + printed.err, printed
+
+
+def test_bevdistill_presets_build_while_mmdet3d_is_the_default_scope():
+    """mmdet3d's init_model leaves its scope as the process default; bevdistill's presets must
+    still get bevdistill's parts (mmdet3d has a PillarFeatureNet of its own)."""
+    from mmdet3d.utils import register_all_modules
+
+    from bevdistill.models import build_detector
+
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope("mmdet3d"):
+        model = build_detector("teacher")
+    assert type(model.pts_voxel_encoder).__module__.startswith("bevdistill.")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mmengine.config import Config
-from mmengine.registry import MODELS
+from mmengine.registry import MODELS, DefaultScope
 from torch import nn
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -76,7 +76,10 @@ def build_detector(cfg: str | os.PathLike | Mapping | Config) -> nn.Module:
     """Build ``cfg``'s model through mmengine's ``MODELS`` registry, e.g. ``build_detector('student')``."""
     from bevdistill.models import detector  # noqa: F401 (registers the detector and its parts)
 
-    return MODELS.build(model_config(cfg))
+    # bevdistill's parts live in mmengine's root registry; a default scope left at 'mmdet3d' (by
+    # mmdet3d's init_model, say) would resolve PillarFeatureNet to mmdet3d's class instead
+    with DefaultScope.overwrite_default_scope("mmengine"):
+        return MODELS.build(model_config(cfg))
 
 
 def build_model(spec: Any, role: str = "model") -> nn.Module:
