@@ -202,11 +202,11 @@ def test_export_and_reload_names_no_path_of_this_machine(cfg, tmp_path, capsys):
     output into the book) and leaves the caller's registry scope as it was."""
     from bevdistill.mmdet3d.demo import distil_on_frame, export_and_reload
 
-    run = distil_on_frame(cfg, steps=1)
-    capsys.readouterr()
     def scope_name():  # the overwrite restores copies of the scopes, so compare their names
         return getattr(DefaultScope.get_current_instance(), "scope_name", None)
 
+    run = distil_on_frame(cfg, steps=1)
+    capsys.readouterr()
     scope = scope_name()
     student, result = export_and_reload(run, tmp_path)
     printed = capsys.readouterr()

@@ -245,18 +245,18 @@ def side_by_side(dataset, models: Mapping[str, tuple[Any, str]], compare: tuple[
                      for name, (model, _) in models.items()}
         return clouds, preds
 
-    differences = []
+    scenes, differences = [], []
     for i in range(min(num_scenes, len(dataset))):
-        sample = dataset[i]["data_samples"]
-        _, preds = detect(dataset[i])
+        item = dataset[i]  # a synthetic scene is scanned when indexed: once per scene
+        clouds, preds = detect(item)
+        sample = item["data_samples"]
         first, second = (count_found(preds[name], sample["gt_boxes"], sample["gt_labels"])
                          for name in compare)
+        scenes.append((sample, clouds, preds))
         differences.append(first - second)
     index = max(range(len(differences)), key=lambda i: abs(differences[i]))
-    item = dataset[index]
-    clouds, preds = detect(item)
-    fig = plot_detections(clouds, item["data_samples"]["gt_boxes"],
-                          item["data_samples"]["gt_labels"], preds,
+    sample, clouds, preds = scenes[index]
+    fig = plot_detections(clouds, sample["gt_boxes"], sample["gt_labels"], preds,
                           point_cloud_range=point_cloud_range)
     return fig, index, differences
 
