@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks._distill_options import REPO_ROOT, tree_is_dirty
+from benchmarks._provenance import REPO_ROOT, tree_is_dirty
 from bevdistill.engine.report import git_commit, write_json
 
 PROVENANCE = "provenance.json"

@@ -13,16 +13,16 @@ Prints a table and writes benchmarks/results/attention_magnitude.json.
 
 from __future__ import annotations
 
-import json
-import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from benchmarks._provenance import RESULTS_DIR, provenance
+from bevdistill.engine.report import write_json
 from bevdistill.losses.attention import AttentionTransferLoss, tutorial_attention_loss
+
+MODULE = "benchmarks.attention_magnitude"
 
 GRIDS = [(32, 32), (128, 128), (180, 180)]
 BATCH, INPUT_C, STUDENT_C, TEACHER_C, NUM_CLASSES, NUM_OBJECTS = 2, 32, 64, 128, 10, 20
@@ -111,13 +111,7 @@ def main() -> dict:
                 }
             )
     return {
-        "command": "OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.attention_magnitude",
-        "machine": {
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-        },
+        **provenance(MODULE, []),
         "setup": {
             "batch": BATCH,
             "student_channels": STUDENT_C,
@@ -152,7 +146,6 @@ def print_table(result: dict) -> None:
 if __name__ == "__main__":
     out = main()
     print_table(out)
-    path = Path(__file__).resolve().parent / "results" / "attention_magnitude.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    path = RESULTS_DIR / "attention_magnitude.json"
+    write_json(path, out)
     print(f"wrote {path}")

@@ -18,30 +18,19 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/torch start their thread pools
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks._provenance import RESULTS_DIR, provenance  # noqa: E402
 from bevdistill.data import LidarSimulator, SyntheticBEVDataset, count_points_in_boxes  # noqa: E402
 from bevdistill.data.scene import generate_scene, scene_rng  # noqa: E402
+from bevdistill.engine.report import write_json  # noqa: E402
 
 TARGET_SCANS_PER_S = 10.0
 SEED = 123  # a world no test uses
-
-
-def _commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             check=True, cwd=Path(__file__).resolve().parents[1])
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
+MODULE = "benchmarks.data_speed"
 
 
 def _time_scans(n: int) -> dict:
@@ -92,19 +81,12 @@ def main(argv: list[str] | None = None) -> dict:
     scans = _time_scans(args.samples)
     dataset = _time_dataset(max(args.samples // 2, 1))
     load_after = os.getloadavg()
+    record = provenance(MODULE, argv)
     out = {
-        "command": "OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.data_speed"
-                   + (f" --samples {args.samples}" if args.samples != 60 else ""),
-        "commit": _commit(),
+        **record,
         "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "python": sys.version.split()[0],
+            **record["machine"],
             "numpy": np.__version__,
-            "torch": torch.__version__,
-            "threads": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-                        "torch": torch.get_num_threads()},
             "load_average_1min": {"before": load_before[0], "after": load_after[0]},
             "note": "shared machine: other jobs ran at the same time, so wall-clock rates are "
                     "lower bounds; CPU-time rates are the single-core cost",
@@ -121,9 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
           {k: round(v, 1) for k, v in scans["ms_per_scan_cpu_by_stage"].items()})
     print(f"dataset items/s (augment, crop, tensors, no cache): "
           f"{dataset['items_per_s_cpu']:.1f} (CPU), {dataset['items_per_s_wall']:.1f} (wall)")
-    path = Path(__file__).resolve().parent / "results" / "data_speed.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    path = RESULTS_DIR / "data_speed.json"
+    write_json(path, out)
     print(f"wrote {path}")
     return out
 

@@ -43,15 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._distill_options import (
-    OPTIONS,
-    REPO_ROOT,
-    RESULTS_DIR,
-    TRAINED_ALONE,
-    cfg_option_args,
-    option_overrides,
-    provenance,
-)
+from benchmarks._distill_options import OPTIONS, TRAINED_ALONE, cfg_option_args, option_overrides
+from benchmarks._provenance import REPO_ROOT, RESULTS_DIR, provenance
 from benchmarks._runs import RunSpec, run_all, scalars_history
 from bevdistill.data.classes import CLASS_NAMES
 from bevdistill.engine.checkpoint import file_sha256

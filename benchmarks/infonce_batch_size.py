@@ -20,18 +20,18 @@ Prints a table and writes benchmarks/results/infonce_batch_size.json.
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
-import sys
 import warnings
-from pathlib import Path
 
 import torch
 
+from benchmarks._provenance import RESULTS_DIR, provenance
 from bevdistill.bev_grid import resize_bev
+from bevdistill.engine.report import write_json
 from bevdistill.losses.contrastive import ContrastiveLoss, SpatialContrastiveLoss
 from bevdistill.projection import ProjectionMLP, SpatialProjector
+
+MODULE = "benchmarks.infonce_batch_size"
 
 BATCH_SIZES = (1, 2, 4, 8)
 SEEDS = range(5)
@@ -95,13 +95,7 @@ def main() -> dict:
                     }
                 )
     return {
-        "command": "OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.infonce_batch_size",
-        "machine": {
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-        },
+        **provenance(MODULE, []),
         "setup": {
             "channels": CHANNELS,
             "teacher_grid": list(TEACHER_HW),
@@ -138,7 +132,6 @@ def print_table(result: dict) -> None:
 if __name__ == "__main__":
     out = main()
     print_table(out)
-    path = Path(__file__).resolve().parent / "results" / "infonce_batch_size.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    path = RESULTS_DIR / "infonce_batch_size.json"
+    write_json(path, out)
     print(f"wrote {path}")

@@ -60,12 +60,8 @@ from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 
-from benchmarks._distill_options import (  # noqa: E402
-    OPTIONS,
-    RESULTS_DIR,
-    TRAINED_ALONE,
-    provenance,
-)
+from benchmarks._distill_options import OPTIONS, TRAINED_ALONE  # noqa: E402
+from benchmarks._provenance import RESULTS_DIR, provenance  # noqa: E402
 
 GOAL_RATIO = 1.10
 MEMORY_STEPS = 2  # untimed steps per mode whose peak memory is measured (the max is reported)
