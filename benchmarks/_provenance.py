@@ -40,12 +40,14 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def tree_is_dirty() -> bool | None:
-    """Whether the working tree differs from the commit (results then come from uncommitted
-    code, which the record should say)."""
+def tree_is_dirty(root: Path = REPO_ROOT) -> bool | None:
+    """Whether the tracked code differs from the commit (results then come from uncommitted
+    code, which the record should say). Result files are outputs, not code: a benchmark that
+    rewrites one does not make the next benchmark's record dirty."""
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                              f":(exclude){RESULTS_DIR.relative_to(REPO_ROOT).as_posix()}"],
+                             cwd=root, capture_output=True, text=True, timeout=10, check=False)
     except FileNotFoundError:
         return None
     return bool(out.stdout.strip()) if out.returncode == 0 else None

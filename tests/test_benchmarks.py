@@ -260,3 +260,57 @@ def test_teacher_init_ablation_options_reach_the_built_terms():
     for option in ("teacher_init_kd", "teacher_init_kd_t2", "teacher_init_mse_neck_kd_decay",
                    "teacher_init_mse_kd_light"):
         assert option_overrides(option, "t.pth")["model.student_init"] == "teacher"
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+
+
+def test_a_rewritten_result_file_does_not_make_the_tree_dirty(tmp_path):
+    from benchmarks._provenance import tree_is_dirty
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks" / "results" / "r.json").write_text("{}\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "c")
+    assert tree_is_dirty(tmp_path) is False
+    (tmp_path / "benchmarks" / "results" / "r.json").write_text('{"new": 1}\n')
+    assert tree_is_dirty(tmp_path) is False  # an output, not code
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert tree_is_dirty(tmp_path) is True
+
+
+def test_teacher_schedule_retrains_the_cards_recipe(tmp_path):
+    from benchmarks import teacher_schedule
+
+    ckpt = tmp_path / "t.pth"
+    card = {"experiment": "train_teacher_64beam", "iters": 3000, "seed": 0, "commit": "abc",
+            "command": "bevdistill train teacher train_teacher_64beam --max-iters 3000 "
+                       "--cfg-options train_dataset.num_samples=2000 val_dataset.num_samples=150 "
+                       "data.num_workers=0 schedule.val_interval=500"}
+    (tmp_path / "t_card.json").write_text(json.dumps(card))
+    recipe = teacher_schedule.card_recipe(ckpt)
+    # the training recipe is kept; what the benchmark sets itself (validation, workers) is not
+    assert recipe["overrides"] == {"train_dataset.num_samples": "2000"}
+    assert (recipe["experiment"], recipe["iters"]) == ("train_teacher_64beam", 3000)
+    command = teacher_schedule.train_command(recipe, 6000, distill_gain.PRESETS["cpu"], 500,
+                                             tmp_path / "run", tmp_path / "cache")
+    assert command[command.index("--max-iters") + 1] == "6000"
+    options = command[command.index("--cfg-options") + 1:]
+    assert "train_dataset.num_samples=2000" in options and "val_dataset.split=val" in options
+    assert "schedule.val_interval=500" in options and "data.num_workers=0" in options
+    (tmp_path / "t_card.json").unlink()
+    with pytest.raises(SystemExit, match="no card"):
+        teacher_schedule.card_recipe(ckpt)
+
+
+def test_the_shipped_teachers_cards_give_a_recipe():
+    from benchmarks import teacher_schedule
+
+    for name in ("two_sensor", "compression"):
+        recipe = teacher_schedule.card_recipe(Path(distill_gain.SCENARIOS[name]["teacher_ckpt"]))
+        assert recipe["iters"] > 0 and recipe["experiment"].startswith("train_teacher")
