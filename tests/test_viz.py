@@ -382,6 +382,21 @@ def test_gain_table_and_plots_read_the_summary():
     plt.close("all")
 
 
+def test_teacher_schedule_plot_draws_each_schedule_of_each_scenario():
+    from bevdistill.viz import gain
+
+    curve = lambda *maps: [{"iter": 500 * (i + 1), "mAP": m} for i, m in enumerate(maps)]  # noqa: E731
+    result = {"scenarios": {"a": {"experiment": "train_a"}, "b": {"experiment": "train_b"}},
+              "curves": {"a": {"retrained": curve(0.1, 0.2), "longer": curve(0.1, 0.2, 0.3, 0.4)},
+                         "b": {"retrained": curve(0.5), "longer": curve(0.5, 0.6)}}}
+    axes = gain.plot_teacher_schedule(result)
+    assert [ax.get_title() for ax in axes] == ["a teacher (train_a)", "b teacher (train_b)"]
+    labels = [line.get_label() for line in axes[0].get_lines()]
+    assert labels == ["retrained: 1000 iterations", "longer: 2000 iterations"]
+    assert list(axes[1].get_lines()[1].get_ydata()) == [0.5, 0.6]
+    plt.close("all")
+
+
 def test_import_benchmark_and_missing_results(monkeypatch):
     module = viz.import_benchmark("infonce_batch_size")
     assert callable(module.measure) and viz.import_benchmark("infonce_batch_size") is module

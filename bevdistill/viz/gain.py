@@ -1,5 +1,6 @@
 """What distillation bought, read from ``benchmarks/results/distill_gain.json``: readable tables,
-mAP-over-iterations curves and per-class bars, for the book's Results chapter and notebook 6.
+mAP-over-iterations curves and per-class bars, for the book's Results chapter and notebook 6;
+and the teachers' own curves at two schedules (``teacher_schedule.json``).
 
 The file's ``summary`` holds one row per (scenario, option, budget, split); ``curves`` the
 tuning-split mAP of every run over its iterations (see ``benchmarks/distill_gain.py``).
@@ -160,6 +161,29 @@ def plot_gain_curves(result: str | Mapping[str, Any], scenario: str,
     ax.set_title(data["scenarios"][scenario]["what"], fontsize=10)
     ax.legend(fontsize=7)
     return ax
+
+
+def plot_teacher_schedule(result: str | Mapping[str, Any] = "teacher_schedule", axes=None):
+    """Tuning-split mAP of each scenario's teacher over iterations, at the shipped schedule and a
+    longer one (``benchmarks/teacher_schedule.py``): does the longer schedule end higher?"""
+    from bevdistill.viz._deps import pyplot
+
+    plt = pyplot()
+    data = load_benchmark(result) if isinstance(result, str) else result
+    names = list(data["curves"])
+    if axes is None:
+        _, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 3.8), squeeze=False)
+        axes = axes[0]
+    for ax, name in zip(axes, names, strict=True):
+        for schedule, history in data["curves"][name].items():
+            iters = [h["iter"] for h in history]
+            ax.plot(iters, [h["mAP"] for h in history], marker="o", ms=3,
+                    label=f"{schedule}: {iters[-1]} iterations" if iters else schedule)
+        ax.set_xlabel("training iteration")
+        ax.set_ylabel("mAP (tuning split)")
+        ax.set_title(f"{name} teacher ({data['scenarios'][name]['experiment']})", fontsize=10)
+        ax.legend(fontsize=8)
+    return axes
 
 
 def plot_class_bars(result: str | Mapping[str, Any], scenario: str, option: str,
