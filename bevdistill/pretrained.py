@@ -98,13 +98,16 @@ def evaluate_subset(checkpoint: Path, num_samples: int = SUBSET_SAMPLES) -> dict
         return {k: float(v) for k, v in evaluate_checkpoint(exp, checkpoint, work_dir).items()}
 
 
-# The models shipped beside the compression teacher: the two-sensor scenario's 64-beam teacher,
-# and the students of both benchmark arms (trained alone, distilled) that notebook 06 shows.
+# The models shipped beside the compression teacher: the two-sensor scenario's 64-beam teacher
+# (and its twin trained twice as long), and the students of both benchmark arms (trained alone, distilled) that notebook 06 shows.
 # name -> (experiment the weights were trained with, network preset, what it is).
 SHIPPED: dict[str, tuple[str, str, str]] = {
     "teacher": ("train_teacher", "teacher", "compression teacher: wide, 0.25 m pillars"),
     "teacher_64beam": ("train_teacher_64beam", "student",
                        "two-sensor teacher: the student's network reading a 64-beam LiDAR"),
+    "teacher_64beam_long": ("train_teacher_64beam", "student",
+                            "two-sensor teacher trained twice as long as teacher_64beam (6000 "
+                            "iterations, same recipe; benchmarks/teacher_schedule.py)"),
     "student_16beam": ("train_student_16beam", "student",
                        "two-sensor student trained alone on the 16-beam LiDAR (baseline)"),
     "student_16beam_distilled": ("distill_64to16beam", "student",
