@@ -99,10 +99,12 @@ def evaluate_subset(checkpoint: Path, num_samples: int = SUBSET_SAMPLES) -> dict
 
 
 # The models shipped beside the compression teacher: the two-sensor scenario's 64-beam teacher
-# (and its twin trained twice as long), and the students of both benchmark arms (trained alone, distilled) that notebook 06 shows.
+# (and both teachers' twins trained twice as long), and the students of both benchmark arms (trained alone, distilled) that notebook 06 shows.
 # name -> (experiment the weights were trained with, network preset, what it is).
 SHIPPED: dict[str, tuple[str, str, str]] = {
     "teacher": ("train_teacher", "teacher", "compression teacher: wide, 0.25 m pillars"),
+    "teacher_long": ("train_teacher", "teacher", "compression teacher trained twice as long as "
+                     "teacher (3000 iterations, same recipe; benchmarks/teacher_schedule.py)"),
     "teacher_64beam": ("train_teacher_64beam", "student",
                        "two-sensor teacher: the student's network reading a 64-beam LiDAR"),
     "teacher_64beam_long": ("train_teacher_64beam", "student",
