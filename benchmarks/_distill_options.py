@@ -10,6 +10,7 @@ stands for the scenario's teacher checkpoint (:func:`option_overrides` fills it 
 
 from __future__ import annotations
 
+import argparse
 import inspect
 from typing import Any
 
@@ -121,3 +122,15 @@ def option_overrides(option: str, teacher_ckpt: str | None) -> dict[str, Any]:
 def cfg_option_args(overrides: dict[str, Any]) -> list[str]:
     """``--cfg-options`` arguments (``key=value`` strings) for the bevdistill CLI."""
     return [f"{k}={v}" for k, v in overrides.items()]
+
+
+def as_the_cli_reads(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` as the bevdistill CLI's ``--cfg-options`` parses them (``"[pts_neck]"`` ->
+    ``["pts_neck"]``), for code that builds an option's config in process."""
+    from mmengine.config import DictAction
+
+    if not overrides:
+        return {}
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+    return parser.parse_args(["--cfg-options", *cfg_option_args(overrides)]).cfg_options

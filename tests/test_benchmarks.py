@@ -54,6 +54,14 @@ def test_step_overhead_smoke(tmp_path):
     assert row["hook_points"] == ["pts_backbone", "pts_neck"]
 
 
+def test_step_overhead_builds_every_distillation_option():
+    # the teacher_init_* options start the student from the teacher's weights, which a student
+    # of another network cannot take; a step costs the same from any start
+    for option in step_overhead.DISTILL_OPTIONS:
+        distiller, batch = step_overhead.build("smoke", option, "cpu")
+        assert batch and distiller.training
+
+
 def test_gpu_check_parses_and_names_its_steps():
     """The GPU check cannot run here: at least its syntax, its plan and its stated duration."""
     subprocess.run(["bash", "-n", str(GPU_CHECK)], check=True)
