@@ -281,8 +281,13 @@ def test_benchmark_markdown_renders_any_result_file():
     assert "| b | loss | extra |" in text and "| 1 | 0.1235 |  |" in text
     assert "| setup.grid | [64, 64] |" in text and "| meets_target | True |" in text
     assert "does not record the command" in vr.benchmark_markdown({"rows": []})
+    # the machine's own paths are not part of the command a reader reruns
+    local = vr.benchmark_markdown({"command": "python -m benchmarks.x --work-root /srv/runs/x"})
+    assert "```bash\npython -m benchmarks.x\n```" in local and "/srv" not in local
     for name in vr.list_benchmarks():
-        assert "Reproduce with" in vr.benchmark_markdown(name)
+        text = vr.benchmark_markdown(name)
+        command = text.split("```bash\n", 1)[1].split("\n```", 1)[0]
+        assert "Reproduce with" in text and " /" not in command, (name, command)
     with pytest.raises(FileNotFoundError, match="known:"):
         vr.load_benchmark("no_such_benchmark")
 

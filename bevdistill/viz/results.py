@@ -125,6 +125,10 @@ def benchmark_markdown(data: str | Mapping[str, Any], title: str | None = None) 
         raise TypeError(f"a benchmark result is a JSON object, got {type(result).__name__}")
     result = dict(result)
     command = result.pop("command", None) or result.pop("command_pattern", None)
+    if command:
+        from bevdistill.engine.report import portable_command  # torch: not at import
+
+        command = portable_command(command)  # no path of the machine that ran it
     machine = result.pop("machine", None)
     parts = [f"**{title or name}** (`benchmarks/results/{name}.json`)" if isinstance(data, str)
              else f"**{title or name}**"]
