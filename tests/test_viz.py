@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import matplotlib
@@ -400,6 +401,17 @@ def test_teacher_schedule_plot_draws_each_schedule_of_each_scenario():
     assert labels == ["retrained: 1000 iterations", "longer: 2000 iterations"]
     assert list(axes[1].get_lines()[1].get_ydata()) == [0.5, 0.6]
     plt.close("all")
+
+
+def test_import_benchmark_from_any_working_directory(tmp_path):
+    # a notebook runs in notebooks/, where the checkout's benchmarks folder is not on sys.path;
+    # the benchmark imports its siblings (benchmarks._provenance) all the same
+    code = ("from bevdistill.viz import import_benchmark; "
+            "print(import_benchmark('infonce_batch_size').MODULE)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "benchmarks.infonce_batch_size"
 
 
 def test_import_benchmark_and_missing_results(monkeypatch):

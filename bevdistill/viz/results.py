@@ -58,6 +58,12 @@ def import_benchmark(name: str) -> ModuleType:
     module_name = f"benchmarks.{name}"
     if module_name in sys.modules:
         return sys.modules[module_name]
+    if "benchmarks" not in sys.modules:
+        # the folder as a package, so that a benchmark's own ``from benchmarks._provenance import``
+        # works from any working directory (a notebook runs in notebooks/)
+        package = ModuleType("benchmarks")
+        package.__path__ = [str(_require(BENCHMARK_DIR, "benchmarks"))]
+        sys.modules["benchmarks"] = package
     path = BENCHMARK_DIR / f"{name}.py"
     if not path.is_file():
         known = sorted(p.stem for p in _require(BENCHMARK_DIR, "benchmarks").glob("*.py"))
