@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
     record = provenance(MODULE, argv)
     started = time.time()
 
+    def teacher_dir(name: str, iters: int) -> Path:
+        return work_root / name / f"teacher_it{iters}"
+
     specs, plan = [], {}
     for name in args.scenario:
         ckpt = Path(SCENARIOS[name]["teacher_ckpt"])
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     # the longest runs first, so that no long run ends alone
     trainings = [(n, t, i) for n, (_, _, sch) in plan.items() for t, i in sch.items()]
     for name, teacher, iters in sorted(trainings, key=lambda r: -r[2] * SECONDS_PER_ITER[r[0]]):
-        run_dir = work_root / name / f"teacher_it{iters}"
+        run_dir = teacher_dir(name, iters)
         specs.append(RunSpec(f"{name}/{teacher}", train_command(
             plan[name][1], iters, preset, args.eval_interval, run_dir, cache_dir), run_dir))
     for name, (ckpt, recipe, schedules) in plan.items():  # scoring after every training
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
             recipe["experiment"], preset, ckpt, work_root / name / "shipped_test", cache_dir),
             work_root / name / "shipped_test"))
         for teacher, iters in schedules.items():
-            run_dir = work_root / name / f"teacher_it{iters}"
+            run_dir = teacher_dir(name, iters)
             specs.append(RunSpec(f"{name}/{teacher}/test", test_command(
                 recipe["experiment"], preset, run_dir / f"iter_{iters}.pth", run_dir / "test",
                 cache_dir), run_dir / "test", after=f"{name}/{teacher}"))
@@ -164,14 +167,13 @@ def main(argv: list[str] | None = None) -> dict:
     rows, curves, scenarios = [], {}, {}
     for name, (ckpt, recipe, schedules) in plan.items():
         shipped = _scores(work_root / name / "shipped_test" / "metrics.json")
-        rows.append(summary_row(name, "shipped", recipe["iters"], shipped, None))
-        retrained = None
-        for teacher, iters in schedules.items():
-            run_dir = work_root / name / f"teacher_it{iters}"
-            scores = _scores(run_dir / "test" / "metrics.json")
-            rows.append(summary_row(name, teacher, iters, scores, retrained))
-            retrained = retrained or scores
-            curves.setdefault(name, {})[teacher] = scalars_history(run_dir)
+        scores = {t: _scores(teacher_dir(name, i) / "test" / "metrics.json")
+                  for t, i in schedules.items()}
+        rows += [summary_row(name, "shipped", recipe["iters"], shipped, None),
+                 summary_row(name, "retrained", schedules["retrained"], scores["retrained"], None),
+                 summary_row(name, "longer", schedules["longer"], scores["longer"],
+                             scores["retrained"])]
+        curves[name] = {t: scalars_history(teacher_dir(name, i)) for t, i in schedules.items()}
         scenarios[name] = {"teacher_ckpt": _shown(str(ckpt)), "shipped_commit": recipe["commit"],
                            "experiment": recipe["experiment"], "seed": recipe["seed"],
                            "recipe_overrides": recipe["overrides"], "schedules": schedules}

@@ -12,7 +12,7 @@ functions find it next to the package (``pip install -e .``) and say so when it 
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -55,28 +55,17 @@ def load_benchmark(name: str) -> dict:
 
 def import_benchmark(name: str) -> ModuleType:
     """The module ``benchmarks/<name>.py``, imported as ``benchmarks.<name>``."""
-    module_name = f"benchmarks.{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    if "benchmarks" not in sys.modules:
-        # the folder as a package, so that a benchmark's own ``from benchmarks._provenance import``
-        # works from any working directory (a notebook runs in notebooks/)
-        package = ModuleType("benchmarks")
-        package.__path__ = [str(_require(BENCHMARK_DIR, "benchmarks"))]
-        sys.modules["benchmarks"] = package
     path = BENCHMARK_DIR / f"{name}.py"
     if not path.is_file():
         known = sorted(p.stem for p in _require(BENCHMARK_DIR, "benchmarks").glob("*.py"))
         raise FileNotFoundError(f"no benchmark {name!r} in {BENCHMARK_DIR} (known: {known})")
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    return module
+    if "benchmarks" not in sys.modules:
+        # the folder as a package, from any working directory (a notebook runs in notebooks/),
+        # so that a benchmark's own ``from benchmarks._provenance import ...`` works too
+        package = ModuleType("benchmarks")
+        package.__path__ = [str(BENCHMARK_DIR)]
+        sys.modules["benchmarks"] = package
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 # --- Markdown ---------------------------------------------------------------------------------
