@@ -3,17 +3,13 @@ objects (traffic, parked cars, pedestrians, cyclists) placed as they would be in
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from .classes import LABEL_OF
 from .geometry import bev_corners, corners_overlap
 from .parts import car_parts, cyclist_parts, large_vehicle_parts, pedestrian_parts, sample_dims
 from .road import RoadLayout
-
-if TYPE_CHECKING:
-    from .scene import SceneConfig
+from .scene_config import SceneConfig
 
 EGO_RECT = (0.45, 0.0, 4.9, 2.0, 0.0)  # the ego car's footprint in the LiDAR frame
 

@@ -4,12 +4,10 @@ ground the LiDAR's beams hit (road plane, raised sidewalks, lane markings)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .scene import SceneConfig
+from .scene_config import SceneConfig
 
 
 @dataclass

@@ -17,7 +17,7 @@ point out of its box. Nothing overlaps (an oriented-rectangle test on footprints
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,62 +26,15 @@ from .clutter import CLUTTER_KINDS, add_roadworks, add_street_furniture, add_str
 from .parts import RECIPES, SIZE_RANGES, place_parts
 from .placement import Builder, add_cyclists, add_pedestrians, add_traffic
 from .road import Ground, RoadLayout, sample_layout
+from .scene_config import SceneConfig, settings_from_dict
 
-# The generator's public names; the pieces live in road (street and ground), parts (object
-# recipes), placement (footprints and labelled objects) and clutter (everything unlabelled).
+# The generator's public names; the pieces live in scene_config (its knobs), road (street and
+# ground), parts (object recipes), placement (footprints and labelled objects) and clutter
+# (everything unlabelled).
 __all__ = [
     "CLUTTER_KINDS", "SIZE_RANGES", "Ground", "RoadLayout", "Scene", "SceneConfig", "custom_scene",
     "generate_scene", "scene_rng", "settings_from_dict",
 ]
-
-
-def settings_from_dict(cls: type, cfg: dict, what: str) -> dict:
-    """Keyword arguments for the settings dataclass ``cls`` from a config dict.
-
-    Unknown keys raise (naming the valid ones); lists become tuples, since mmengine configs
-    turn tuples into lists.
-    """
-    valid = {f.name for f in fields(cls)}
-    unknown = set(cfg) - valid
-    if unknown:
-        raise KeyError(
-            f"unknown {what} setting(s) {sorted(unknown)}; valid settings are {sorted(valid)}"
-        )
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
-
-
-@dataclass(frozen=True)
-class SceneConfig:
-    """Knobs of the scene generator; defaults give a busy town street."""
-
-    sensor_height: float = 1.84  # nuScenes LIDAR_TOP above the road
-    extent: float = 62.0  # labelled objects lie within |x| <= extent along the road
-    cross_street_prob: float = 0.4
-    max_road_angle: float = 0.15  # radians; the road is turned by up to this
-    max_ground_slope: float = 0.015
-    traffic_gap: tuple[float, float] = (8.0, 40.0)  # mean free gap between moving cars
-    parking_occupancy: tuple[float, float] = (0.2, 0.8)
-    pedestrians: tuple[int, int] = (2, 16)
-    cyclists: tuple[int, int] = (0, 4)
-    clutter: bool = True  # False: only road, sidewalks and labelled objects
-
-    def __post_init__(self):
-        for name in ("traffic_gap", "parking_occupancy", "pedestrians", "cyclists"):
-            lo, hi = getattr(self, name)
-            if not 0 <= lo <= hi:
-                raise ValueError(f"{name} must be a range (low, high) with 0 <= low <= high, "
-                                 f"got {(lo, hi)}")
-        if self.sensor_height <= 0 or self.extent <= 0:
-            raise ValueError("sensor_height and extent must be > 0")
-
-    @classmethod
-    def from_dict(cls, cfg: dict | SceneConfig | None) -> SceneConfig:
-        """Build from a (possibly partial) dict, as mmengine configs pass it."""
-        if cfg is None:
-            return cls()
-        if isinstance(cfg, cls):
-            return cfg
-        return cls(**settings_from_dict(cls, cfg, "scene"))
 
 
 @dataclass
