@@ -18,7 +18,7 @@ import time
 import torch
 from torch import nn
 
-from benchmarks._provenance import RESULTS_DIR, provenance
+from benchmarks.provenance import RESULTS_DIR, provenance
 from bevdistill.engine.report import write_json
 from bevdistill.losses.attention import AttentionTransferLoss, tutorial_attention_loss
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -44,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._distill_options import OPTIONS, TRAINED_ALONE, cfg_option_args, option_overrides
-from benchmarks._provenance import REPO_ROOT, RESULTS_DIR, provenance
-from benchmarks._runs import RunSpec, run_all, scalars_history
+from benchmarks.provenance import REPO_ROOT, RESULTS_DIR, provenance, shown_path
+from benchmarks.runs import RunSpec, read_scores, run_all, run_env, scalars_history
 from bevdistill.data.classes import CLASS_NAMES
 from bevdistill.engine.checkpoint import file_sha256
 from bevdistill.engine.report import write_json
@@ -141,13 +140,6 @@ def test_command(experiment: str, preset: dict, checkpoint: Path, work_dir: Path
 # --- results ---------------------------------------------------------------------------------
 
 
-def _scores(metrics_json: Path) -> dict[str, float]:
-    metrics = json.loads(metrics_json.read_text())["metrics"]
-    if not metrics or "bev/mAP" not in metrics:
-        raise KeyError(f"{metrics_json} has no 'bev/mAP' (metrics: {metrics})")
-    return {"mAP": metrics["bev/mAP"], **{f"AP_{c}": metrics[f"bev/AP_{c}"] for c in CLASS_NAMES}}
-
-
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -193,7 +185,7 @@ def teacher_budget_rows(scenario: str, seed: int, run_dir: Path, iters: int,
     """The student alone at the teacher's budget (budget ``teacher``), against the baseline."""
     history = {h["iter"]: h for h in scalars_history(run_dir)}
     rows = []
-    for split, result in (("val", history[iters]), ("test", _scores(run_dir / "test" /
+    for split, result in (("val", history[iters]), ("test", read_scores(run_dir / "test" /
                                                                      "metrics.json"))):
         base = scores[("baseline", "converged", split)][seed]["mAP"]
         t = teacher.get(split)
@@ -248,15 +240,6 @@ def choose_best(rows: list[dict], trained_alone: set[str]) -> str | None:
 
 
 # --- the benchmark ---------------------------------------------------------------------------
-
-
-def _env(preset: dict) -> dict[str, str]:
-    env = dict(os.environ)
-    if preset["threads"] is not None:
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(preset["threads"])
-    if preset["device"] == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    return env
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -346,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
                 specs.append(RunSpec(f"{name}/test_{budget}", test_command(
                     experiment, preset, run_dir / f"iter_{it}.pth", test_dir, cache_dir,
                     model_args), test_dir, after=name))
-    runs = run_all(specs, parallel=preset["parallel"], env=_env(preset),
+    runs = run_all(specs, parallel=preset["parallel"], env=run_env(preset),
                    cwd=REPO_ROOT)
 
     scores: dict[tuple[str, str, str], dict[int, dict]] = {}
@@ -362,11 +345,11 @@ def main(argv: list[str] | None = None) -> dict:
                     raise KeyError(f"{run_dir}: no validation at iteration {it} (have "
                                    f"{sorted(by_iter)}); eval_interval must divide it")
                 scores.setdefault((option, budget, "val"), {})[seed] = by_iter[it]
-                scores.setdefault((option, budget, "test"), {})[seed] = _scores(
+                scores.setdefault((option, budget, "test"), {})[seed] = read_scores(
                     run_dir / f"test_{budget}" / "metrics.json")
     teacher = {}
     if teacher_ckpt is not None:
-        teacher["test"] = _scores(work_root / "teacher" / "test" / "metrics.json")
+        teacher["test"] = read_scores(work_root / "teacher" / "test" / "metrics.json")
         teacher["val"] = _teacher_val(scenario, teacher_ckpt)
     rows = summarise(scenario_name, option_seeds, scores, teacher)
     if args.teacher_budget:
@@ -380,7 +363,7 @@ def main(argv: list[str] | None = None) -> dict:
         "budget": {k: preset[k] for k in ("iters", "equal_iters", "eval_interval", "batch_size",
                                           "train_samples", "tune_samples", "test_samples",
                                           "parallel", "threads", "device")},
-        "teacher_ckpt": _shown(teacher_ckpt), "teacher": teacher, "seeds": seeds,
+        "teacher_ckpt": shown_path(teacher_ckpt), "teacher": teacher, "seeds": seeds,
         "teacher_sha256": file_sha256(teacher_ckpt) if teacher_ckpt else None,
         "options": {o: {"description": OPTIONS[o][0], "cfg_options": OPTIONS[o][1],
                         "trained_alone": o in TRAINED_ALONE, "seeds": option_seeds[o]}
@@ -405,16 +388,6 @@ def _teacher_val(scenario: dict, teacher_ckpt: str) -> dict | None:
         return None
     return {"mAP": metrics["bev/mAP"], **{f"AP_{c}": metrics.get(f"bev/AP_{c}", 0.0)
                                           for c in CLASS_NAMES}}
-
-
-def _shown(path: str | None) -> str | None:
-    """A path as the record shows it: relative to the repository where it lies inside it."""
-    if path is None:
-        return None
-    try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return path
 
 
 def _merge(out: Path, scenario: str, result: dict, rows: list, runs: list, curves: dict) -> dict:

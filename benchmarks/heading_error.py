@@ -29,7 +29,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks._provenance import RESULTS_DIR, provenance
+from benchmarks.provenance import RESULTS_DIR, provenance
 from bevdistill.data.classes import CLASS_NAMES
 from bevdistill.engine.matching import yaw_difference
 from bevdistill.engine.report import write_json

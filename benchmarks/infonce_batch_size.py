@@ -25,7 +25,7 @@ import warnings
 
 import torch
 
-from benchmarks._provenance import RESULTS_DIR, provenance
+from benchmarks.provenance import RESULTS_DIR, provenance
 from bevdistill.bev_grid import resize_bev
 from bevdistill.engine.report import write_json
 from bevdistill.losses.contrastive import ContrastiveLoss, SpatialContrastiveLoss

@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks._provenance import RESULTS_DIR
+from benchmarks.provenance import RESULTS_DIR
 from bevdistill.data.classes import CLASS_NAMES
 from bevdistill.engine.report import portable_command
 

@@ -61,7 +61,7 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks._distill_options import OPTIONS, TRAINED_ALONE, as_the_cli_reads  # noqa: E402
-from benchmarks._provenance import RESULTS_DIR, provenance  # noqa: E402
+from benchmarks.provenance import RESULTS_DIR, provenance  # noqa: E402
 
 GOAL_RATIO = 1.10
 MEMORY_STEPS = 2  # untimed steps per mode whose peak memory is measured (the max is reported)

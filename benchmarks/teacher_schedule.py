@@ -12,7 +12,7 @@ weights against their retrained twin say whether the code moved since they were 
 Each longer run validates on the tuning split (``val``, the scenes ``distill_gain`` chooses on)
 every ``--eval-interval`` iterations; the shipped teacher and the longer one are both scored on
 the held-out split (``test``, the 300 scenes ``distill_gain`` reports on). Runs are traced and
-reused as in ``distill_gain`` (:mod:`benchmarks._runs`): same commit and command, or run again.
+reused as in ``distill_gain`` (:mod:`benchmarks.runs`): same commit and command, or run again.
 
     .venv/bin/python -m benchmarks.teacher_schedule --scenario two_sensor compression --parallel 2
 
@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._provenance import REPO_ROOT, RESULTS_DIR, provenance
-from benchmarks._runs import RunSpec, run_all, scalars_history
-from benchmarks.distill_gain import PRESETS, SCENARIOS, _env, _scores, _shown, test_command
+from benchmarks.distill_gain import PRESETS, SCENARIOS, test_command
+from benchmarks.provenance import REPO_ROOT, RESULTS_DIR, provenance, shown_path
+from benchmarks.runs import RunSpec, read_scores, run_all, run_env, scalars_history
 from bevdistill.data.classes import CLASS_NAMES
 from bevdistill.engine.report import write_json
 
@@ -162,19 +162,19 @@ def main(argv: list[str] | None = None) -> dict:
             specs.append(RunSpec(f"{name}/{teacher}/test", test_command(
                 recipe["experiment"], preset, run_dir / f"iter_{iters}.pth", run_dir / "test",
                 cache_dir), run_dir / "test", after=f"{name}/{teacher}"))
-    runs = run_all(specs, parallel=args.parallel, env=_env(preset), cwd=REPO_ROOT)
+    runs = run_all(specs, parallel=args.parallel, env=run_env(preset), cwd=REPO_ROOT)
 
     rows, curves, scenarios = [], {}, {}
     for name, (ckpt, recipe, schedules) in plan.items():
-        shipped = _scores(work_root / name / "shipped_test" / "metrics.json")
-        scores = {t: _scores(teacher_dir(name, i) / "test" / "metrics.json")
+        shipped = read_scores(work_root / name / "shipped_test" / "metrics.json")
+        scores = {t: read_scores(teacher_dir(name, i) / "test" / "metrics.json")
                   for t, i in schedules.items()}
         rows += [summary_row(name, "shipped", recipe["iters"], shipped, None),
                  summary_row(name, "retrained", schedules["retrained"], scores["retrained"], None),
                  summary_row(name, "longer", schedules["longer"], scores["longer"],
                              scores["retrained"])]
         curves[name] = {t: scalars_history(teacher_dir(name, i)) for t, i in schedules.items()}
-        scenarios[name] = {"teacher_ckpt": _shown(str(ckpt)), "shipped_commit": recipe["commit"],
+        scenarios[name] = {"teacher_ckpt": shown_path(str(ckpt)), "shipped_commit": recipe["commit"],
                            "experiment": recipe["experiment"], "seed": recipe["seed"],
                            "recipe_overrides": recipe["overrides"], "schedules": schedules}
     table = markdown(rows)

@@ -129,7 +129,7 @@ def test_distill_gain_smoke_and_resume(tmp_path, capsys):
 
 def test_distill_gain_reruns_a_run_of_another_commit(tmp_path, capsys):
     """A finished run from another commit is moved aside and run again, never mixed in."""
-    from benchmarks._runs import PROVENANCE, RunSpec, run_all
+    from benchmarks.runs import PROVENANCE, RunSpec, run_all
 
     work = tmp_path / "run"
     spec = RunSpec("echo", [sys.executable, "-c", f"open({str(work / 'metrics.json')!r}, 'w')"],
@@ -277,7 +277,7 @@ def _git(cwd: Path, *args: str) -> None:
 
 
 def test_a_rewritten_result_file_does_not_make_the_tree_dirty(tmp_path):
-    from benchmarks._provenance import tree_is_dirty
+    from benchmarks.provenance import tree_is_dirty
 
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
     (tmp_path / "code.py").write_text("x = 1\n")

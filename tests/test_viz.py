@@ -405,7 +405,7 @@ def test_teacher_schedule_plot_draws_each_schedule_of_each_scenario():
 
 def test_import_benchmark_from_any_working_directory(tmp_path):
     # a notebook runs in notebooks/, where the checkout's benchmarks folder is not on sys.path;
-    # the benchmark imports its siblings (benchmarks._provenance) all the same
+    # the benchmark imports its siblings (benchmarks.provenance) all the same
     code = ("from bevdistill.viz import import_benchmark; "
             "print(import_benchmark('infonce_batch_size').MODULE)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,

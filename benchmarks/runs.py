@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks._provenance import REPO_ROOT, tree_is_dirty
+from benchmarks.provenance import REPO_ROOT, tree_is_dirty
+from bevdistill.data.classes import CLASS_NAMES
 from bevdistill.engine.report import git_commit, write_json
 
 PROVENANCE = "provenance.json"
@@ -153,3 +155,21 @@ def scalars_history(work_dir: Path) -> list[dict[str, Any]]:
                 **{k[len("bev/"):]: v for k, v in row.items()
                    if k.startswith("bev/AP_") and "@" not in k}}
     return [by_iter[i] for i in sorted(by_iter)]
+
+
+def read_scores(metrics_json: Path) -> dict[str, float]:
+    """The mAP and per-class AP a ``bevdistill evaluate`` run wrote to ``metrics_json``."""
+    metrics = json.loads(metrics_json.read_text())["metrics"]
+    if not metrics or "bev/mAP" not in metrics:
+        raise KeyError(f"{metrics_json} has no 'bev/mAP' (metrics: {metrics})")
+    return {"mAP": metrics["bev/mAP"], **{f"AP_{c}": metrics[f"bev/AP_{c}"] for c in CLASS_NAMES}}
+
+
+def run_env(preset: dict) -> dict[str, str]:
+    """The environment of a run: the preset's threads per process, and no GPU on a CPU preset."""
+    env = dict(os.environ)
+    if preset["threads"] is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(preset["threads"])
+    if preset["device"] == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env

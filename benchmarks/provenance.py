@@ -63,3 +63,13 @@ def provenance(module: str, argv: list[str] | None) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
     }
+
+
+def shown_path(path: str | None) -> str | None:
+    """A path as the record shows it: relative to the repository where it lies inside it."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return path
