@@ -1,7 +1,7 @@
 """Ship a benchmark scenario's students (seed 0): the student alone and the chosen option.
 
 Notebook 6 shows them beside their scenario's teacher. Each becomes ``bevdistill/assets/NAME.pth`` with a
-model card (:func:`bevdistill.pretrained.ship`) that also names the benchmark run it came from
+model card (:func:`benchmarks.ship.ship`) that also names the benchmark run it came from
 and its held-out scores, read from the run's own files; nothing is retrained.
 
     .venv/bin/python -m benchmarks.ship_students --work-root WORK_ROOT_OF_THE_BENCHMARK \
@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from benchmarks.provenance import RESULTS_DIR
+from benchmarks.ship import ship
 from bevdistill.data.classes import CLASS_NAMES
 from bevdistill.engine.report import portable_command
 
@@ -53,7 +54,6 @@ def benchmark_extra(result: dict, scenario: str, option: str, seed: int, run_dir
 
 
 def main(argv: list[str] | None = None) -> None:
-    from bevdistill.pretrained import ship
     from bevdistill.viz.gain import chosen_option
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

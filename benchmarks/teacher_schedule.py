@@ -17,7 +17,8 @@ reused as in ``distill_gain`` (:mod:`benchmarks.runs`): same commit and command,
     .venv/bin/python -m benchmarks.teacher_schedule --scenario two_sensor compression --parallel 2
 
 Writes ``benchmarks/results/teacher_schedule.json``: ``summary`` (one row per scenario and
-teacher), ``runs`` and ``curves``.
+teacher), ``runs`` and ``curves``. A longer teacher is shipped from its run dir with
+``python -m benchmarks.ship WORK_ROOT/<scenario>/teacher_it<iters> --name <teacher>_long``.
 """
 
 from __future__ import annotations

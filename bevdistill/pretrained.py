@@ -4,10 +4,11 @@ Learners see meaningful BEV features at once, without downloading anything. The 
 how the weights were made (command, seed, commit, training time) and the validation mAP,
 including the mAP on a fixed validation subset that ``tests/test_pretrained.py`` reproduces.
 
-Ship a new teacher from a finished training run::
+A new teacher is shipped from a finished training run with the release tooling beside the
+benchmarks (outside the package, see :mod:`benchmarks.ship`), from a clone of the repository::
 
     bevdistill train teacher train_teacher --work-dir runs/teacher --max-iters 1500
-    python -m bevdistill.pretrained runs/teacher
+    python -m benchmarks.ship runs/teacher
 
 Every card records the SHA-256 of its weights (``weights_sha256``); the weights ``NAME.pth``
 beside a card ``NAME_card.json`` are checked against it whenever they are loaded, here or as a
@@ -16,10 +17,7 @@ beside a card ``NAME_card.json`` are checked against it whenever they are loaded
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,7 +44,7 @@ def _require_teacher() -> None:
         raise TeacherNotShippedError(
             f"no shipped teacher at {TEACHER_WEIGHTS}; train one with `bevdistill train teacher "
             "train_teacher --work-dir runs/teacher` and ship it with "
-            "`python -m bevdistill.pretrained runs/teacher`"
+            "`python -m benchmarks.ship runs/teacher` (from a clone of the repository)"
         )
 
 
@@ -134,7 +132,7 @@ def shipped_card(name: str) -> dict[str, Any]:
     if not shipped_available(name):
         raise TeacherNotShippedError(
             f"{name} is not in {ASSETS}; make it with the command in its card's 'shipped_with' "
-            f"(python -m bevdistill.pretrained RUN_DIR --name {name})")
+            f"(python -m benchmarks.ship RUN_DIR --name {name})")
     return json.loads((ASSETS / f"{name}_card.json").read_text())
 
 
@@ -149,83 +147,3 @@ def load_shipped(name: str, device: str | torch.device = "cpu") -> torch.nn.Modu
     model = build_detector(card["preset"])
     model.load_state_dict(read_state_dict(weights, f"shipped {name}"), strict=True)
     return model.to(device).eval()
-
-
-def _model_weights(record: dict) -> dict[str, torch.Tensor]:
-    """The detector's weights from a run's last checkpoint (a distill run's student part)."""
-    from bevdistill.engine.checkpoint import read_state_dict
-
-    state = read_state_dict(record["checkpoint"], f"{record['role']} run checkpoint")
-    if record["role"] == "distill":
-        state = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
-    return state
-
-
-def ship(run_dir: Path, out_dir: Path = ASSETS, name: str = "teacher",
-         extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Copy a finished run's weights (weights only; a distill run's student) into ``out_dir`` as
-    ``NAME.pth`` and write ``NAME_card.json``; ``extra`` adds fields (e.g. held-out scores)."""
-    from bevdistill.engine.checkpoint import atomic_write_bytes, file_sha256
-    from bevdistill.engine.report import portable_command, write_json
-    from bevdistill.engine.runner import load_experiment
-
-    if name not in SHIPPED:
-        raise KeyError(f"no shipped model {name!r}; add it to SHIPPED ({sorted(SHIPPED)})")
-    experiment, preset, what = SHIPPED[name]
-    record = json.loads((run_dir / "metrics.json").read_text())
-    if record.get("config") != experiment:
-        raise ValueError(f"{run_dir} ran {record.get('config')!r}; {name} is trained with "
-                         f"{experiment!r}")
-    state = _model_weights(record)
-    buffer = io.BytesIO()
-    torch.save({k: v.contiguous() for k, v in state.items()}, buffer)
-    weights = out_dir / f"{name}.pth"
-    atomic_write_bytes(buffer.getvalue(), str(weights))
-    card = {
-        "model": "PillarBEVDetector",
-        "name": name,
-        "what": what,
-        "role": record["role"],
-        "preset": preset,
-        "experiment": record["config"],
-        "command": portable_command(record["argv"]),
-        "seed": record["seed"],
-        "commit": record["commit"],
-        "iters": record["iters_done"],
-        "training_time_s": record["duration_s"],
-        "device": record["device"],
-        "torch": record["torch"],
-        "parameters": sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k),
-        "weights_sha256": file_sha256(weights),
-        "val": {"num_samples": record.get("cfg_options", {}).get(
-                    "val_dataset.num_samples",
-                    load_experiment(record["config_path"]).val_dataset.num_samples),
-                "metrics": record["metrics"]},
-        "shipped_with": f"python -m bevdistill.pretrained RUN_DIR --name {name}",
-        **dict(extra or {}),
-    }
-    if name == "teacher":  # the subset score tests/test_pretrained.py reproduces
-        card["val_subset"] = {
-            "num_samples": SUBSET_SAMPLES,
-            "command": f"bevdistill evaluate {TEACHER_EXPERIMENT} bevdistill/assets/teacher.pth "
-                       f"--num-samples {SUBSET_SAMPLES}",
-            "metrics": evaluate_subset(weights),
-        }
-    write_json(out_dir / f"{name}_card.json", card)
-    return card
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Ship a finished run as one of the package's models.")
-    parser.add_argument("run_dir", type=Path, help="work dir of the finished run")
-    parser.add_argument("--name", default="teacher", choices=sorted(SHIPPED),
-                        help="which shipped model the run becomes (default: teacher)")
-    args = parser.parse_args(argv)
-    card = ship(args.run_dir, name=args.name)
-    print(json.dumps({k: card[k] for k in ("command", "iters", "training_time_s")}, indent=2))
-    print("val mAP:", card["val"]["metrics"].get("bev/mAP"))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -391,6 +391,8 @@ def test_flipped_bytes_in_the_shipped_teacher_are_caught(faults, tmp_path, monke
 
 
 def test_ship_records_the_weights_hash(faults, tmp_path, monkeypatch):
+    from benchmarks.ship import ship
+
     run = tmp_path / "run"
     run.mkdir()
     ckpt = _state_file(run / "iter_1.pth")
@@ -400,7 +402,7 @@ def test_ship_records_the_weights_hash(faults, tmp_path, monkeypatch):
         commit="x", iters_done=1, duration_s=1.0, device="cpu", torch=torch.__version__,
         config_path=str(load_experiment("train_teacher").filename), metrics={})))
     monkeypatch.setattr(pretrained, "evaluate_subset", lambda weights: {})
-    card = pretrained.ship(run, out_dir=tmp_path)
+    card = ship(run, out_dir=tmp_path)
     assert card["weights_sha256"] == file_sha256(tmp_path / "teacher.pth")
     assert json.loads((tmp_path / "teacher_card.json").read_text())["weights_sha256"] == card["weights_sha256"]
     faults.handled()

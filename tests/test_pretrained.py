@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from benchmarks.ship import ship
 from bevdistill import pretrained
 
 CARD_FIELDS = ("command", "seed", "commit", "training_time_s", "iters", "val", "val_subset", "preset")
@@ -59,6 +60,6 @@ def test_shipping_refuses_a_run_of_another_experiment(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"role": "student",
                                                        "config": "train_student"}))
     with pytest.raises(ValueError, match="teacher is trained with 'train_teacher'"):
-        pretrained.ship(tmp_path, out_dir=tmp_path)
+        ship(tmp_path, out_dir=tmp_path)
     with pytest.raises(KeyError, match="no shipped model 'nope'"):
-        pretrained.ship(tmp_path, out_dir=tmp_path, name="nope")
+        ship(tmp_path, out_dir=tmp_path, name="nope")

@@ -201,7 +201,7 @@ def verify_sha256(path: str | os.PathLike, expected: str, what: str = "file") ->
         raise ChecksumError(
             f"{what} {os.fspath(path)} is corrupt or was replaced: its SHA-256 is {actual}, the "
             f"model card records {expected}. Restore the file (reinstall the package or "
-            "`git checkout` it), or ship new weights with `python -m bevdistill.pretrained RUN_DIR`, "
+            "`git checkout` it), or ship new weights with `python -m benchmarks.ship RUN_DIR`, "
             "which records their hash"
         )
 

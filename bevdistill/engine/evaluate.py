@@ -1,7 +1,7 @@
 """Score a checkpoint on an experiment's validation data.
 
 One function for ``bevdistill evaluate`` and for :mod:`bevdistill.pretrained` (which scores the
-models it ships and sits below the CLI, so it must not call it).
+shipped teacher's validation subset and sits below the CLI, so it must not call it).
 """
 
 from __future__ import annotations
