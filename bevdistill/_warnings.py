@@ -17,8 +17,3 @@ def warn_once(key: str, message: str, category: type[Warning] = DegenerateInputW
         return
     _seen.add(key)
     warnings.warn(message, category, stacklevel=3)
-
-
-def reset_warnings() -> None:
-    """Forget which warnings were shown (tests use this to observe a warning again)."""
-    _seen.clear()

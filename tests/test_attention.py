@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from warnings_support import reset_warnings
 
 from bevdistill import AttentionTransferLoss, attention_map
-from bevdistill._warnings import DegenerateInputWarning, reset_warnings
+from bevdistill._warnings import DegenerateInputWarning
 from bevdistill.bev_grid import resize_bev
 from bevdistill.losses.attention import tutorial_attention_loss as tutorial_loss
 

@@ -13,9 +13,9 @@ from collections import namedtuple
 import pytest
 import torch
 from torch import nn
+from warnings_support import reset_warnings
 
 from bevdistill import BEVFusionDistillationWrapper, FeatureRecorder, HookPointError
-from bevdistill._warnings import reset_warnings
 from bevdistill.capture import (
     DEFAULT_HOOK_POINTS,
     CaptureWarning,

@@ -6,9 +6,9 @@ import functools
 
 import pytest
 from torch import nn
+from warnings_support import reset_warnings
 
 from bevdistill import BEVFusionDistillationWrapper
-from bevdistill._warnings import reset_warnings
 from bevdistill.capture import CaptureWarning
 from bevdistill.exercises import ExerciseFailed, check_wrapper
 

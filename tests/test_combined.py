@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from warnings_support import reset_warnings
 
 from bevdistill import (
     AttentionTransferLoss,
@@ -12,7 +13,6 @@ from bevdistill import (
     ProjectionMLP,
     SpatialProjector,
 )
-from bevdistill._warnings import reset_warnings
 from bevdistill.losses.combined import MissingFeatureError
 from bevdistill.models.tiny import TinyBEVDetector, random_batch
 

@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from warnings_support import reset_warnings
 
 from bevdistill import (
     ContrastiveLoss,
@@ -16,7 +17,7 @@ from bevdistill import (
     SpatialProjector,
     resize_bev,
 )
-from bevdistill._warnings import DegenerateInputWarning, reset_warnings
+from bevdistill._warnings import DegenerateInputWarning
 from bevdistill.bev_grid import cell_centres, sample_cells
 from bevdistill.losses.contrastive import draw_cells, foreground_weights
 

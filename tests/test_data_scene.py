@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bevdistill.data import CLASS_NAMES, CLUTTER_KINDS, SIZE_RANGES, SceneConfig, generate_scene
-from bevdistill.data.geometry import bev_corners, points_in_boxes, rects_overlap
+from bevdistill.data.geometry import bev_corners, corners_overlap, points_in_boxes
 from bevdistill.data.scene import custom_scene
 
 SCENES = [generate_scene(11, i) for i in range(12)]
@@ -14,6 +14,12 @@ SCENES = [generate_scene(11, i) for i in range(12)]
 
 def _rect(box) -> np.ndarray:
     return np.array([box[0], box[1], box[3], box[4], box[6]], dtype=np.float64)
+
+
+def rects_overlap(rect, rects) -> np.ndarray:
+    """``[K]`` bool: does the BEV rectangle ``rect`` (x, y, l, w, yaw) overlap each of ``rects``?"""
+    rects = np.asarray(rects, dtype=np.float64).reshape(-1, 5)
+    return corners_overlap(bev_corners(np.asarray(rect, dtype=np.float64))[0], bev_corners(rects))
 
 
 def _road_frame(scene, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

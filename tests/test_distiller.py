@@ -15,8 +15,8 @@ import torch
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS
 from torch import nn
+from warnings_support import reset_warnings
 
-from bevdistill._warnings import reset_warnings
 from bevdistill.capture import HookNotFiredError, HookPointError
 from bevdistill.distiller import (
     Distiller,

@@ -233,7 +233,9 @@ def test_half_precision_losses_are_computed_in_fp32_standalone(faults, dtype):
 
 
 def test_zero_attention_map_warning_says_what_it_adds(faults):
-    from bevdistill._warnings import DegenerateInputWarning, reset_warnings
+    from warnings_support import reset_warnings
+
+    from bevdistill._warnings import DegenerateInputWarning
 
     reset_warnings()
     s, t = _maps()

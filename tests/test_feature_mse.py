@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from warnings_support import reset_warnings
 
 from bevdistill import BEVFusionDistillationLoss, FeatureMSELoss
-from bevdistill._warnings import reset_warnings
 from bevdistill.bev_grid import resize_bev
 
 

@@ -13,8 +13,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from warnings_support import reset_warnings
 
-from bevdistill._warnings import DegenerateInputWarning, reset_warnings
+from bevdistill._warnings import DegenerateInputWarning
 from bevdistill.data.classes import CLASS_NAMES
 from bevdistill.engine.metric import (
     BEVDetectionMetric,

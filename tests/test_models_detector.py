@@ -10,12 +10,12 @@ import torch
 from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 from mmengine.registry import MODELS
+from toy_scene import toy_batch
 
 from bevdistill.data.classes import CLASS_NAMES
 from bevdistill.models import PRESETS, PillarBEVDetector, build_detector, list_presets, preset_path
 from bevdistill.models import build as build_module
 from bevdistill.models.build import model_config
-from bevdistill.models.toy_scene import toy_batch
 
 # A small detector for fast tests: 0.5 m pillars over 32 m (64 x 64), heatmap 32 x 32 of 1 m.
 SMALL = dict(

@@ -6,8 +6,9 @@ import warnings
 
 import pytest
 import torch
+from warnings_support import reset_warnings
 
-from bevdistill._warnings import DegenerateInputWarning, reset_warnings
+from bevdistill._warnings import DegenerateInputWarning
 from bevdistill.models.geometry import BEVGrid
 from bevdistill.models.pillar_encoder import PillarFeatureNet
 from bevdistill.models.scatter import PointPillarsScatter

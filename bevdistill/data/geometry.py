@@ -115,15 +115,3 @@ def corners_overlap(ca: np.ndarray, cb: np.ndarray) -> np.ndarray:
     pb = np.einsum("kad,kcd->kac", axes, cb)
     separated = (pa.max(2) < pb.min(2)) | (pb.max(2) < pa.min(2))
     return ~separated.any(1)
-
-
-def rects_overlap(rect, rects, margin: float = 0.0) -> np.ndarray:
-    """``[K]`` bool: does the BEV rectangle ``rect`` (x, y, l, w, yaw) overlap each of ``rects``?
-
-    ``margin`` grows ``rect`` on every side so that neighbours keep a gap.
-    """
-    rects = np.asarray(rects, dtype=np.float64).reshape(-1, 5)
-    a = np.asarray(rect, dtype=np.float64).copy()
-    a[2] += 2 * margin
-    a[3] += 2 * margin
-    return corners_overlap(bev_corners(a)[0], bev_corners(rects))

@@ -1,4 +1,4 @@
-"""Cheap stand-in scans for model tests and timings (NOT the synthetic LiDAR world of bevdistill.data).
+"""Cheap stand-in scans for model tests (NOT the synthetic LiDAR world of bevdistill.data).
 
 A scan has nuScenes' size and layout: ground rings of a 32-beam LiDAR 1.84 m above the road
 (about 1,000 azimuth steps, up to 70 m), points filling a few labelled boxes, and clutter
