@@ -1,8 +1,15 @@
 """Test-wide settings: one torch thread per pytest worker (two workers share two cores)."""
 
+import notebook_reruns
 import torch
 
 torch.set_num_threads(1)
+
+
+def pytest_configure(config):
+    # Notebooks (pytest --nbmake) are rerun only after a cell timeout, with the reason printed.
+    if not config.pluginmanager.is_registered(notebook_reruns):
+        config.pluginmanager.register(notebook_reruns, "notebook_reruns")
 
 
 # --- the fault suite's one-line summary (tests/test_faults.py) ---------------------------------
