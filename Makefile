@@ -45,7 +45,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(PIP_SPEC)
-	$(PY) -m pip install --quiet $(TORCH_SPEC) $(CORE_PINS)
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet $(CORE_PINS)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
@@ -57,8 +58,9 @@ mmcv-wheel:
 		echo "mmcv $(MMCV_VERSION): building from source into $(MMCV_WHEELS) (about 13 minutes)"; \
 		set -e; mkdir -p $(MMCV_WHEELS); rm -rf $(MMCV_BUILD_VENV); \
 		$(PYTHON) -m venv $(MMCV_BUILD_VENV); \
-		$(MMCV_BUILD_VENV)/bin/pip install --quiet $(TORCH_SPEC) numpy==2.4.6 wheel==0.48.0 \
-			ninja==1.13.2 packaging==26.4; \
+		$(MMCV_BUILD_VENV)/bin/pip install --quiet $(TORCH_SPEC); \
+		$(MMCV_BUILD_VENV)/bin/pip install --quiet numpy==2.4.6 wheel==0.48.0 ninja==1.13.2 \
+			packaging==26.4; \
 		$(MMCV_BUILD_VENV)/bin/pip install --quiet --no-deps setuptools==69.5.1; \
 		MMCV_WITH_OPS=1 $(MMCV_BUILD_VENV)/bin/pip wheel --no-build-isolation --no-deps \
 			--wheel-dir $(MMCV_WHEELS) mmcv==$(MMCV_VERSION); \
