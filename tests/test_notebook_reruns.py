@@ -32,13 +32,14 @@ def test_only_a_cell_timeout_reruns_a_notebook_and_the_reason_is_printed(tmp_pat
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "notebook_reruns", "-p", "no:cacheprovider",
          "-n", "2", "--dist", "loadfile", "--rootdir", str(tmp_path), "--nbmake",
-         "--nbmake-timeout=3", "-rA", str(failing), str(stalling)],
+         "--nbmake-timeout=3", str(failing), str(stalling)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     out = run.stdout + run.stderr
     assert run.returncode == 1, out
     assert "2 failed" in out and "2 rerun" in out, out
-    summary = out.split("notebook reruns (cell timeouts only)", 1)[-1]
+    assert "notebook reruns (cell timeouts only)" in out, out
+    summary = out.split("notebook reruns (cell timeouts only)", 1)[1]
     reruns = [line for line in summary.splitlines() if line.startswith("RERUN ")]
     assert len(reruns) == 2, out  # the stalling notebook, twice; the failing one never
     for line in reruns:
-        assert "stalling.ipynb" in line and f"cell 1: {'A cell timed out'}" in line, line
+        assert "stalling.ipynb" in line and "cell 1: A cell timed out" in line, line
