@@ -7,9 +7,10 @@ VENV ?= .venv
 # The CPU build of torch that lies on this machine's disk; override for CUDA, e.g.
 #   make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
-# Every install is pinned: pip itself, the package's own dependencies (pyproject.toml gives ranges,
-# so that the package installs beside what a user has; they are installed here first, as torch
-# is), every extra (pinned in pyproject.toml) and the tools below.
+# Every package installed by name is pinned (what those require in turn is left to pip): pip, the
+# package's own dependencies (pyproject.toml gives ranges, so that the package installs beside
+# what a user has; here they are installed first, as torch is), every extra (pinned in
+# pyproject.toml) and the tools below.
 PIP_SPEC := pip==26.3
 CORE_PINS := numpy==2.4.6 mmengine==0.10.7
 EXTRAS ?= dev,lab
