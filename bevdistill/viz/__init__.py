@@ -6,6 +6,8 @@
 * :mod:`bevdistill.viz.feature_cache`: hooked features of one forward, and a per-scene cache;
 * :mod:`bevdistill.viz.analysis`: the measurements behind the pictures (occupancy, the
   response to empty space, checkerboards, attention shares and gradients, temperature sweeps);
+* :mod:`bevdistill.viz.expected`: an exercise's expected output on a fixed input, beside the
+  learner's;
 * :mod:`bevdistill.viz.pipeline`: the distillation pipeline in one diagram;
 * :mod:`bevdistill.viz.widgets`: ipywidgets explorers (scene, layer, channel) for JupyterLab;
 * :mod:`bevdistill.viz.results`: benchmark JSONs as tables, benchmark modules by name;
@@ -57,6 +59,8 @@ _EXPORTS = {
     "feature_explorer": "bevdistill.viz.widgets",
     "attention_explorer": "bevdistill.viz.widgets",
     "similarity_explorer": "bevdistill.viz.widgets",
+    # an exercise's expected output beside the learner's
+    "expected_output": "bevdistill.viz.expected",
     # the whole pipeline in one picture
     "draw_pipeline": "bevdistill.viz.pipeline",
     # benchmark results
