@@ -1,5 +1,5 @@
 """The pipeline diagram names, by their names in the code, the hook points, projectors and
-losses it shows, and they exist in the package under those names."""
+losses it shows (and they exist under those names); the ratio plots draw what they are given."""
 
 from __future__ import annotations
 
@@ -54,3 +54,23 @@ def test_it_draws_into_a_given_axes():
     fig, ax = plt.subplots()
     assert viz.draw_pipeline(ax) is fig
     assert len(ax.patches) > 10  # boxes were drawn
+
+
+def test_ratio_bars_draw_one_bar_per_value_on_a_log_axis():
+    ax = viz.plot_ratio_bars({"pts_neck": {"a": 1e-9, "b": 0.2}, "pts_backbone": {"a": 3e-3}},
+                             reference={"equal pull": 1.0})
+    assert ax.get_xscale() == "log" and len(ax.patches) == 3
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "a"]
+    assert any("1.0e-09" in t.get_text() for t in ax.texts)
+    with pytest.raises(ValueError, match="positive"):
+        viz.plot_ratio_bars({"g": {"zero": 0.0}})
+
+
+def test_attention_magnitude_plots_one_curve_per_variant_from_the_shipped_result():
+    result = viz.load_benchmark("attention_magnitude")
+    ax = viz.plot_attention_magnitude(result)
+    variants = {r["variant"] for r in result["rows"]}
+    labels = {line.get_label() for line in ax.get_lines()}
+    assert variants <= labels
+    with pytest.raises(KeyError, match="attention_magnitude"):
+        viz.plot_attention_magnitude({"summary": []})
