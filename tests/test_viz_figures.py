@@ -62,8 +62,10 @@ def test_ratio_bars_draw_one_bar_per_value_on_a_log_axis():
     assert ax.get_xscale() == "log" and len(ax.patches) == 3
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "a"]
     assert any("1.0e-09" in t.get_text() for t in ax.texts)
-    with pytest.raises(ValueError, match="positive"):
-        viz.plot_ratio_bars({"g": {"zero": 0.0}})
+    zero = viz.plot_ratio_bars({"g": {"none": 0.0, "some": 0.5}})
+    assert len(zero.patches) == 1 and any("no gradient" in t.get_text() for t in zero.texts)
+    with pytest.raises(ValueError, match=">= 0"):
+        viz.plot_ratio_bars({"g": {"negative": -1.0}})
 
 
 def test_attention_magnitude_plots_one_curve_per_variant_from_the_shipped_result():

@@ -16,23 +16,28 @@ def plot_ratio_bars(groups: Mapping[str, Mapping[str, float]], *, ax=None, xlabe
                     title: str = "", reference: Mapping[str, float] | None = None):
     """Horizontal bars on a log axis, one block per group (``{group: {label: value}}``), each
     bar labelled with its value; ``reference`` draws named vertical lines (``{"equal pull": 1}``).
-    Values must be positive (a log axis). Returns the axes."""
+    A value of 0 (a term with no gradient) is labelled but has no bar on a log axis; negative
+    or NaN values raise. Returns the axes."""
     plt = pyplot()
     rows = [(group, label, float(v)) for group, values in groups.items() for label, v in values.items()]
     if not rows:
         raise ValueError("plot_ratio_bars: nothing to plot, groups are empty")
-    bad = [(g, label, v) for g, label, v in rows if not v > 0]
+    bad = [(g, label, v) for g, label, v in rows if not v >= 0]
     if bad:
-        raise ValueError(f"plot_ratio_bars: values must be positive on a log axis, got {bad}")
+        raise ValueError(f"plot_ratio_bars: values must be >= 0 (ratios, norms), got {bad}")
+    positive = [v for *_, v in rows if v > 0] or [1.0]
+    lo = min(positive)
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 0.5 * len(groups) + 1.0))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     y, ticks, names = 0.0, [], []
     for k, (group, values) in enumerate(groups.items()):
         for label, value in values.items():
-            ax.barh(y, value, color=colours[k % len(colours)],
-                    label=group if label == next(iter(values)) else None)
-            ax.text(value, y, f" {value:.1e}", va="center", fontsize=7)
+            if value > 0:
+                ax.barh(y, value, color=colours[k % len(colours)],
+                        label=group if label == next(iter(values)) else None)
+            ax.text(max(value, lo / 3), y, f" {value:.1e}" if value else " 0 (no gradient)",
+                    va="center", fontsize=7)
             ticks.append(y)
             names.append(label)
             y -= 1
@@ -41,8 +46,7 @@ def plot_ratio_bars(groups: Mapping[str, Mapping[str, float]], *, ax=None, xlabe
     ax.set_yticks(ticks, names, fontsize=8)
     for k, (name, x) in enumerate((reference or {}).items()):
         ax.axvline(x, color="grey", ls=("--", ":", "-.")[k % 3], lw=1, label=name)
-    lo = min(v for *_, v in rows)
-    hi = max([v for *_, v in rows] + list((reference or {}).values()))
+    hi = max(positive + list((reference or {}).values()))
     ax.set_xlim(lo / 3, hi * 30)  # room for the value labels
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=9)
