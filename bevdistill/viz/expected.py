@@ -138,6 +138,21 @@ def _distillation_loss(cls) -> Rows:
     return rows
 
 
+def _channels(fn) -> Rows:
+    from bevdistill.models import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector("student").train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    channels = fn(model)
+    rows = {f"channels of {name}": str(int(channels[name])) for name in sorted(channels)}
+    rows["the model still in training mode"] = str(model.training)
+    rows["weights and BatchNorm statistics unchanged"] = str(
+        all(torch.equal(v, model.state_dict()[k]) for k, v in state.items()))
+    rows["hooks left on pts_neck"] = str(len(model.pts_neck._forward_hooks))
+    return rows
+
+
 @dataclass(frozen=True)
 class Example:
     """The fixed input of one exercise, in words, and what to report about an answer on it."""
@@ -159,6 +174,8 @@ EXAMPLES: dict[str, Example] = {
                       _heatmap_kd),
     "step5b": Example("two layers with different channels and grids, heatmaps [2, 3, 8, 8]; "
                       "projectors built after torch.manual_seed(0), eval mode", _distillation_loss),
+    "step6a": Example("build_detector('student') (torch.manual_seed(0)) in training mode",
+                      _channels),
 }
 
 
