@@ -51,7 +51,7 @@ def plot_ratio_bars(groups: Mapping[str, Mapping[str, float]], *, ax=None, xlabe
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=9)
     if len(groups) > 1 or reference:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
 
