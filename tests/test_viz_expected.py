@@ -4,6 +4,9 @@ as such instead of stopping the notebook."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import nbformat
 import pytest
 import torch
 from notebook_solutions import CORRECT_ANSWERS, WRONG_ANSWERS
@@ -11,6 +14,8 @@ from notebook_solutions import CORRECT_ANSWERS, WRONG_ANSWERS
 from bevdistill import ContrastiveLoss, viz
 from bevdistill.exercises.steps import EXERCISES, STEPS
 from bevdistill.viz.expected import _DEPENDS, EXAMPLES
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _answer(key: str, source: str):
@@ -21,9 +26,18 @@ def _answer(key: str, source: str):
     return namespace[EXERCISES[key].stub]
 
 
-def test_every_exercise_of_notebooks_1_to_5_has_an_expected_output():
-    keys = {ex.key for step in STEPS if step.number <= 5 for ex in step.exercises}
-    assert keys <= set(EXAMPLES)
+@pytest.mark.parametrize("step", [s for s in STEPS if s.number <= 5], ids=lambda s: s.notebook_name)
+def test_every_exercise_of_notebooks_1_to_5_shows_its_expected_output(step):
+    nb = nbformat.read(ROOT / step.notebook, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for exercise in step.exercises:
+        assert exercise.key in EXAMPLES
+        k = next(i for i, c in enumerate(code) if "exercise" in c.metadata.get("tags", [])
+                 and exercise.stub in c.source)
+        check = code[k + 1].source  # the check cell: it prints the table after the report
+        assert f'viz.expected_output("{exercise.key}", {exercise.stub})' in check, (
+            f"{step.notebook_name}: the check cell of {exercise.key} must print its expected output"
+        )
 
 
 @pytest.mark.parametrize("key", sorted(EXAMPLES))
