@@ -66,3 +66,29 @@ def run(nb: nbformat.NotebookNode) -> None:
 
 def stream_text(cell) -> str:
     return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
+
+
+def imports_of(source: str) -> list[str]:
+    """The top-level import statements of a cell, as written."""
+    tree = ast.parse(re.sub(r"^%.*$", "", source, flags=re.M))
+    return [ast.get_source_segment(source, n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+def without_imports(source: str) -> str:
+    """The cell's code with its top-level import statements dropped."""
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    drop = {i for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
+            for i in range(n.lineno - 1, n.end_lineno)}
+    return "\n".join(line for i, line in enumerate(lines) if i not in drop).strip()
+
+
+def fill_below_imports(nb: nbformat.NotebookNode, answers: dict[str, str]) -> None:
+    """As a learner fills a cell: the stub's own imports kept, the answer's code below them
+    (its own imports dropped), so a name the task uses but no cell imports fails."""
+    cells = exercise_cells(nb)
+    for i in cells:
+        keys = [k for k in answers if k in defined_names(nb.cells[i].source)]
+        assert len(keys) == 1, f"exercise cell {i}: answers for {sorted(answers)}"
+        stub_imports = "\n".join(imports_of(nb.cells[i].source))
+        nb.cells[i].source = f"{stub_imports}\n\n\n{without_imports(answers[keys[0]])}"

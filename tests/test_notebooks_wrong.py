@@ -1,7 +1,8 @@
-"""Each notebook with a typical wrong answer in its exercise cell, in strict mode: the check
-cell, not an earlier one, raises ``ExerciseFailed`` and marks the failed case. The notebook is
-cut after the check cell (strict mode stops there anyway), so a run costs only the cells
-before it.
+"""Each notebook with a typical wrong answer in its exercise cell. In strict mode the check
+cell, not an earlier one, raises ``ExerciseFailed`` and marks the failed case (the notebook is
+cut after the check cell: strict mode stops there anyway). In a learner's (default) mode the
+whole notebook runs to the end on the reference, and the expected output shows where the
+answer differs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from nbclient.exceptions import CellExecutionError
 from notebook_harness import fill, load, run, stream_text
 from notebook_solutions import CORRECT, CORRECT_ANSWERS, WRONG, WRONG_ANSWERS
 
-from bevdistill.exercises.steps import EXERCISES
+from bevdistill.exercises.steps import EXERCISES, STEPS
 
 pytestmark = pytest.mark.slow
 
@@ -44,3 +45,17 @@ def test_wrong_answer_fails_its_check(name):
         "the check cell, not an earlier one, must be the one that failed"
     )
     assert "✗" in stream_text(nb.cells[check])  # the report marks the failed case
+
+
+@pytest.mark.parametrize("name", sorted(WRONG))
+def test_wrong_answer_in_a_learner_s_mode_runs_the_notebook_to_the_end(name, monkeypatch):
+    monkeypatch.setenv("BEVDISTILL_STRICT", "0")
+    (part,) = WRONG[name]
+    nb, check = load(name, part)
+    fill(nb, {**CORRECT[name], **WRONG[name]})
+    run(nb)  # raises CellExecutionError, naming the cell, if any cell fails
+    report = stream_text(nb.cells[check])
+    assert "✗" in report and "- PASS" not in report, report
+    (key,) = [ex.key for s in STEPS for ex in s.exercises if ex.stub == part]
+    if f'expected_output("{key}"' in nb.cells[check].source:
+        assert "<- differs" in report, report

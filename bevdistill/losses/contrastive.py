@@ -312,7 +312,8 @@ class SpatialContrastiveLoss(nn.Module):
 
 
 class MemoryBankContrastiveLoss(nn.Module):
-    """CRD-style InfoNCE whose negatives come from a memory of teacher embeddings.
+    """InfoNCE whose negatives come from a memory of teacher embeddings, as CRD's do (CRD
+    scores them with binary NCE, RepDistiller's ``ContrastLoss``; this is a softmax over them).
 
     ``memory[i]`` holds a running average of the teacher embedding of data set sample ``i``
     (random unit vectors at first). For each student embedding, the positive is the current

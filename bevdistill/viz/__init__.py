@@ -6,6 +6,10 @@
 * :mod:`bevdistill.viz.feature_cache`: hooked features of one forward, and a per-scene cache;
 * :mod:`bevdistill.viz.analysis`: the measurements behind the pictures (occupancy, the
   response to empty space, checkerboards, attention shares and gradients, temperature sweeps);
+* :mod:`bevdistill.viz.ratios`: gradient ratios of loss terms as log-scale bars and curves;
+* :mod:`bevdistill.viz.expected`: an exercise's expected output on a fixed input, beside the
+  learner's;
+* :mod:`bevdistill.viz.pipeline`: the distillation pipeline in one diagram;
 * :mod:`bevdistill.viz.widgets`: ipywidgets explorers (scene, layer, channel) for JupyterLab;
 * :mod:`bevdistill.viz.results`: benchmark JSONs as tables, benchmark modules by name;
 * :mod:`bevdistill.viz.gain`: the distillation benchmark's gain as tables, curves and bars.
@@ -56,6 +60,13 @@ _EXPORTS = {
     "feature_explorer": "bevdistill.viz.widgets",
     "attention_explorer": "bevdistill.viz.widgets",
     "similarity_explorer": "bevdistill.viz.widgets",
+    # how hard loss terms pull
+    "plot_ratio_bars": "bevdistill.viz.ratios",
+    "plot_attention_magnitude": "bevdistill.viz.ratios",
+    # an exercise's expected output beside the learner's
+    "expected_output": "bevdistill.viz.expected",
+    # the whole pipeline in one picture
+    "draw_pipeline": "bevdistill.viz.pipeline",
     # benchmark results
     "list_benchmarks": "bevdistill.viz.results",
     "load_benchmark": "bevdistill.viz.results",
