@@ -358,3 +358,33 @@ def test_choose_best_agrees_with_the_choice_the_result_files_record():
             rows = [r for r in data["summary"] if r["scenario"] == scenario]
             alone = {o for o, d in sc["options"].items() if d.get("trained_alone")}
             assert distill_gain.choose_best(rows, alone) == sc["best_option"], (name, scenario)
+
+
+def test_run_all_resumes_an_interrupted_benchmark(tmp_path, capsys):
+    """After an interruption, the same commit and commands reuse every finished run; the run cut
+    short (no provenance written) is moved aside and run again, and so is the run that reads it;
+    a run whose command (config) changed is run again too."""
+    from benchmarks._runs import PROVENANCE, RunSpec, run_all
+
+    def spec(name, after=None, tag="a"):
+        work = tmp_path / name
+        write = f"open({str(work / 'metrics.json')!r}, 'w').write({tag!r})"
+        return RunSpec(name, [sys.executable, "-c", write], work, after=after)
+
+    specs = [spec("done"), spec("cut"), spec("cut_test", after="cut"), spec("changed")]
+    first = run_all(specs, parallel=2, env=dict(os.environ))
+    assert not any(r["reused"] for r in first)
+    assert all(r["portable_command"].startswith("python -c") for r in first)
+    (tmp_path / "cut" / PROVENANCE).unlink()  # killed before it finished: no provenance
+    (tmp_path / "cut" / "partial.log").write_text("half a run")
+    specs[3] = spec("changed", tag="b")  # another config for this run
+    capsys.readouterr()
+    second = {r["name"]: r for r in run_all(specs, parallel=2, env=dict(os.environ))}
+    out = capsys.readouterr().out
+    assert "1 of 4 runs already done; 3 to go" in out
+    assert second["done"]["reused"] and second["done"]["started"] == first[0]["started"]
+    assert not second["cut"]["reused"] and "rerun cut: not finished" in out
+    assert not second["cut_test"]["reused"] and "rerun cut_test: its input was rerun" in out
+    assert not second["changed"]["reused"] and "made by another command" in out
+    assert (tmp_path / "cut.stale-1" / "partial.log").is_file()  # kept aside, not deleted
+    assert (tmp_path / "changed" / "metrics.json").read_text() == "b"
