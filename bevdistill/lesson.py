@@ -167,12 +167,15 @@ class Run:
     loss: str = ""
 
 
-def mode_options(mode: str, work_dir: Path) -> tuple[dict[str, Any], int | None]:
-    """``--cfg-options`` and iterations of a mode (:data:`MODES`)."""
+def mode_options(mode: str, work_dir: Path, iters: int | None = None
+                 ) -> tuple[dict[str, Any], int | None]:
+    """``--cfg-options`` and iterations of a mode (:data:`MODES`; ``iters`` overrides the
+    mode's iterations, not the full schedule's)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r} (parameters cell, "
                          "or the environment variable BEVDISTILL_NOTEBOOK_MODE)")
     m = MODES[mode]
+    iters = iters or m["iters"]
     if mode == "full":
         return {}, None  # the experiments' own schedule
     options: dict[str, Any] = {
@@ -184,17 +187,18 @@ def mode_options(mode: str, work_dir: Path) -> tuple[dict[str, Any], int | None]
     if mode == "medium":
         options.update({"train_dataset.cache_dir": str(work_dir / "scans"),  # one set of scans
                         "val_dataset.cache_dir": str(work_dir / "scans"),
-                        "schedule.val_interval": m["iters"], "schedule.log_interval": 100})
-    return options, m["iters"]
+                        "schedule.val_interval": iters, "schedule.log_interval": 100})
+    return options, iters
 
 
 def train_run(name: str, experiment: str, mode: str, work_dir: str | Path,
-              loss_cls: type | None = None, cfg_options: Mapping[str, Any] | None = None) -> Run:
+              loss_cls: type | None = None, cfg_options: Mapping[str, Any] | None = None,
+              iters: int | None = None) -> Run:
     """Train one experiment in ``mode``; with ``loss_cls``, the distiller trains that loss."""
     from bevdistill.engine import LastMetricsHook, load_experiment, make_runner
 
     work_dir = Path(work_dir)
-    options, max_iters = mode_options(mode, work_dir)
+    options, max_iters = mode_options(mode, work_dir, iters)
     started = time.time()
     exp = load_experiment(experiment, {**options, **dict(cfg_options or {})})
     runner = make_runner(exp, work_dir / name, max_iters=max_iters)
@@ -215,15 +219,16 @@ def train_run(name: str, experiment: str, mode: str, work_dir: str | Path,
 
 
 def train_pair(loss_cls: type, mode: str, work_dir: str | Path,
-               teacher_ckpt: str | Path | None = None) -> dict[str, Run]:
+               teacher_ckpt: str | Path | None = None, iters: int | None = None
+               ) -> dict[str, Run]:
     """The student alone and the student distilled with ``loss_cls``, same data, schedule and
     seed, both from scratch (no start from the teacher's weights)."""
     from bevdistill import pretrained
 
     teacher_ckpt = teacher_ckpt or pretrained.ASSETS / "teacher_64beam.pth"
-    alone = train_run("student alone", ALONE, mode, work_dir)
+    alone = train_run("student alone", ALONE, mode, work_dir, iters=iters)
     distilled = train_run(f"distilled: {loss_cls.__name__}", DISTILLED, mode, work_dir, loss_cls,
-                          {"model.teacher_ckpt": str(teacher_ckpt)})
+                          {"model.teacher_ckpt": str(teacher_ckpt)}, iters=iters)
     for run in (alone, distilled):
         print(f"{run.name}: {run.iterations} iterations in {run.seconds:.0f} s")
     return {"alone": alone, "distilled": distilled}

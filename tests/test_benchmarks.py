@@ -388,3 +388,13 @@ def test_run_all_resumes_an_interrupted_benchmark(tmp_path, capsys):
     assert not second["changed"]["reused"] and "made by another command" in out
     assert (tmp_path / "cut.stale-1" / "partial.log").is_file()  # kept aside, not deleted
     assert (tmp_path / "changed" / "metrics.json").read_text() == "b"
+
+
+@pytest.mark.filterwarnings("always")  # this module ignores warnings; this test counts them
+def test_infonce_batch_size_measure_warns_nothing(recwarn):
+    # a float() of a tensor that requires grad used to print a stray UserWarning per call
+    from benchmarks import infonce_batch_size
+
+    loss, grad, weight_grad = infonce_batch_size.measure("global", 2, "aligned", 0)
+    assert loss > 0 and grad > 0 and weight_grad > 0
+    assert not [w for w in recwarn if "requires_grad" in str(w.message)]

@@ -68,6 +68,7 @@ _EXPORTS = {
     "best_option": "bevdistill.viz.gain",
     "run_label": "bevdistill.viz.gain",
     "typical_scene": "bevdistill.viz.gain",
+    "TYPICAL_RULE": "bevdistill.viz.gain",
     "portable_command": "bevdistill.engine.report",
     "gap_by_class": "bevdistill.viz.gain",
     "plot_gain_curves": "bevdistill.viz.gain",

@@ -215,3 +215,25 @@ def glue_numbers(numbers: Mapping[str, Any] | None = None) -> Sequence[str]:
     for name, value in numbers.items():
         glue(name, value, display=False)
     return list(numbers)
+
+
+def taught_loss_markdown(numbers: Mapping[str, Any] | None = None,
+                         result: str | Mapping[str, Any] = "distill_gain") -> str:
+    """What the benchmark measured of the taught loss, in words, with every figure read from
+    the result files (notebook 6 shows it under the shipped curves)."""
+    n = results_numbers() if numbers is None else numbers
+    missing = [name for name, done in baselines_measured(result).items() if not done]
+    text = (
+        f"Measured (`benchmarks/results/distill_gain_scratch.json`, two-sensor scenario, "
+        f"{n['taught_end_seeds']} seeds, held-out split): after {n['equal_iters']} iterations "
+        f"the taught loss leads the student alone by {n['taught_equal_gain']:+.3f} mAP "
+        f"({n['taught_equal_rec']:.0%} of the teacher-student gap); at the end of the "
+        f"{n['iters']}-iteration schedule by {n['taught_end_gain']:+.3f}, inside the seed spread "
+        f"of {n['taught_end_spread']:.3f}. It makes the student learn faster; the student alone "
+        "then catches up.")
+    described = {"compute-matched": "the student alone given the same compute",
+                 "pseudo-label": "the teacher's boxes as pseudo-labels"}
+    if missing:
+        text += (" Not in the result files yet, so not drawn: " + " and ".join(
+            described[m] for m in missing) + "; they come with the next benchmark.")
+    return text
