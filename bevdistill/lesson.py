@@ -44,8 +44,8 @@ MODES: dict[str, dict[str, Any]] = {
     "full": dict(iters=None, train_samples=None, val_samples=None, batch_size=None),
 }
 WHAT_A_MODE_SHOWS = {
-    "short": "a mechanics check: both runs build, every loss term is finite and the student's "
-             "weights move. A few iterations on a handful of scenes cannot show whether the "
+    "short": "a mechanics check: both runs build and train, and every loss term stays finite. "
+             "A few iterations on a handful of scenes cannot show whether the "
              "loss helps, so no mAP is reported.",
     "medium": "how fast each arm learns: one seed, a few hundred iterations, scored on the "
               "tuning split. It is not the end of a schedule (the shipped curves above are).",

@@ -479,7 +479,7 @@ def test_found_by_points_bins_objects_by_what_the_student_scan_holds():
 def test_typical_scene_is_the_median_difference():
     from bevdistill.viz import gain
 
-    assert gain.typical_scene([5, -1, 0, 2, 0]) == 2  # sorted: -1, 0 (2), 0 (4), 2, 5
+    assert gain.typical_scene([5, -1, 0, 2, 0]) == 4  # sorted: -1 (1), 0 (2), 0 (4), 2 (3), 5 (0)
     assert gain.typical_scene([3, 1, 2, 0]) == 1  # even count: the lower middle one (1)
     assert gain.typical_scene([7]) == 0
     assert gain.typical_scene([9, 0, 0, 0, -9]) != 0  # never the most different scene
