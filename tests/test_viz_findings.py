@@ -125,3 +125,15 @@ def test_goal_status_reads_complete_held_out_plateau_rows():
     assert findings.goal_status({"goal": goal, "summary": [not_fair]}).startswith("Not met")
     tuning = _complete_row(split="val")
     assert findings.goal_status({"goal": goal, "summary": [tuning]}).startswith("Not measured")
+
+
+def test_the_taught_loss_is_read_from_the_newest_file_that_holds_it(monkeypatch):
+    assert findings.taught_loss_source() == "distill_gain_scratch"  # distill_gain has no combined
+    curves = {"two_sensor": {o: {} for o in ("baseline", "combined", "mse_kd", "pseudo_label")}}
+    assert findings.compared_options({"curves": curves}) == ["baseline", "combined", "pseudo_label"]
+    later = {"summary": [_complete_row()], "curves": curves}
+    monkeypatch.setattr(findings, "load_benchmark", lambda name: later)
+    assert findings.taught_loss_source() == "distill_gain"  # the later runs take over
+    monkeypatch.setattr(findings, "load_benchmark", lambda name: {"summary": []})
+    with pytest.raises(KeyError, match="--options combined"):
+        findings.taught_loss_source()

@@ -34,6 +34,8 @@ HELD_OUT, PLATEAU = "test", "plateau"
 # given the distilled run's compute, (c) the teacher's boxes as pseudo-labels.
 COMPUTE_MATCHED, PSEUDO_LABEL = "baseline_compute_matched", "pseudo_label"
 TAUGHT = "combined"  # the option that trains the step-5 loss (spatial InfoNCE + AT + heatmap KD)
+# Where the taught loss's runs are, newest protocol first: the later runs land in distill_gain.
+TAUGHT_SOURCES = ("distill_gain", "distill_gain_scratch")
 
 
 def _is_number(value: Any) -> bool:
@@ -151,6 +153,25 @@ def baselines_measured(result: str | Mapping[str, Any] = "distill_gain") -> dict
 # --- the numbers of the Results chapter --------------------------------------------------------
 
 
+def taught_loss_source(scenario: str = "two_sensor") -> str:
+    """The result file that holds the taught loss's runs in ``scenario``: the first of
+    :data:`TAUGHT_SOURCES` with a summary row of it (so the later runs take over when they land)."""
+    for name in TAUGHT_SOURCES:
+        data = load_benchmark(name)
+        if any(r["scenario"] == scenario and r["option"] == TAUGHT for r in data["summary"]):
+            return name
+    raise KeyError(f"no result file of {TAUGHT_SOURCES} has a {TAUGHT!r} row in {scenario!r}: "
+                   "run python -m benchmarks.distill_gain --options combined")
+
+
+def compared_options(result: str | Mapping[str, Any], scenario: str = "two_sensor") -> list[str]:
+    """The runs to draw beside the taught loss: the student alone, the taught loss, and the fair
+    baselines (compute-matched student alone, pseudo-labels) where the file has their curves."""
+    data = load_benchmark(result) if isinstance(result, str) else result
+    curves = data["curves"][scenario]
+    return [o for o in ("baseline", TAUGHT, COMPUTE_MATCHED, PSEUDO_LABEL) if o in curves]
+
+
 def summary_row(result: str | Mapping[str, Any], scenario: str, option: str, budget: str,
                 split: str = HELD_OUT) -> dict:
     """The one summary row of (scenario, option, budget, split), or a KeyError naming what
@@ -174,16 +195,16 @@ def _row_numbers(prefix: str, row: Mapping[str, Any]) -> dict[str, Any]:
 
 def results_numbers() -> dict[str, Any]:
     """Every number the Results chapter's prose states, by name, from the result files."""
-    scratch, main = load_benchmark("distill_gain_scratch"), load_benchmark("distill_gain")
+    taught, main = load_benchmark(taught_loss_source()), load_benchmark("distill_gain")
     schedule = load_benchmark("teacher_schedule")
-    ts = scratch["scenarios"]["two_sensor"]
+    ts = taught["scenarios"]["two_sensor"]
     numbers: dict[str, Any] = {
         "goal_share": main["goal"]["gap_recovered_at_least"],
         "iters": ts["budget"]["iters"], "equal_iters": ts["budget"]["equal_iters"],
         "teacher_map": ts["teacher"][HELD_OUT]["mAP"],
-        **_row_numbers("taught_equal", summary_row(scratch, "two_sensor", TAUGHT, "equal")),
-        **_row_numbers("taught_end", summary_row(scratch, "two_sensor", TAUGHT, "converged")),
-        **_row_numbers("alone_end", summary_row(scratch, "two_sensor", "baseline", "converged")),
+        **_row_numbers("taught_equal", summary_row(taught, "two_sensor", TAUGHT, "equal")),
+        **_row_numbers("taught_end", summary_row(taught, "two_sensor", TAUGHT, "converged")),
+        **_row_numbers("alone_end", summary_row(taught, "two_sensor", "baseline", "converged")),
     }
     best = main["scenarios"]["two_sensor"]["best_option"]
     numbers.update(_row_numbers("best_end", summary_row(main, "two_sensor", best, "converged")))
@@ -224,7 +245,7 @@ def taught_loss_markdown(numbers: Mapping[str, Any] | None = None,
     n = results_numbers() if numbers is None else numbers
     missing = [name for name, done in baselines_measured(result).items() if not done]
     text = (
-        f"Measured (`benchmarks/results/distill_gain_scratch.json`, two-sensor scenario, "
+        f"Measured (`benchmarks/results/{taught_loss_source()}.json`, two-sensor scenario, "
         f"{n['taught_end_seeds']} seeds, held-out split): after {n['equal_iters']} iterations "
         f"the taught loss leads the student alone by {n['taught_equal_gain']:+.3f} mAP "
         f"({n['taught_equal_rec']:.0%} of the teacher-student gap); at the end of the "
