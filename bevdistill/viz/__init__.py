@@ -9,7 +9,9 @@
 * :mod:`bevdistill.viz.widgets`: ipywidgets explorers (scene, layer, channel) for JupyterLab;
 * :mod:`bevdistill.viz.results`: benchmark JSONs as tables (the package reads result files and
   never imports the benchmarks);
-* :mod:`bevdistill.viz.gain`: the distillation benchmark's gain as tables, curves and bars.
+* :mod:`bevdistill.viz.gain`: the distillation benchmark's gain as tables, curves and bars;
+* :mod:`bevdistill.viz.findings`: the Results chapter's numbers by name, the summary schema
+  check and the goal's status.
 
 Plotting needs matplotlib and the explorers ipywidgets (``pip install 'bevdistill[lab]'``).
 Names resolve lazily, so ``import bevdistill.viz`` imports neither.
