@@ -227,16 +227,24 @@ def markdown(rows: list[dict], split: str = "test") -> str:
 
 
 def choose_best(rows: list[dict], trained_alone: set[str]) -> str | None:
-    """The option with the best TUNING-split gain at convergence on the seeds every option ran
-    (never chosen on test), among those that distil (``trained_alone`` are references); one
-    rule, shared with the book (:func:`bevdistill.viz.gain.chosen_option`)."""
-    from bevdistill.viz.gain import chosen_option
-
-    if not rows:
+    """The option chosen on the TUNING split: the largest gain over the student alone at the end
+    of the schedule, on the seeds every option ran (the ablation's seeds), so that an option run
+    on fewer, luckier seeds is not favoured. The held-out split plays no part. The baseline and
+    the options in ``trained_alone`` (students trained alone, e.g. ``teacher_init``) are
+    references, never chosen. The result file records the choice (``best_option``), which is
+    what the book shows."""
+    rows = [r for r in rows if r["split"] == "val" and r["budget"] == "converged"]
+    shared = set.intersection(*(set(r["seeds"]) for r in rows)) if rows else set()
+    base = next((r for r in rows if r["option"] == "baseline"), None)
+    if base is None or not shared:
         return None
-    scenario = rows[0]["scenario"]
-    options = {o: {"trained_alone": True} for o in trained_alone}
-    return chosen_option({"scenarios": {scenario: {"options": options}}, "summary": rows}, scenario)
+
+    def paired_gain(row: dict) -> float:
+        return statistics.fmean(row["mAP_per_seed"][row["seeds"].index(s)]
+                                - base["mAP_per_seed"][base["seeds"].index(s)] for s in shared)
+
+    options = [r for r in rows if r["option"] != "baseline" and r["option"] not in trained_alone]
+    return max(options, key=paired_gain)["option"] if options else None
 
 
 # --- the benchmark ---------------------------------------------------------------------------

@@ -6,6 +6,9 @@ and the command. A later invocation reuses a finished run only when commit and c
 same; a run from another commit or command is moved aside (``<dir>.stale-<n>``, nothing is
 deleted) and run again, and so is every run that depends on a rerun one. So one aggregate never
 mixes code versions, and a benchmark killed halfway resumes where it stopped.
+
+Each record also keeps its command without this machine's paths (``portable_command``, see
+:func:`with_portable_commands`): a reader reruns it from the repository root.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from typing import Any
 
 from benchmarks.provenance import REPO_ROOT, tree_is_dirty
 from bevdistill.data.classes import CLASS_NAMES
-from bevdistill.engine.report import git_commit, write_json
+from bevdistill.engine.report import git_commit, portable_command, write_json
 
 PROVENANCE = "provenance.json"
+WORK_ROOT = "WORK_ROOT"  # in a portable command: the benchmark's --work-root, wherever it lies
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,44 @@ def run_all(specs: list[RunSpec], parallel: int, env: dict[str, str], cwd: Path 
         prov = json.loads((spec.work_dir / PROVENANCE).read_text())
         records.append({"name": spec.name, **prov, "command": " ".join(prov["command"]),
                         "reused": spec.name not in rerun})
-    return records
+    return with_portable_commands(records)
+
+
+def _work_dir(command: str) -> str | None:
+    tokens = command.split()
+    return tokens[tokens.index("--work-dir") + 1] if "--work-dir" in tokens[:-1] else None
+
+
+def portable_run_command(command: str, work_root: str) -> str:
+    """A run's recorded command (``-m bevdistill ...``, without the interpreter) as anyone can
+    rerun it: ``python`` in front, the runs' own folders (work dirs and the checkpoints in them)
+    written under ``WORK_ROOT/``, then :func:`~bevdistill.engine.report.portable_command`
+    (repository files relative to its root, any other machine path dropped with its option)."""
+    root = work_root.rstrip("/") + "/"
+    tokens = []
+    for token in command.split():
+        key, eq, value = token.rpartition("=") if "=" in token else ("", "", token)
+        if value == root.rstrip("/") or value.startswith(root):
+            value = WORK_ROOT + value[len(root.rstrip("/")):]
+        tokens.append(f"{key}{eq}{value}")
+    return portable_command(" ".join(["python", *tokens]))
+
+
+def with_portable_commands(records: list[dict]) -> list[dict]:
+    """``records`` with ``portable_command`` added to each, derived from its ``command`` alone:
+    the work root is the deepest folder holding every ``--work-dir`` of the records of one
+    scenario (of all of them where records name none), so the same records always give the
+    same portable commands (``benchmarks/add_portable_commands.py`` adds them to older files)."""
+    groups: dict[Any, list[str]] = {}
+    for r in records:
+        work_dir = _work_dir(r["command"])
+        if work_dir is not None:
+            groups.setdefault(r.get("scenario"), []).append(work_dir)
+    roots = {k: os.path.commonpath(dirs) if len(dirs) > 1 else str(Path(dirs[0]).parent)
+             for k, dirs in groups.items()}
+    return [{**r, "portable_command": portable_run_command(r["command"], roots[r.get("scenario")])
+             if r.get("scenario") in roots else portable_command(f"python {r['command']}")}
+            for r in records]
 
 
 def scalars_history(work_dir: Path) -> list[dict[str, Any]]:

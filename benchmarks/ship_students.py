@@ -54,8 +54,6 @@ def benchmark_extra(result: dict, scenario: str, option: str, seed: int, run_dir
 
 
 def main(argv: list[str] | None = None) -> None:
-    from bevdistill.viz.gain import chosen_option
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-root", type=Path, required=True)
     parser.add_argument("--scenario", default="two_sensor", choices=sorted(SHIPPED_AS))
@@ -63,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=RESULTS_DIR / "distill_gain.json")
     args = parser.parse_args(argv)
     result = json.loads(args.results.read_text())
-    options = {"baseline": "baseline", "chosen": chosen_option(result, args.scenario)}
+    # the option the benchmark chose on the tuning split, as its result file records it
+    options = {"baseline": "baseline", "chosen": result["scenarios"][args.scenario]["best_option"]}
     names = SHIPPED_AS[args.scenario]
     for role, option in options.items():
         run_dir = args.work_root / option / f"seed{args.seed}"

@@ -88,7 +88,7 @@ def test_a_toc_that_strays_from_the_declaration_is_caught():
     dropped = text.replace(f"{last}\n", "")
     assert toc_problems(dropped) == [f"{last.split()[-1]} is declared but not in the toc"]
 
-    moved = text.replace("      - file: book/results", "      - file: notebooks/99_extra")
+    moved = text.replace("      - file: book/results\n", "      - file: notebooks/99_extra\n")
     assert toc_problems(moved) == ["notebooks/99_extra is listed outside 'The six steps (notebooks)'"]
 
     assert len(toc_problems(text.replace(STEPS_CAPTION, "Chapters"))) == 1

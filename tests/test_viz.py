@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
+import re
 import sys
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -347,28 +348,36 @@ def test_portable_command_keeps_no_machine_path():
                                        "bevdistill/assets/teacher_64beam.pth")
 
 
-def test_chosen_option_compares_gains_on_the_shared_seeds():
+def test_best_option_and_labels_come_from_the_result_file():
     from bevdistill.viz import gain
 
-    def row(option, seeds, maps):
-        return {"scenario": "s", "option": option, "budget": "converged", "split": "val",
-                "seeds": seeds, "mAP_per_seed": maps, "mAP_mean": sum(maps) / len(maps)}
+    result = _gain_result()
+    with pytest.raises(KeyError, match="best_option"):
+        gain.best_option(result, "s")
+    result["scenarios"]["s"]["best_option"] = "kd"
+    result["scenarios"]["s"]["options"] = {"teacher_init": {"trained_alone": True},
+                                           "kd": {"trained_alone": False}}
+    assert gain.best_option(result, "s") == "kd"
+    with pytest.raises(KeyError, match="no scenario"):
+        gain.best_option(result, "nope")
+    # one name per run, in tables and legends alike
+    assert gain.run_label(result, "s", "baseline") == "student alone"
+    assert gain.run_label(result, "s", "teacher_init") == "alone: teacher_init"
+    assert gain.run_label(result, "s", "kd") == "distilled: kd"
 
-    # "wide" ran on 3 seeds, two of them hard; "lucky" on seed 0 only, with a higher mean mAP
-    # but a smaller gain on seed 0, the seed both share: "wide" is chosen
-    result = {"scenarios": {"s": {}}, "summary": [
-        row("baseline", [0, 1, 2], [0.40, 0.30, 0.30]),
-        row("wide", [0, 1, 2], [0.43, 0.31, 0.31]),
-        row("lucky", [0], [0.42]),
-    ]}
-    assert gain.chosen_option(result, "s") == "wide"
-    result["summary"][2]["mAP_per_seed"] = [0.44]
-    assert gain.chosen_option(result, "s") == "lucky"
-    # a student trained alone from the teacher's weights is a reference, never the choice
-    result["summary"].append(row("teacher_init", [0, 1, 2], [0.60, 0.50, 0.50]))
-    assert gain.chosen_option(result, "s") == "teacher_init"  # not marked: an option like any
-    result["scenarios"]["s"]["options"] = {"teacher_init": {"trained_alone": True}}
-    assert gain.chosen_option(result, "s") == "lucky"
+
+def test_the_package_never_imports_the_benchmarks():
+    """bevdistill reads benchmarks/results/*.json; the benchmarks import the package, never the
+    reverse (a wheel has no benchmarks folder)."""
+    root = Path(__file__).resolve().parents[1] / "bevdistill"
+    importing = re.compile(r"^\s*(from\s+benchmarks[\s.]|import\s+benchmarks\b)|"
+                           r"import_module\(\s*[\"']benchmarks|sys\.modules\[\s*[\"']benchmarks",
+                           re.M)
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if importing.search(p.read_text())]
+    assert not offenders, f"these modules import the benchmarks: {offenders}"
+    assert importing.search("from benchmarks.runs import run_all")  # the check can fail
+    assert importing.search("    import benchmarks")
 
 
 def test_gain_table_and_plots_read_the_summary():
@@ -403,22 +412,7 @@ def test_teacher_schedule_plot_draws_each_schedule_of_each_scenario():
     plt.close("all")
 
 
-def test_import_benchmark_from_any_working_directory(tmp_path):
-    # a notebook runs in notebooks/, where the checkout's benchmarks folder is not on sys.path;
-    # the benchmark imports its siblings (benchmarks.provenance) all the same
-    code = ("from bevdistill.viz import import_benchmark; "
-            "print(import_benchmark('infonce_batch_size').MODULE)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120, check=False)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "benchmarks.infonce_batch_size"
-
-
-def test_import_benchmark_and_missing_results(monkeypatch):
-    module = viz.import_benchmark("infonce_batch_size")
-    assert callable(module.measure) and viz.import_benchmark("infonce_batch_size") is module
-    with pytest.raises(FileNotFoundError, match="known"):
-        viz.import_benchmark("no_such_benchmark")
+def test_show_benchmark_and_missing_results(monkeypatch):
     shown = []
     monkeypatch.setattr("IPython.display.display", shown.append)
     vr.show_benchmark("no_such_benchmark", missing_ok=True)
@@ -482,7 +476,18 @@ def test_found_by_points_bins_objects_by_what_the_student_scan_holds():
             assert r["found by oracle"] == "100%" and r["found by blind"] == "0%"
 
 
-def test_side_by_side_shows_the_scene_where_the_compared_models_differ_most():
+def test_typical_scene_is_the_median_difference():
+    from bevdistill.viz import gain
+
+    assert gain.typical_scene([5, -1, 0, 2, 0]) == 4  # sorted: -1 (1), 0 (2), 0 (4), 2 (3), 5 (0)
+    assert gain.typical_scene([3, 1, 2, 0]) == 1  # even count: the lower middle one (1)
+    assert gain.typical_scene([7]) == 0
+    assert gain.typical_scene([9, 0, 0, 0, -9]) != 0  # never the most different scene
+    with pytest.raises(ValueError, match="num_scenes"):
+        gain.typical_scene([])
+
+
+def test_side_by_side_shows_the_typical_scene_of_the_compared_models():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -495,7 +500,8 @@ def test_side_by_side_shows_the_scene_where_the_compared_models_differ_most():
     objects = [len(data[i]["data_samples"]["gt_labels"]) for i in range(3)]
     models = {"oracle": (_Oracle(data), "points"), "blind": (_Blind(), "points")}
     fig, index, differences = gain.side_by_side(data, models, compare=("oracle", "blind"))
-    assert differences == objects and index == objects.index(max(objects))
+    assert differences == objects and index == gain.typical_scene(objects)
+    assert objects[index] == sorted(objects)[1]  # the median of three scenes
     assert len(fig.axes) >= 2 and f"found {objects[index]} of {objects[index]}" in fig.axes[0].get_title()
     _, _, reversed_differences = gain.side_by_side(data, models, compare=("blind", "oracle"))
     assert reversed_differences == [-n for n in objects]

@@ -166,12 +166,3 @@ def test_layer_summaries_and_bev_map_overlay_points():
     _, ax = plt.subplots()
     viz.plot_bev_map(ax, np.zeros((4, 4)), EXTENT)  # without points: no scatter
     assert not ax.collections
-
-
-def test_notebook3_benchmark_call_warns_nothing(recwarn):
-    # Notebook 3 imports benchmarks/infonce_batch_size.py and calls measure(); a float() of a
-    # tensor that requires grad used to print a stray UserWarning under the cell.
-    bench = viz.import_benchmark("infonce_batch_size")
-    loss, grad, weight_grad = bench.measure("global", 2, "aligned", 0)
-    assert loss > 0 and grad > 0 and weight_grad > 0
-    assert not [w for w in recwarn if "requires_grad" in str(w.message)]

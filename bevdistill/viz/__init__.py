@@ -11,8 +11,11 @@
   learner's;
 * :mod:`bevdistill.viz.pipeline`: the distillation pipeline in one diagram;
 * :mod:`bevdistill.viz.widgets`: ipywidgets explorers (scene, layer, channel) for JupyterLab;
-* :mod:`bevdistill.viz.results`: benchmark JSONs as tables, benchmark modules by name;
-* :mod:`bevdistill.viz.gain`: the distillation benchmark's gain as tables, curves and bars.
+* :mod:`bevdistill.viz.results`: benchmark JSONs as tables (the package reads result files and
+  never imports the benchmarks);
+* :mod:`bevdistill.viz.gain`: the distillation benchmark's gain as tables, curves and bars;
+* :mod:`bevdistill.viz.findings`: the Results chapter's numbers by name, the summary schema
+  check and the goal's status.
 
 Plotting needs matplotlib and the explorers ipywidgets (``pip install 'bevdistill[lab]'``).
 Names resolve lazily, so ``import bevdistill.viz`` imports neither.
@@ -73,10 +76,12 @@ _EXPORTS = {
     "benchmark_markdown": "bevdistill.viz.results",
     "markdown_table": "bevdistill.viz.results",
     "show_benchmark": "bevdistill.viz.results",
-    "import_benchmark": "bevdistill.viz.results",
     # what distillation bought (distill_gain.json)
     "gain_table": "bevdistill.viz.gain",
-    "chosen_option": "bevdistill.viz.gain",
+    "best_option": "bevdistill.viz.gain",
+    "run_label": "bevdistill.viz.gain",
+    "typical_scene": "bevdistill.viz.gain",
+    "TYPICAL_RULE": "bevdistill.viz.gain",
     "portable_command": "bevdistill.engine.report",
     "gap_by_class": "bevdistill.viz.gain",
     "plot_gain_curves": "bevdistill.viz.gain",

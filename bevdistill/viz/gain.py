@@ -37,25 +37,29 @@ def scenario_rows(result: str | Mapping[str, Any], scenario: str, split: str = "
     return [r for r in data["summary"] if r["scenario"] == scenario and r["split"] == split]
 
 
-def chosen_option(result: str | Mapping[str, Any], scenario: str) -> str | None:
-    """The distillation option chosen on the TUNING split: the largest gain over the student
-    alone at the end of the schedule, on the seeds every option ran (the ablation's seeds), so
-    that an option run on fewer, luckier seeds is not favoured. The held-out split plays no part.
-    Students trained alone (the baseline, ``teacher_init``) are references, never chosen."""
-    rows = [r for r in scenario_rows(result, scenario, "val") if r["budget"] == "converged"]
-    shared = set.intersection(*(set(r["seeds"]) for r in rows)) if rows else set()
-    base = next((r for r in rows if r["option"] == "baseline"), None)
-    if base is None or not shared:
-        return None
+def best_option(result: str | Mapping[str, Any], scenario: str) -> str | None:
+    """The option the benchmark chose on the TUNING split, as its result file records it
+    (``scenarios.<name>.best_option``; the rule is the benchmark's, ``choose_best`` in
+    ``benchmarks/distill_gain.py``)."""
+    data = _result(result)
+    if scenario not in data["scenarios"]:
+        raise KeyError(f"no scenario {scenario!r} in the result; it has {sorted(data['scenarios'])}")
+    described = data["scenarios"][scenario]
+    if "best_option" not in described:
+        raise KeyError(f"scenario {scenario!r} records no best_option; rerun "
+                       "python -m benchmarks.distill_gain for it")
+    return described["best_option"]
 
-    def paired_gain(row: Mapping[str, Any]) -> float:
-        return statistics.fmean(row["mAP_per_seed"][row["seeds"].index(s)]
-                                - base["mAP_per_seed"][base["seeds"].index(s)] for s in shared)
 
+def run_label(result: str | Mapping[str, Any], scenario: str, option: str) -> str:
+    """How a run is named everywhere (tables, legends, bars): ``student alone`` for the
+    baseline, ``alone: <option>`` for other students trained without a teacher beside them
+    (``teacher_init`` starts from the teacher's weights, then trains alone), ``distilled:
+    <option>`` for the rest."""
+    if option == "baseline":
+        return "student alone"
     described = _result(result)["scenarios"].get(scenario, {}).get("options", {})
-    options = [r for r in rows if r["option"] != "baseline"  # references, not distillation:
-               and not described.get(r["option"], {}).get("trained_alone")]
-    return max(options, key=paired_gain)["option"] if options else None
+    return f"{'alone' if described.get(option, {}).get('trained_alone') else 'distilled'}: {option}"
 
 
 def gain_table(result: str | Mapping[str, Any], scenario: str, split: str = "test") -> str:
@@ -63,15 +67,12 @@ def gain_table(result: str | Mapping[str, Any], scenario: str, split: str = "tes
     per-class AP, the gain over the student alone and the share of the gap it recovers."""
     data = _result(result)
     teacher = data["scenarios"][scenario]["teacher"].get(split)
-    described = data["scenarios"][scenario].get("options", {})
     rows = []
     for r in scenario_rows(data, scenario, split):
         is_base = r["option"] == "baseline"
         rec = r.get("gap_recovered")
-        alone = described.get(r["option"], {}).get("trained_alone")
         rows.append({
-            "model": "student alone" if is_base else
-                     f"{'alone' if alone else 'distilled'}: {r['option']}",
+            "model": run_label(data, scenario, r["option"]),
             "budget": f"{r['iters']} iterations" if "iters" in r
                       else BUDGET_NAMES.get(r["budget"], r["budget"]),
             "seeds": len(r["seeds"]),
@@ -144,7 +145,7 @@ def plot_gain_curves(result: str | Mapping[str, Any], scenario: str,
         _, ax = plt.subplots(figsize=(6.5, 4))
     for option in options:
         iters, mean, std = curve_band(curves[option])
-        label = "student alone" if option == "baseline" else f"distilled ({option})"
+        label = run_label(data, scenario, option)
         label += f", {len(curves[option])} seed{'s' if len(curves[option]) > 1 else ''}"
         line, = ax.plot(iters, mean, marker="o", ms=3, label=label)
         ax.fill_between(iters, [m - s for m, s in zip(mean, std, strict=True)],
@@ -199,7 +200,7 @@ def plot_class_bars(result: str | Mapping[str, Any], scenario: str, option: str,
         _, ax = plt.subplots(figsize=(6.5, 3.5))
     x = np.arange(len(table))
     for k, (key, label) in enumerate((("AP student alone", "student alone"),
-                                      (f"AP {option}", f"distilled ({option})"),
+                                      (f"AP {option}", run_label(result, scenario, option)),
                                       ("AP teacher", "teacher"))):
         ax.bar(x + (k - 1) * 0.27, [r[key] for r in table], width=0.27, label=label)
     ax.set_xticks(x, [r["class"] for r in table])
@@ -247,13 +248,29 @@ def found_by_points(dataset, models: Mapping[str, tuple[Any, str]], num_scenes: 
     return rows
 
 
+def typical_scene(differences: Sequence[int]) -> int:
+    """The index of the *typical* scene: the one whose difference is the median of all the
+    scenes' differences (sorted by difference, then by index; the lower middle one of an even
+    number), so that a picture shows what usually happens, not the most striking case."""
+    if not differences:
+        raise ValueError("no scenes to choose from: num_scenes must be at least 1")
+    order = sorted(range(len(differences)), key=lambda i: (differences[i], i))
+    return order[(len(order) - 1) // 2]
+
+
+TYPICAL_RULE = ("the scene, of the first {n}, whose difference in found objects (found by {a} "
+                "minus found by {b}; same class, centre within 2 m, score at least 0.3) is the "
+                "median of the {n} scenes' differences")
+
+
 def side_by_side(dataset, models: Mapping[str, tuple[Any, str]], compare: tuple[str, str],
                  num_scenes: int = 12, point_cloud_range: Sequence[float] | None = None):
-    """Detections of every model on the one scene, of the first ``num_scenes``, where the two
-    models named in ``compare`` find the most different numbers of objects: a picture of the
-    difference, not a measure of it. ``models`` maps a panel title to ``(model, input key)``
-    (``'points'`` or ``'teacher_points'``). Returns ``(figure, scene index, differences)``, the
-    differences being found by ``compare[0]`` minus found by ``compare[1]``, per scene."""
+    """Detections of every model on the *typical* scene of the first ``num_scenes``
+    (:func:`typical_scene`: the median difference between the two models named in
+    ``compare``): a picture of what usually happens, not a measure of it. ``models`` maps a
+    panel title to ``(model, input key)`` (``'points'`` or ``'teacher_points'``). Returns
+    ``(figure, scene index, differences)``, the differences being found by ``compare[0]``
+    minus found by ``compare[1]``, per scene; :data:`TYPICAL_RULE` says the rule in words."""
     import torch
 
     from bevdistill.viz.bev import count_found, plot_detections
@@ -278,7 +295,7 @@ def side_by_side(dataset, models: Mapping[str, tuple[Any, str]], compare: tuple[
                          for name in compare)
         scenes.append((sample, clouds, preds))
         differences.append(first - second)
-    index = max(range(len(differences)), key=lambda i: abs(differences[i]))
+    index = typical_scene(differences)
     sample, clouds, preds = scenes[index]
     fig = plot_detections(clouds, sample["gt_boxes"], sample["gt_labels"], preds,
                           point_cloud_range=point_cloud_range)
@@ -301,7 +318,7 @@ def show_gain(result_name: str, scenarios: Sequence[str] | None = None) -> Mappi
         if scenarios is not None and name not in scenarios:
             continue
         prov = sc["provenance"]
-        best = chosen_option(result, name)
+        best = sc.get("best_option")
         runs = [r for r in result["runs"] if r["scenario"] == name]
         commits = sorted({r["commit"][:10] for r in runs})
         display(Markdown(

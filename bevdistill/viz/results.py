@@ -3,27 +3,24 @@
 Every benchmark writes one JSON with the ``command`` that made it and the ``machine`` it ran
 on; :func:`benchmark_markdown` turns any such file into Markdown (the command, the machine, a
 table per list of rows, the other numbers as a key/value table), so a new benchmark shows up in
-the results chapter without new rendering code. :func:`import_benchmark` loads a benchmark's
-module by name, so a notebook can rerun part of it instead of copying its code.
+the results chapter without new rendering code.
 
-The ``benchmarks/`` folder belongs to the source checkout, not to an installed wheel; these
-functions find it next to the package (``pip install -e .``) and say so when it is absent.
+The package reads the result files only: it never imports the benchmarks' code (they import
+the package, never the reverse). The ``benchmarks/results/`` folder belongs to the source
+checkout, not to an installed wheel; these functions find it next to the package
+(``pip install -e .``) and say so when it is absent.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import bevdistill
 
-BENCHMARK_DIR = Path(bevdistill.__file__).resolve().parent.parent / "benchmarks"
-RESULTS_DIR = BENCHMARK_DIR / "results"
+RESULTS_DIR = Path(bevdistill.__file__).resolve().parent.parent / "benchmarks" / "results"
 MAX_TABLE_ROWS = 60
 LONG_TEXT = 120  # characters: longer strings (commands of every run) stay in the JSON file
 PER_RUN_KEYS = ("runs", "results")  # what a benchmark's own summary table already sums up
@@ -51,21 +48,6 @@ def load_benchmark(name: str) -> dict:
         raise FileNotFoundError(f"no benchmark result {name!r} in {RESULTS_DIR} (known: {known})")
     with open(path) as f:
         return json.load(f)
-
-
-def import_benchmark(name: str) -> ModuleType:
-    """The module ``benchmarks/<name>.py``, imported as ``benchmarks.<name>``."""
-    path = BENCHMARK_DIR / f"{name}.py"
-    if not path.is_file():
-        known = sorted(p.stem for p in _require(BENCHMARK_DIR, "benchmarks").glob("*.py"))
-        raise FileNotFoundError(f"no benchmark {name!r} in {BENCHMARK_DIR} (known: {known})")
-    if "benchmarks" not in sys.modules:
-        # the folder as a package, from any working directory (a notebook runs in notebooks/),
-        # so that a benchmark's own ``from benchmarks._provenance import ...`` works too
-        package = ModuleType("benchmarks")
-        package.__path__ = [str(BENCHMARK_DIR)]
-        sys.modules["benchmarks"] = package
-    return importlib.import_module(f"benchmarks.{name}")
 
 
 # --- Markdown ---------------------------------------------------------------------------------

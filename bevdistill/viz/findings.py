@@ -1,0 +1,260 @@
+"""What the lab's measurements say, read from ``benchmarks/results/*.json`` at build time.
+
+The Results chapter and notebook 6 state their numbers through this module, never by typing
+them: :func:`results_numbers` gives every number the chapter's prose uses, by name, and the
+page glues them in (MyST-NB ``{glue:text}``), so the text cannot disagree with the files
+(``tests/test_viz_findings.py`` checks that the prose types none).
+
+:func:`check_summary` reads the ``summary`` rows of ``distill_gain.json`` against the schema the
+capstone's claim needs (issue 19): each row names its scenario, option, split, budget and the
+loss terms it trains, its seeds, mean mAP and seed spread, its gain and share of the gap over
+the student alone at its plateau (baseline a) and its gain over the student alone given the
+same compute (baseline b). Rows of older runs lack the newer fields; the check reports which
+instead of failing, and :func:`goal_status` says whether any complete row meets the goal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bevdistill.viz.results import load_benchmark
+
+# The fields of a distill_gain summary row the claim is checked on, and what each must hold.
+SUMMARY_FIELDS: dict[str, str] = {
+    "scenario": "str", "option": "str", "split": "'val' or 'test'", "budget": "str",
+    "terms": "list of loss keys, e.g. 'loss_kd.heatmap'", "seeds": "non-empty list of int",
+    "mAP_mean": "number in [0, 1]", "seed_spread": "number >= 0 or null",
+    "gain": "number", "gap_recovered": "number or null",
+    "gain_vs_compute_matched": "number or null", "spread_vs_compute_matched": "number >= 0 or null",
+}
+HELD_OUT, PLATEAU = "test", "plateau"
+# The fair baselines of the claim, as the benchmark names their options: (b) the student alone
+# given the distilled run's compute, (c) the teacher's boxes as pseudo-labels.
+COMPUTE_MATCHED, PSEUDO_LABEL = "baseline_compute_matched", "pseudo_label"
+TAUGHT = "combined"  # the option that trains the step-5 loss (spatial InfoNCE + AT + heatmap KD)
+# Where the taught loss's runs are, newest protocol first: the later runs land in distill_gain.
+TAUGHT_SOURCES = ("distill_gain", "distill_gain_scratch")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _field_problem(name: str, value: Any) -> str | None:
+    """What is wrong with one present field, or None."""
+    if name in ("scenario", "option", "budget"):
+        ok = isinstance(value, str) and bool(value)
+    elif name == "split":
+        ok = value in ("val", HELD_OUT)
+    elif name == "terms":
+        ok = isinstance(value, list) and all(
+            isinstance(t, str) and t.startswith("loss_") and "." in t for t in value)
+    elif name == "seeds":
+        ok = isinstance(value, list) and bool(value) and all(
+            isinstance(s, int) and not isinstance(s, bool) for s in value)
+    elif name == "mAP_mean":
+        ok = _is_number(value) and 0.0 <= value <= 1.0
+    elif name in ("seed_spread", "spread_vs_compute_matched"):
+        ok = value is None or (_is_number(value) and value >= 0)
+    elif name == "gain":
+        ok = _is_number(value)
+    else:  # gap_recovered, gain_vs_compute_matched
+        ok = value is None or _is_number(value)
+    return None if ok else f"{name}={value!r} (expected {SUMMARY_FIELDS[name]})"
+
+
+@dataclass
+class SchemaReport:
+    """What :func:`check_summary` found: rows read, fields missing (field -> rows lacking it),
+    wrong values (one line each) and the rows that hold every field."""
+
+    rows: int
+    missing: dict[str, int] = field(default_factory=dict)
+    wrong: list[str] = field(default_factory=list)
+    complete: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No wrong value (missing fields are tolerated: older runs predate them)."""
+        return not self.wrong
+
+    def markdown(self) -> str:
+        lines = [f"{self.rows} summary rows read; {len(self.complete)} hold every field of the "
+                 "schema."]
+        if self.missing:
+            lines.append("Fields still missing (they come with the next benchmark): " + ", ".join(
+                f"`{name}` ({n} rows)" for name, n in self.missing.items()) + ".")
+        lines += [f"Wrong value: {w}" for w in self.wrong]
+        return "\n\n".join(lines)
+
+
+def check_summary(result: str | Mapping[str, Any] = "distill_gain",
+                  strict: bool = False) -> SchemaReport:
+    """Check the ``summary`` rows of a distill_gain result against :data:`SUMMARY_FIELDS`.
+
+    Missing fields are reported (``SchemaReport.missing``), wrong values too; ``strict``
+    raises ``ValueError`` on either, for a file that must be complete (the later runs)."""
+    data = load_benchmark(result) if isinstance(result, str) else result
+    rows = data.get("summary") if isinstance(data, Mapping) else None
+    if not isinstance(rows, list):
+        raise ValueError("a distill_gain result has a 'summary' list of rows; this one has "
+                         "none: rerun python -m benchmarks.distill_gain")
+    report = SchemaReport(rows=len(rows))
+    for i, row in enumerate(rows):
+        absent = [name for name in SUMMARY_FIELDS if name not in row]
+        for name in absent:
+            report.missing[name] = report.missing.get(name, 0) + 1
+        wrong = [p for name in SUMMARY_FIELDS if name in row
+                 and (p := _field_problem(name, row[name])) is not None]
+        report.wrong += [f"row {i} ({row.get('scenario')}, {row.get('option')}): {p}"
+                         for p in wrong]
+        if not absent and not wrong:
+            report.complete.append(row)
+    if strict and (report.missing or report.wrong):
+        raise ValueError("distill_gain summary does not follow the schema:\n" + report.markdown())
+    return report
+
+
+def goal_status(result: str | Mapping[str, Any] = "distill_gain") -> str:
+    """Whether a held-out plateau row of the taught loss meets the goal: at least the file's
+    ``goal.gap_recovered_at_least`` of the gap, a gain above twice the seed spread over the
+    student alone at its plateau and over the student alone given the same compute."""
+    data = load_benchmark(result) if isinstance(result, str) else result
+    share = data.get("goal", {}).get("gap_recovered_at_least", 0.5)
+    rows = [r for r in check_summary(data).complete
+            if r["split"] == HELD_OUT and r["budget"] == PLATEAU and r["option"] != "baseline"]
+    if not rows:
+        return (f"Not measured yet: no held-out row with both arms at their plateau holds every "
+                f"field the goal is checked on (at least {share:.0%} of the gap, a gain above "
+                "twice the seed spread over the student alone and over the compute-matched one).")
+    met = [r for r in rows if (r["gap_recovered"] or 0) >= share
+           and r["gain"] > 2 * (r["seed_spread"] or 0)
+           and (r["gain_vs_compute_matched"] or 0) > 2 * (r["spread_vs_compute_matched"] or 0)]
+    if met:
+        return "Met by: " + ", ".join(f"{r['option']} ({r['scenario']}, {r['gap_recovered']:.0%} "
+                                      "of the gap)" for r in met) + "."
+    best = max(rows, key=lambda r: r["gap_recovered"] or 0)
+    return (f"Not met: the best held-out plateau row, {best['option']} ({best['scenario']}), "
+            f"recovers {best['gap_recovered'] or 0:.0%} of the gap.")
+
+
+def baselines_measured(result: str | Mapping[str, Any] = "distill_gain") -> dict[str, bool]:
+    """Which fair baselines the file holds rows of: the compute-matched student alone and the
+    teacher's pseudo-labels (both come with the next benchmark where absent)."""
+    data = load_benchmark(result) if isinstance(result, str) else result
+    options = {r.get("option") for r in data.get("summary", [])}
+    return {"compute-matched": COMPUTE_MATCHED in options or any(
+        "gain_vs_compute_matched" in r for r in data.get("summary", [])),
+            "pseudo-label": PSEUDO_LABEL in options}
+
+
+# --- the numbers of the Results chapter --------------------------------------------------------
+
+
+def taught_loss_source(scenario: str = "two_sensor") -> str:
+    """The result file that holds the taught loss's runs in ``scenario``: the first of
+    :data:`TAUGHT_SOURCES` with a summary row of it (so the later runs take over when they land)."""
+    for name in TAUGHT_SOURCES:
+        data = load_benchmark(name)
+        if any(r["scenario"] == scenario and r["option"] == TAUGHT for r in data["summary"]):
+            return name
+    raise KeyError(f"no result file of {TAUGHT_SOURCES} has a {TAUGHT!r} row in {scenario!r}: "
+                   "run python -m benchmarks.distill_gain --options combined")
+
+
+def compared_options(result: str | Mapping[str, Any], scenario: str = "two_sensor") -> list[str]:
+    """The runs to draw beside the taught loss: the student alone, the taught loss, and the fair
+    baselines (compute-matched student alone, pseudo-labels) where the file has their curves."""
+    data = load_benchmark(result) if isinstance(result, str) else result
+    curves = data["curves"][scenario]
+    return [o for o in ("baseline", TAUGHT, COMPUTE_MATCHED, PSEUDO_LABEL) if o in curves]
+
+
+def summary_row(result: str | Mapping[str, Any], scenario: str, option: str, budget: str,
+                split: str = HELD_OUT) -> dict:
+    """The one summary row of (scenario, option, budget, split), or a KeyError naming what
+    the file has."""
+    data = load_benchmark(result) if isinstance(result, str) else result
+    rows = [r for r in data["summary"] if r["scenario"] == scenario and r["option"] == option
+            and r["budget"] == budget and r["split"] == split]
+    if len(rows) != 1:
+        have = sorted({(r["option"], r["budget"]) for r in data["summary"]
+                       if r["scenario"] == scenario and r["split"] == split})
+        raise KeyError(f"{len(rows)} rows for {scenario}/{option}/{budget}/{split}; the file "
+                       f"has {have}")
+    return rows[0]
+
+
+def _row_numbers(prefix: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}_map": row["mAP_mean"], f"{prefix}_gain": row["gain"],
+            f"{prefix}_rec": row["gap_recovered"], f"{prefix}_spread": row["seed_spread"] or 0.0,
+            f"{prefix}_seeds": len(row["seeds"])}
+
+
+def results_numbers() -> dict[str, Any]:
+    """Every number the Results chapter's prose states, by name, from the result files."""
+    taught, main = load_benchmark(taught_loss_source()), load_benchmark("distill_gain")
+    schedule = load_benchmark("teacher_schedule")
+    ts = taught["scenarios"]["two_sensor"]
+    numbers: dict[str, Any] = {
+        "goal_share": main["goal"]["gap_recovered_at_least"],
+        "iters": ts["budget"]["iters"], "equal_iters": ts["budget"]["equal_iters"],
+        "teacher_map": ts["teacher"][HELD_OUT]["mAP"],
+        **_row_numbers("taught_equal", summary_row(taught, "two_sensor", TAUGHT, "equal")),
+        **_row_numbers("taught_end", summary_row(taught, "two_sensor", TAUGHT, "converged")),
+        **_row_numbers("alone_end", summary_row(taught, "two_sensor", "baseline", "converged")),
+    }
+    best = main["scenarios"]["two_sensor"]["best_option"]
+    numbers.update(_row_numbers("best_end", summary_row(main, "two_sensor", best, "converged")))
+    numbers.update(_row_numbers("head_start_end", summary_row(main, "two_sensor", "teacher_init",
+                                                              "converged")))
+    long_alone = summary_row(main, "two_sensor", "baseline", "teacher")
+    numbers.update(long_alone_iters=long_alone["iters"], long_alone_map=long_alone["mAP_mean"])
+    comp = main["scenarios"]["compression"]["best_option"]
+    numbers.update(_row_numbers("compression_end", summary_row(main, "compression", comp,
+                                                               "converged")))
+    few = main["scenarios"]["few_labels"]["options"]
+    every_seed = next(o for o, d in few.items() if o != "baseline"
+                      and d["seeds"] == few["baseline"]["seeds"])
+    numbers.update(_row_numbers("few_labels_end", summary_row(main, "few_labels", every_seed,
+                                                              "converged")))
+    longer = {r["scenario"]: r for r in schedule["summary"] if r["teacher"] == "longer"}
+    numbers.update(teacher_longer_gain_two_sensor=longer["two_sensor"]["gain_over_retrained"],
+                   teacher_longer_gain_compression=longer["compression"]["gain_over_retrained"],
+                   teacher_longer_factor=schedule["factor"])
+    return numbers
+
+
+def glue_numbers(numbers: Mapping[str, Any] | None = None) -> Sequence[str]:
+    """Glue :func:`results_numbers` into the page being built (MyST-NB), for ``{glue:text}``
+    roles in its prose; returns the names glued."""
+    from myst_nb import glue
+
+    numbers = results_numbers() if numbers is None else numbers
+    for name, value in numbers.items():
+        glue(name, value, display=False)
+    return list(numbers)
+
+
+def taught_loss_markdown(numbers: Mapping[str, Any] | None = None,
+                         result: str | Mapping[str, Any] = "distill_gain") -> str:
+    """What the benchmark measured of the taught loss, in words, with every figure read from
+    the result files (notebook 6 shows it under the shipped curves)."""
+    n = results_numbers() if numbers is None else numbers
+    missing = [name for name, done in baselines_measured(result).items() if not done]
+    text = (
+        f"Measured (`benchmarks/results/{taught_loss_source()}.json`, two-sensor scenario, "
+        f"{n['taught_end_seeds']} seeds, held-out split): after {n['equal_iters']} iterations "
+        f"the taught loss leads the student alone by {n['taught_equal_gain']:+.3f} mAP "
+        f"({n['taught_equal_rec']:.0%} of the teacher-student gap); at the end of the "
+        f"{n['iters']}-iteration schedule by {n['taught_end_gain']:+.3f}, inside the seed spread "
+        f"of {n['taught_end_spread']:.3f}. It makes the student learn faster; the student alone "
+        "then catches up.")
+    described = {"compute-matched": "the student alone given the same compute",
+                 "pseudo-label": "the teacher's boxes as pseudo-labels"}
+    if missing:
+        text += (" Not in the result files yet, so not drawn: " + " and ".join(
+            described[m] for m in missing) + "; they come with the next benchmark.")
+    return text
