@@ -365,17 +365,18 @@ def expect_close(
     rtol: float = 1e-4,
     atol: float = 1e-6,
     hint: str = "",
+    causes: Sequence[Cause] = (),
 ) -> None:
     """Compare values and say by how much they differ, relative to the expected value."""
     if not isinstance(actual, torch.Tensor):
-        raise CheckFailure(f"{what}: expected a tensor, got {type(actual).__name__}", hint)
+        raise CheckFailure(f"{what}: expected a tensor, got {type(actual).__name__}", hint, causes)
     expected = torch.as_tensor(expected)
     if actual.shape != expected.shape:
-        raise CheckFailure(f"{what}: shape {list(actual.shape)}, expected {list(expected.shape)}", hint)
+        raise CheckFailure(f"{what}: shape {list(actual.shape)}, expected {list(expected.shape)}", hint, causes)
     if not torch.isfinite(actual).all():
-        raise CheckFailure(f"{what}: contains NaN or inf", hint)
+        raise CheckFailure(f"{what}: contains NaN or inf", hint, causes)
     a, e = actual.detach().double(), expected.detach().double()
     if not torch.allclose(a, e, rtol=rtol, atol=atol):
         err = rel_error(a, e)
         shown = f"got {a.item():.6g}, expected {e.item():.6g}; " if a.numel() == 1 else ""
-        raise CheckFailure(f"{what}: {shown}relative error {err:.2e} (tolerance {rtol:.0e})", hint)
+        raise CheckFailure(f"{what}: {shown}relative error {err:.2e} (tolerance {rtol:.0e})", hint, causes)

@@ -25,8 +25,8 @@ import signal
 import sys
 import threading
 import time
-import warnings
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
