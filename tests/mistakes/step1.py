@@ -104,13 +104,13 @@ class _UnknownModeIsPredict(_Base):
 
 
 MISTAKES = [
-    Mistake("the tutorial's wrapper", _Tutorial, ()),
-    Mistake("features never cleared", _NeverCleared, ()),
-    Mistake("features cleared in place", _ClearedInPlace, ()),
-    Mistake("teacher not detached", _TeacherNotDetached, ()),
-    Mistake("student detached", _StudentDetached, ()),
-    Mistake("first element only", _FirstElementOnly, ()),
-    Mistake("clears every hook", _ClearsEveryHook, ()),
-    Mistake("mode ignored", _AlwaysLoss, ()),
-    Mistake("unknown mode runs predict", _UnknownModeIsPredict, ()),
+    Mistake("the tutorial's wrapper", _Tutorial, ("teacher-detach", "close")),
+    Mistake("features never cleared", _NeverCleared, ("stale",)),
+    Mistake("features cleared in place", _ClearedInPlace, ("shared-dict",)),
+    Mistake("teacher not detached", _TeacherNotDetached, ("teacher-detach",)),
+    Mistake("student detached", _StudentDetached, ("student-detach",)),
+    Mistake("first element only", _FirstElementOnly, ("whole-output",)),
+    Mistake("clears every hook", _ClearsEveryHook, ("clears-every-hook",)),
+    Mistake("mode ignored", _AlwaysLoss, ("mode-ignored",)),
+    Mistake("unknown mode runs predict", _UnknownModeIsPredict, ("unknown-mode",)),
 ]

@@ -83,13 +83,13 @@ class _InputDetached(_Base):
 
 
 MISTAKES = [
-    Mistake("BatchNorm head", _BatchNorm, ()),
-    Mistake("no L2 normalisation", _NoL2Norm, ()),
-    Mistake("normalised over the batch", _NormaliseDim0, ()),
-    Mistake("positions flattened into channels", _FlattenPositions, ()),
-    Mistake("not every rank pooled", _NotEveryRank, ()),
-    Mistake("out_dim ignored", _FixedOutDim, ()),
-    Mistake("max pooling", _MaxPool, ()),
-    Mistake("dropout always on", _DropoutAlwaysOn, ()),
-    Mistake("input detached", _InputDetached, ()),
+    Mistake("BatchNorm head", _BatchNorm, ("batchnorm",)),
+    Mistake("no L2 normalisation", _NoL2Norm, ("l2",)),
+    Mistake("normalised over the batch", _NormaliseDim0, ("rows",)),
+    Mistake("positions flattened into channels", _FlattenPositions, ("ranks",)),
+    Mistake("not every rank pooled", _NotEveryRank, ("ranks",)),
+    Mistake("out_dim ignored", _FixedOutDim, ("out-dim",)),
+    Mistake("max pooling", _MaxPool, ("pooling-max",)),
+    Mistake("dropout always on", _DropoutAlwaysOn, ("dropout",)),
+    Mistake("input detached", _InputDetached, ("input-grad",)),
 ]

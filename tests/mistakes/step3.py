@@ -88,15 +88,15 @@ class _DetachedNorm(_Base):
 
 
 MISTAKES = [
-    Mistake("no temperature", _NoTemperature, ()),
-    Mistake("temperature multiplied", _TemperatureMultiplied, ()),
-    Mistake("student-to-teacher direction only", _StudentToTeacherOnly, ()),
-    Mistake("teacher-to-student direction only", _TeacherToStudentOnly, ()),
-    Mistake("directions summed", _DirectionsSummed, ()),
-    Mistake("sum reduction", _SumReduction, ()),
-    Mistake("normalised over the batch", _NormaliseDim0, ()),
-    Mistake("no normalisation", _NoNormalisation, ()),
-    Mistake("wrong labels", _ReversedLabels, ()),
-    Mistake("norm without eps", _NormWithoutEps, ()),
-    Mistake("detached norm", _DetachedNorm, ()),
+    Mistake("no temperature", _NoTemperature, ("tau-missing",)),
+    Mistake("temperature multiplied", _TemperatureMultiplied, ("tau-multiplied",)),
+    Mistake("student-to-teacher direction only", _StudentToTeacherOnly, ("one-direction",)),
+    Mistake("teacher-to-student direction only", _TeacherToStudentOnly, ("one-direction",)),
+    Mistake("directions summed", _DirectionsSummed, ("summed",)),
+    Mistake("sum reduction", _SumReduction, ("sum-reduction",)),
+    Mistake("normalised over the batch", _NormaliseDim0, ("rows",)),
+    Mistake("no normalisation", _NoNormalisation, ("scale",)),
+    Mistake("wrong labels", _ReversedLabels, ("positives",)),
+    Mistake("norm without eps", _NormWithoutEps, ("eps",)),
+    Mistake("detached norm", _DetachedNorm, ("orthogonal",)),
 ]

@@ -178,15 +178,15 @@ class _NoFp32Guard(_Base):
 
 
 MISTAKES = [
-    Mistake("the tutorial's loss", _Tutorial, ()),
-    Mistake("keys without 'loss'", _KeysWithoutLoss, ()),
-    Mistake("one key per layer", _OneKeyPerLayer, ()),
-    Mistake("alpha ignored", _AlphaCrdIgnored, ()),
-    Mistake("teacher not detached", _TeacherNotDetached, ()),
-    Mistake("outputs ignored", _OutputsIgnored, ()),
-    Mistake("softmax over classes", _SoftmaxKd, ()),
-    Mistake("BatchNorm projectors", _BatchNormProjector, ()),
-    Mistake("missing layer skipped", _SkipsMissingLayer, ()),
-    Mistake("errors printed and swallowed", _SwallowsErrors, ()),
-    Mistake("no float32 guard", _NoFp32Guard, ()),
+    Mistake("the tutorial's loss", _Tutorial, ("keys", "missing-layer", "channels", "kd", "batch1", "fp32")),
+    Mistake("keys without 'loss'", _KeysWithoutLoss, ("keys",)),
+    Mistake("one key per layer", _OneKeyPerLayer, ("one-key",)),
+    Mistake("alpha ignored", _AlphaCrdIgnored, ("alpha",)),
+    Mistake("teacher not detached", _TeacherNotDetached, ("teacher-grad",)),
+    Mistake("outputs ignored", _OutputsIgnored, ("kd",)),
+    Mistake("softmax over classes", _SoftmaxKd, ("kd-sigmoid",)),
+    Mistake("BatchNorm projectors", _BatchNormProjector, ("batch1",)),
+    Mistake("missing layer skipped", _SkipsMissingLayer, ("missing-layer",)),
+    Mistake("errors printed and swallowed", _SwallowsErrors, ("channels",)),
+    Mistake("no float32 guard", _NoFp32Guard, ("fp32",)),
 ]

@@ -48,10 +48,10 @@ def _mse_on_probabilities(s, t):
 
 
 MISTAKES = [
-    Mistake("softmax over classes", _softmax_kl, ()),
-    Mistake("mean over classes", _mean_over_classes, ()),
-    Mistake("cross-entropy without the entropy", _cross_entropy_only, ()),
-    Mistake("KL reversed", _reversed_kl, ()),
-    Mistake("teacher not detached", _teacher_not_detached, ()),
-    Mistake("MSE on probabilities", _mse_on_probabilities, ()),
+    Mistake("softmax over classes", _softmax_kl, ("softmax",)),
+    Mistake("mean over classes", _mean_over_classes, ("mean-classes",)),
+    Mistake("cross-entropy without the entropy", _cross_entropy_only, ("entropy",)),
+    Mistake("KL reversed", _reversed_kl, ("reversed",)),
+    Mistake("teacher not detached", _teacher_not_detached, ("teacher-grad",)),
+    Mistake("MSE on probabilities", _mse_on_probabilities, ("mse",)),
 ]

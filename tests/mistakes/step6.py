@@ -92,13 +92,13 @@ _TYPED = (
 
 
 MISTAKES = [
-    Mistake("teacher not frozen", _builder(freeze=False), ()),
-    Mistake("teacher never in eval mode", _builder(eval_teacher=False), ()),
-    Mistake("train() not overridden", _builder(follows_mode=True), ()),
-    Mistake("checkpoint ignored", _builder(load=False), ()),
-    Mistake("channels typed by hand", _builder(typed=_TYPED), ()),
-    Mistake("teacher registered as a submodule", _builder(register_teacher=True), ()),
-    Mistake("student features detached", _builder(detach_student=True), ()),
-    Mistake("no distillation terms", _builder(distill=False), ()),
-    Mistake("teacher and student swapped", _builder(swap=True), ()),
+    Mistake("teacher not frozen", _builder(freeze=False), ("frozen",)),
+    Mistake("teacher never in eval mode", _builder(eval_teacher=False), ("eval",)),
+    Mistake("train() not overridden", _builder(follows_mode=True), ("eval",)),
+    Mistake("checkpoint ignored", _builder(load=False), ("checkpoint",)),
+    Mistake("channels typed by hand", _builder(typed=_TYPED), ("channels",)),
+    Mistake("teacher registered as a submodule", _builder(register_teacher=True), ("outside",)),
+    Mistake("student features detached", _builder(detach_student=True), ("distill-grad",)),
+    Mistake("no distillation terms", _builder(distill=False), ("loss-dict",)),
+    Mistake("teacher and student swapped", _builder(swap=True), ("swapped",)),
 ]

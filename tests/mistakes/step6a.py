@@ -41,9 +41,9 @@ def _measurer(pick=-1, eval_mode=True, restore=True, close=True, typed=None):
 
 
 MISTAKES = [
-    Mistake("channels typed by hand", _measurer(typed={"pts_middle_encoder": 8, "pts_backbone": 16, "pts_neck": 16}), ()),
-    Mistake("first backbone scale", _measurer(pick=0), ()),
-    Mistake("forward in train mode", _measurer(eval_mode=False), ()),
-    Mistake("mode not restored", _measurer(restore=False), ()),
-    Mistake("hooks left behind", _measurer(close=False), ()),
+    Mistake("channels typed by hand", _measurer(typed={"pts_middle_encoder": 8, "pts_backbone": 16, "pts_neck": 16}), ("values",)),
+    Mistake("first backbone scale", _measurer(pick=0), ("values",)),
+    Mistake("forward in train mode", _measurer(eval_mode=False), ("statistics",)),
+    Mistake("mode not restored", _measurer(restore=False), ("mode",)),
+    Mistake("hooks left behind", _measurer(close=False), ("hooks",)),
 ]
