@@ -190,14 +190,14 @@ def _case_fresh_features(cls: Any) -> None:
             "either leave pts_neck out of this forward's features or raise an error naming it",
         )
     if second is not None:
-        expect(second is not first, "forward returned the same dict object as the last forward",
-               causes=[C["shared-dict"]])
         expect(
             "pts_neck" not in second,
             "pts_neck did not run in this forward, yet features['pts_neck'] is there: a stale "
             "capture from the previous forward",
             causes=[C["stale"]],
         )
+        expect(second is not first, "forward returned the same dict object as the last forward",
+               causes=[C["shared-dict"]])
         expect(
             not torch.equal(second["pts_middle_encoder"], kept["pts_middle_encoder"][0]),
             "features['pts_middle_encoder'] did not change with a new batch",

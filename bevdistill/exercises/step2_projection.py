@@ -138,7 +138,7 @@ C = {
     "rows": cause("rows", "The output is normalised over the batch (dim=0), so each column is a unit "
                   "vector, not each row: use F.normalize(x, dim=1).", "l2", "batch-eval"),
     "pooling-sum": cause("pooling-sum", "The positions are summed, not averaged, so the embedding grows "
-                         "with the grid: use the mean over positions (x.flatten(2).mean(2))."),
+                         "with the grid: use the mean over positions (x.flatten(2).mean(2)).", "pooling-other"),
     "pooling-max": cause("pooling-max", "The positions are max-pooled: use the mean over positions "
                          "(x.flatten(2).mean(2)), as CRD's global average pooling does.", "pooling-other"),
     "pooling-other": cause("pooling-other", "The map is not mean-pooled over positions (flattened into "

@@ -59,7 +59,7 @@ C = {
                             "with the batch size: keep the default mean reduction."),
     "probabilities": _cause("probabilities", "cross_entropy is given probabilities (a softmax "
                             "already applied), but it takes logits and applies log_softmax itself: "
-                            "pass the scaled similarity matrix as it is."),
+                            "pass the scaled similarity matrix as it is.", "one-direction"),
     "positives": _cause("positives", "The positives are not on the diagonal: sample i's positive is "
                         "teacher i, so use labels = torch.arange(B)."),
     "one-direction": _cause("one-direction", "Only one direction is computed, so the loss changes when "

@@ -204,7 +204,7 @@ class KernelPooledAttention(nn.Module):
         h, w = min(m.shape[2] for m in maps), min(m.shape[3] for m in maps)
         maps = [F.avg_pool2d(m, (m.shape[2] // h, m.shape[3] // w)) for m in maps]
         vecs = [m.reshape(m.shape[0], -1) for m in maps]
-        vecs = [v / v.pow(2).sum(1, keepdim=True).sqrt().clamp_min(1e-12) for v in vecs]
+        vecs = [v / torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp_min(1e-12) for v in vecs]
         return ((vecs[0] - vecs[1]) ** 2).sum(dim=1).mean()
 
 
@@ -273,7 +273,7 @@ def measure_with_recorder(model):
         model.eval()
         with torch.no_grad(), rec.recording() as captured:
             model(example_inputs_for(model), mode="tensor")
-        return {k: int(v.shape[1]) for k, v in dict(captured).items()}
+        return {k: int((v[0] if isinstance(v, (tuple, list)) else v).shape[1]) for k, v in dict(captured).items()}
     finally:
         rec.close()
         model.train(was)
