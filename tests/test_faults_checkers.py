@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_check_contrastive import _Base
+from mistakes.step3 import _Base
 
 from bevdistill.exercises import check_contrastive
 from bevdistill.exercises._checking import DEFAULT_TIME_LIMIT_S, FAIL, PASS, case_time_limit
