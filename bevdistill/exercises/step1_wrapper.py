@@ -82,6 +82,7 @@ def _call(wrapper: Any, inputs: dict, samples: Any, mode: str) -> tuple[Any, dic
         not missing,
         f"features has no entry for {missing} (keys: {list(features)})",
         "hook pts_middle_encoder, pts_backbone and pts_neck; store outputs by those names",
+        causes=[C["captured"]],
     )
     return result, features
 
@@ -315,6 +316,11 @@ def _case_unknown_mode(cls: Any) -> None:
 
 
 C = {
+    "captured": cause("captured", "The returned features miss a requested layer (a hook on a layer that "
+                      "never runs, a misspelt name, or a dict that is never filled): hook pts_middle_encoder, "
+                      "pts_backbone and pts_neck and store each output under its name.", "loss-result",
+                      "output-stored", "whole-output", "stale", "shared-dict", "teacher-detach",
+                      "student-detach", "stacked", "close", "clears-every-hook", "mode-ignored", "unknown-mode"),
     "loss-result": cause("loss-result", "mode='loss' must return model.loss(...)'s dict as the result: "
                          "result = self.model.loss(batch_inputs_dict, batch_data_samples).", "mode-ignored"),
     "output-stored": cause("output-stored", "The hook does not store the layer's output itself: the hook "
