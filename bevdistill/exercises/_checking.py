@@ -137,12 +137,16 @@ class CheckResult:
             lines.append(f"  {_MARK[o.status]} {o.name}")
             if o.status == FAIL:
                 lines.extend(f"      {line}" for line in o.detail.splitlines())
+            elif o.status == SKIP:
+                lines.append(f"      not judged: {o.detail}")
         if self.best_case is not None:
             (best,) = [o for o in self.outcomes if o.name == self.best_case]
-            lines.append(
-                "No single root cause is certain from the properties checked. The most telling "
-                f"failed check is '{best.name}'."
-            )
+            failed = [o for o in self.outcomes if o.status == FAIL]
+            same = sum(o.detail == best.detail for o in failed)
+            lead = (f"your code raised the same error in {same} of the {len(failed)} failed checks: "
+                    "fix the line shown first" if same > 1 and best.detail.startswith(_CRASH)
+                    else f"the most telling failed check is '{best.name}'")
+            lines.append(f"No single root cause is certain from the properties checked; {lead}.")
             if best.hint:
                 lines.append(f"  hint: {best.hint}")
         if self.message:
@@ -262,9 +266,18 @@ def _holds(outcomes: Sequence[CaseOutcome], cases: Sequence[Case]) -> set[str]:
     return held
 
 
+_CRASH = "your code raised "
+
+
 def _best_failure(outcomes: Sequence[CaseOutcome], cases: Sequence[Case]) -> CaseOutcome | None:
     """The first failed check (probes come first, most specific first), hint withheld if it
-    blames a property a probe showed to hold."""
+    blames a property a probe showed to hold. When most failed checks are one crash of the
+    learner's code, that crash is the one shown, with no hint: the line is the lead."""
+    failed = [o for o in outcomes if o.status == FAIL]
+    crashes = [o for o in failed if o.detail.startswith(_CRASH)]
+    if crashes and 2 * sum(o.detail == crashes[0].detail for o in failed) > len(failed):
+        crashes[0].hint = ""
+        return crashes[0]
     holds = _holds(outcomes, cases)
     for case, o in zip(cases, outcomes, strict=False):
         if o.status == FAIL:
