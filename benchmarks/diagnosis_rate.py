@@ -1,57 +1,85 @@
 """Diagnosis rate of the checkers on tests/mistakes/later_set.py (issue 20's evaluation protocol).
 
-Right cause: the checker names exactly the expected root causes. Misleading: it names a cause
-that is not among them. Accepted: a wrong answer passes. Flagged: a correct variant fails.
-Run: OMP_NUM_THREADS=1 python -m benchmarks.diagnosis_rate  (writes benchmarks/results/diagnosis_rate.json)
+The later set was written after the probes were final. "Before": the package and the later set
+at commit BEFORE, the first measurement, before anything was changed for it; "after": this
+tree. Both are measured in fresh subprocesses (the "before" tree exported with ``git archive``).
+
+Per wrong answer: right (the checker names exactly the expected root causes), misleading (it
+names a cause that is not among them), incomplete (some expected causes unnamed, none wrong),
+accepted (the wrong answer passes). Per correct variant: flagged (it fails or gets a diagnosis).
+
+Run: OMP_NUM_THREADS=1 python -m benchmarks.diagnosis_rate   (writes benchmarks/results/diagnosis_rate.json)
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BEFORE = "cdf7088"  # the later set's first commit: probes final, nothing changed for the set yet
 
 
-def checker_for(name: str):
-    from bevdistill.exercises.steps import EXERCISES, resolve
+def _measure() -> dict:
+    import warnings
 
-    return resolve(EXERCISES[name.split(":")[0]].checker)
-
-
-def rate() -> dict:
-    sys.path.insert(0, str(ROOT / "tests"))
+    warnings.simplefilter("ignore")
     from mistakes.later_set import CORRECT, WRONG
 
-    rows, counts = [], {"right": 0, "misleading": 0, "accepted": 0, "incomplete": 0, "flagged": 0}
+    from bevdistill.exercises.steps import EXERCISES, resolve
+
+    def check(name):
+        return resolve(EXERCISES[name.split(":")[0]].checker)
+
+    rows, counts = [], {"right": 0, "misleading": 0, "incomplete": 0, "accepted": 0, "flagged": 0}
     for m in WRONG:
-        r = checker_for(m.name)(m.impl, verbose=False)
-        named = set(r.causes)
-        if r.passed:
-            verdict = "accepted"
-        elif named == set(m.causes):
-            verdict = "right"
-        elif named - set(m.causes):
-            verdict = "misleading"
-        else:
-            verdict = "incomplete"
+        result = check(m.name)(m.impl, verbose=False)
+        named, expected = set(result.causes), set(m.causes)
+        verdict = ("accepted" if result.passed else "right" if named == expected
+                   else "misleading" if named - expected else "incomplete")
         counts[verdict] += 1
-        rows.append({"mistake": m.name, "expected": list(m.causes), "named": sorted(named), "verdict": verdict})
+        rows.append({"wrong": m.name, "expected": sorted(expected), "named": sorted(named), "verdict": verdict})
     for m in CORRECT:
-        r = checker_for(m.name)(m.impl, verbose=False)
-        flagged = not r.passed or r.diagnosis is not None
+        result = check(m.name)(m.impl, verbose=False)
+        flagged = not result.passed or result.diagnosis is not None
         counts["flagged"] += flagged
-        rows.append({"correct": m.name, "passed": r.passed, "named": list(r.causes)})
-    return {"wrong": len(WRONG), "correct": len(CORRECT), **counts,
+        rows.append({"correct": m.name, "passed": result.passed, "named": list(result.causes), "flagged": flagged})
+    return {"wrong_answers": len(WRONG), "correct_variants": len(CORRECT), **counts,
             "right_rate": counts["right"] / len(WRONG), "rows": rows}
 
 
-if __name__ == "__main__":
-    out = rate()
-    for row in out["rows"]:
-        print(row)
-    print({k: v for k, v in out.items() if k != "rows"})
+def _run(tree: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(tree / "tests")]), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", "from benchmarks.diagnosis_rate import _measure; "
+                           "import json; print(json.dumps(_measure()))"],
+                          cwd=tree, env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    from benchmarks._provenance import provenance
+
+    with tempfile.TemporaryDirectory() as folder:
+        paths = ["bevdistill", "tests/mistakes", "benchmarks/__init__.py", "benchmarks/diagnosis_rate.py"]
+        archive = subprocess.run(["git", "archive", BEFORE, *paths], cwd=ROOT, capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+        (Path(folder) / "benchmarks" / "__init__.py").touch()
+        before = _run(Path(folder))
+    after = _run(ROOT)
+    for label, rec in (("before", before), ("after", after)):
+        summary = {k: v for k, v in rec.items() if k != "rows"}
+        print(f"{label:6s} {summary}")
+    record = {**provenance("benchmarks.diagnosis_rate", []), "before_commit": BEFORE,
+              "before": before, "after": after}
     path = ROOT / "benchmarks" / "results" / "diagnosis_rate.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
