@@ -48,12 +48,16 @@ def _measure() -> dict:
         flagged = not result.passed or result.diagnosis is not None
         counts["flagged"] += flagged
         rows.append({"correct": m.name, "passed": result.passed, "named": list(result.causes), "flagged": flagged})
-    return {"wrong_answers": len(WRONG), "correct_variants": len(CORRECT), **counts,
+    import bevdistill
+
+    return {"package": bevdistill.__file__, "wrong_answers": len(WRONG), "correct_variants": len(CORRECT), **counts,
             "right_rate": counts["right"] / len(WRONG), "rows": rows}
 
 
 def _run(tree: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(tree / "tests")]), OMP_NUM_THREADS="1")
+    """``_measure`` with ``tree``'s package and later set (this file's code)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(tree / "tests"), str(ROOT)]),
+               OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-c", "from benchmarks.diagnosis_rate import _measure; "
                            "import json; print(json.dumps(_measure()))"],
                           cwd=tree, env=env, capture_output=True, text=True, check=True)
@@ -64,11 +68,9 @@ def main() -> None:
     from benchmarks._provenance import provenance
 
     with tempfile.TemporaryDirectory() as folder:
-        paths = ["bevdistill", "tests/mistakes", "benchmarks/__init__.py", "benchmarks/diagnosis_rate.py"]
-        archive = subprocess.run(["git", "archive", BEFORE, *paths], cwd=ROOT, capture_output=True,
-                                 check=True).stdout
+        archive = subprocess.run(["git", "archive", BEFORE, "bevdistill", "tests/mistakes"], cwd=ROOT,
+                                 capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
-        (Path(folder) / "benchmarks" / "__init__.py").touch()
         before = _run(Path(folder))
     after = _run(ROOT)
     for label, rec in (("before", before), ("after", after)):
