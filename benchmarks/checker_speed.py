@@ -39,7 +39,7 @@ PLAN = [
 
 
 def _measure() -> dict:
-    """In this process: seconds per checker call, first and median of three more."""
+    """In this process: seconds per checker call, the first and the median of two more."""
     import importlib
     import warnings
 
