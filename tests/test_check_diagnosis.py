@@ -39,6 +39,29 @@ def test_each_known_mistake_gets_exactly_its_causes(key, mistake):
     assert report.count("Diagnosis:") == 1 and "hint:" not in report
 
 
+# Mutants of test_check_wrapper and test_check_build, written on other scaffolding (AltWrapper, the
+# package's Distiller) than tests/mistakes: the same causes must come out.
+INDEPENDENT = [
+    ("step1", "TutorialSolution", ("teacher-detach", "close")), ("step1", "StaleFeatures", ("stale",)),
+    ("step1", "ReusedDict", ("shared-dict",)), ("step1", "TeacherNotDetached", ("teacher-detach",)),
+    ("step1", "DetachesStudentToo", ("student-detach",)), ("step1", "FirstElementOnly", ("whole-output",)),
+    ("step1", "ClearsEveryHook", ("clears-every-hook",)), ("step1", "AlwaysLoss", ("mode-ignored",)),
+    ("step1", "ForgetsUnknownMode", ("unknown-mode",)),
+    ("step6b", "teacher_not_frozen", ("frozen",)), ("step6b", "teacher_follows_mode", ("eval",)),
+    ("step6b", "teacher_never_eval", ("eval",)), ("step6b", "checkpoint_ignored", ("checkpoint",)),
+    ("step6b", "channels_typed", ("channels",)), ("step6b", "teacher_registered", ("outside",)),
+    ("step6b", "student_detached", ("distill-grad",)), ("step6b", "no_distillation_terms", ("loss-dict",)),
+    ("step6b", "swapped", ("swapped",)),
+]
+
+
+@pytest.mark.parametrize(("key", "name", "causes"), INDEPENDENT, ids=[n for _, n, _ in INDEPENDENT])
+def test_independently_written_mutants_get_the_same_causes(key, name, causes):
+    module = importlib.import_module("test_check_wrapper" if key == "step1" else "test_check_build")
+    result = _check(key)(getattr(module, name), verbose=False)
+    assert set(result.causes) == set(causes), result.report()
+
+
 def test_two_mistakes_are_both_named():
     result = _check("step4")(later_set.L1AndTeacherGrad, verbose=False)
     assert set(result.causes) == {"l1", "teacher-grad"}

@@ -36,7 +36,7 @@ import logging
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from torch import nn
 from bevdistill.distiller import build_bevfusion_distillation, example_inputs_for
 from bevdistill.exercises._checking import Case, CheckFailure, CheckResult, expect, run_cases, where
 from bevdistill.exercises._probes import cause
+from bevdistill.exercises._sandbox import saved_rng
 
 STEP = "Step 6: build_bevfusion_distillation"
 SEED = 0
@@ -453,6 +454,17 @@ def _quiet_log() -> Iterator[None]:
         logger.setLevel(level)
 
 
+@cache
+def _warm_up() -> None:
+    """Import in this process what the cases would import in every child, and then forget: the
+    first optimizer imports torch._dynamo (2 s), a detector's build and loss about 30 modules.
+    The random states are restored, so the caller's are untouched."""
+    with saved_rng():
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        with torch.no_grad():
+            _build_detector(STUDENT).eval().loss(*_batch())
+
+
 def check_build(
     learner_fn: Any,
     strict: bool | None = None,
@@ -460,6 +472,7 @@ def check_build(
     time_limit_s: float | None = None,
 ) -> CheckResult:
     """Run every step-6 case on ``learner_fn``; ``.impl`` is it if all pass, else the reference."""
+    _warm_up()
     with tempfile.TemporaryDirectory(prefix="bevdistill-step6-") as folder, _quiet_log():
         setup = _Setup(Path(folder))
         cases = [Case(name, make(setup), hint, cause_) for name, make, hint, cause_ in CASE_SPECS]
