@@ -455,7 +455,7 @@ def _quiet_log() -> Iterator[None]:
 
 
 @cache
-def _warm_up() -> None:
+def warm_up() -> None:
     """Import in this process what the cases would import in every child, and then forget: the
     first optimizer imports torch._dynamo (2 s), a detector's build and loss about 30 modules.
     The random states are restored, so the caller's are untouched."""
@@ -472,7 +472,7 @@ def check_build(
     time_limit_s: float | None = None,
 ) -> CheckResult:
     """Run every step-6 case on ``learner_fn``; ``.impl`` is it if all pass, else the reference."""
-    _warm_up()
+    warm_up()
     with tempfile.TemporaryDirectory(prefix="bevdistill-step6-") as folder, _quiet_log():
         setup = _Setup(Path(folder))
         cases = [Case(name, make(setup), hint, cause_) for name, make, hint, cause_ in CASE_SPECS]

@@ -18,7 +18,7 @@ from torch import nn
 from bevdistill.distiller import dry_forward, example_inputs_for, infer_channels
 from bevdistill.exercises._checking import Case, CheckResult, expect, run_cases
 from bevdistill.exercises._probes import cause
-from bevdistill.exercises.step6_build import STUDENT, STUDENT_OTHER, TEACHER, TEACHER_OTHER, _warm_up
+from bevdistill.exercises.step6_build import STUDENT, STUDENT_OTHER, TEACHER, TEACHER_OTHER, warm_up
 
 STEP = "Step 6a - measure_channels"
 LAYERS = ("pts_middle_encoder", "pts_backbone", "pts_neck")
@@ -116,6 +116,6 @@ def check_channels(
     learner_fn: Any, strict: bool | None = None, verbose: bool = True, time_limit_s: float | None = None
 ) -> CheckResult:
     """Check a learner's ``measure_channels``; ``.impl`` is it if it passed, else the reference."""
-    _warm_up()
+    warm_up()
     return run_cases(STEP, learner_fn, reference_measure_channels, CASES, strict, verbose,
                      time_limit_s=time_limit_s)
