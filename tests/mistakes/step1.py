@@ -1,4 +1,4 @@
-"""Known mistakes of step 1 (the feature-capturing wrapper), compared by which checks fail."""
+"""Known mistakes of step 1 (the feature-capturing wrapper), each with the root causes its checker must name."""
 
 from __future__ import annotations
 

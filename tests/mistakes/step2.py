@@ -1,8 +1,4 @@
-"""Known mistakes of step 2 (the projection head), compared by which checks fail.
-
-A projector has its own random weights, so answers are compared by behaviour (which check
-fails, or which error the code raises), not by value.
-"""
+"""Known mistakes of step 2 (the projection head), each with the root causes its checker must name."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Known mistakes of step 3 (symmetric InfoNCE), compared by value on the checker's inputs."""
+"""Known mistakes of step 3 (symmetric InfoNCE), each with the root causes its checker must name."""
 
 from __future__ import annotations
 

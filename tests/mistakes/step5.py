@@ -1,7 +1,4 @@
-"""Known mistakes of step 5 (the combined loss), compared by which checks fail.
-
-The projectors have random weights, so answers are compared by behaviour, not by value.
-"""
+"""Known mistakes of step 5 (the combined loss), each with the root causes its checker must name."""
 
 from __future__ import annotations
 

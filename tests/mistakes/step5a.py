@@ -1,4 +1,4 @@
-"""Known mistakes of step 5a (response distillation of heatmaps), compared by value."""
+"""Known mistakes of step 5a (response distillation of heatmaps), each with the root causes its checker must name."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Known mistakes of step 6 (building the distiller), compared by which checks fail."""
+"""Known mistakes of step 6 (building the distiller), each with the root causes its checker must name."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Known mistakes of step 6a (measuring channels with a dry forward), compared by failed checks."""
+"""Known mistakes of step 6a (measuring channels with a dry forward), each with the root causes its checker must name."""
 
 from __future__ import annotations
 
