@@ -220,7 +220,8 @@ def _run_all(cases: Sequence[Case], learner: Any, seed: int, limit: float) -> tu
     if not _sandbox.sandbox_available():
         with _sandbox.saved_rng():
             try:
-                outcomes = [run_case(case, learner, seed) for case in cases]
+                for case in cases:
+                    outcomes.append(run_case(case, learner, seed))
             except KeyboardInterrupt:
                 return outcomes, "", len(outcomes)
         return outcomes, "", None

@@ -255,13 +255,13 @@ def _case_gradients(learner_cls) -> None:
 
 _FORMULA = ("the reference: logits = F.normalize(s, dim=1) @ F.normalize(t, dim=1).T / temperature, "
             "labels = arange(B), loss = mean of the two cross-entropies (logits and logits.T)")
-_ALL = tuple(C)
 CASES = [
     *PROBES,
-    Case("value at B=4 (unnormalised inputs)", _value_case(4), _FORMULA, about=_ALL),
-    Case("value at B=8", _value_case(8), _FORMULA, about=_ALL),
+    Case("value at B=4 (unnormalised inputs)", _value_case(4), _FORMULA),
+    Case("value at B=8", _value_case(8), _FORMULA),
     Case("temperature is used (0.07 and 0.5)", _case_temperature,
-         "divide the similarity matrix by self.temperature", about=("tau-multiplied",)),
+         "divide the similarity matrix by self.temperature",
+         about=("tau-multiplied", "tau-squared", "tau-missing")),
     Case("gradients match the reference for both inputs", _case_gradients,
          "compute the loss with differentiable torch operations only (no .detach(), .item())",
          about=("graph", "orthogonal")),
