@@ -226,7 +226,7 @@ def test_report_shows_the_failure_and_a_hint(capsys):
     out = capsys.readouterr().out
     assert "✗ optimizer and state_dict leave the teacher out" in out
     assert "holds" in out and "teacher parameters" in out
-    assert "Diagnosis: The teacher is assigned as an attribute" in out  # the one root cause
+    assert "Diagnosis: The teacher is registered as a submodule" in out  # the one root cause
     assert "hint:" not in out  # per-case hints give way to the diagnosis
     assert "INFO" not in out  # the checkpoint reports of every build stay out of the way
 

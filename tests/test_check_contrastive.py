@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
+from mistakes.step3 import MISTAKES, _Base
 from torch import nn
 
 from bevdistill import ContrastiveLoss
 from bevdistill.exercises import ExerciseFailed, check_contrastive
 from bevdistill.exercises._checking import FAIL, PASS
+from bevdistill.exercises.step3_contrastive import CASES
 
 
 class AlternativeContrastive(nn.Module):
@@ -30,93 +31,16 @@ class AlternativeContrastive(nn.Module):
         return 0.5 * (s2t + t2s)
 
 
-class _Base(nn.Module):
-    """The tutorial's solution, split so each mutant overrides one step."""
-
-    def __init__(self, temperature=0.07):
-        super().__init__()
-        self.temperature = temperature
-
-    def normalise(self, x):
-        return F.normalize(x, dim=1)
-
-    def logits(self, s, t):
-        return self.normalise(s) @ self.normalise(t).T / self.temperature
-
-    def labels(self, n):
-        return torch.arange(n)
-
-    def forward(self, student_feat, teacher_feat):
-        logits = self.logits(student_feat, teacher_feat)
-        labels = self.labels(logits.shape[0])
-        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
-class NoTemperature(_Base):
-    def logits(self, s, t):
-        return self.normalise(s) @ self.normalise(t).T
 
 
-class TemperatureMultiplied(_Base):
-    def logits(self, s, t):
-        return self.normalise(s) @ self.normalise(t).T * self.temperature
 
 
-class OneDirection(_Base):
-    def forward(self, student_feat, teacher_feat):
-        logits = self.logits(student_feat, teacher_feat)
-        return F.cross_entropy(logits, self.labels(logits.shape[0]))
 
 
-class NormaliseDim0(_Base):
-    def normalise(self, x):
-        return F.normalize(x, dim=0)
 
 
-class NoNormalisation(_Base):
-    def normalise(self, x):
-        return x
-
-
-class ReversedLabels(_Base):
-    def labels(self, n):
-        return torch.arange(n).flip(0)
-
-
-class TransposedTwice(_Base):
-    """Averages the same direction twice (logits.T used for both terms)."""
-
-    def forward(self, student_feat, teacher_feat):
-        logits = self.logits(student_feat, teacher_feat)
-        labels = self.labels(logits.shape[0])
-        return (F.cross_entropy(logits.T, labels) + F.cross_entropy(logits.T, labels)) / 2
-
-
-class SumReduction(_Base):
-    def forward(self, student_feat, teacher_feat):
-        logits = self.logits(student_feat, teacher_feat)
-        labels = self.labels(logits.shape[0])
-        ce = F.cross_entropy(logits, labels, reduction="sum")
-        return (ce + F.cross_entropy(logits.T, labels, reduction="sum")) / 2
-
-
-class DirectionsSummed(_Base):
-    def forward(self, student_feat, teacher_feat):
-        logits = self.logits(student_feat, teacher_feat)
-        labels = self.labels(logits.shape[0])
-        return F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)
-
-
-class NormWithoutEps(_Base):
-    def normalise(self, x):
-        return x / x.norm(dim=1, keepdim=True)
-
-
-class DetachedNorm(_Base):
-    """Normalises with a detached norm: same value, wrong gradients."""
-
-    def normalise(self, x):
-        return x / x.norm(dim=1, keepdim=True).detach().clamp_min(1e-12)
 
 
 class Stub(nn.Module):
@@ -125,6 +49,10 @@ class Stub(nn.Module):
 
     def forward(self, student_feat, teacher_feat):
         raise NotImplementedError("TODO: compute InfoNCE")
+
+
+def mistake(name):
+    return next(m.impl for m in MISTAKES if m.name == name)
 
 
 def failed(result):
@@ -144,37 +72,21 @@ def test_accepts_a_correct_alternative(capsys):
     result = check_contrastive(AlternativeContrastive)
     assert result.passed, result.report()
     assert result.impl is AlternativeContrastive
-    assert "7/7 checks passed - PASS" in capsys.readouterr().out
+    assert f"{len(CASES)}/{len(CASES)} checks passed - PASS" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "mutant,failing_case",
-    [
-        (NoTemperature, "temperature is used"),
-        (TemperatureMultiplied, "temperature is used"),
-        (OneDirection, "symmetric"),
-        (TransposedTwice, "symmetric"),
-        (NormaliseDim0, "value at B=4"),
-        (NoNormalisation, "value at B=4"),
-        (ReversedLabels, "value at B=4"),
-        (SumReduction, "value at B=8"),
-        (DirectionsSummed, "value at B=4"),
-        (NormWithoutEps, "zero feature vector"),
-        (DetachedNorm, "gradients match"),
-    ],
-    ids=lambda v: v.__name__ if isinstance(v, type) else "",
-)
-def test_rejects_mutant(mutant, failing_case):
-    result = check_contrastive(mutant, verbose=False)
+@pytest.mark.parametrize("mistake", MISTAKES, ids=lambda m: m.name)
+def test_rejects_mistake(mistake):
+    result = check_contrastive(mistake.impl, verbose=False)
     assert result.passed is False
     assert result.impl is ContrastiveLoss
-    assert any(failing_case in name for name in failed(result)), result.report()
+    assert failed(result), result.report()
     assert not result.not_implemented
 
 
-def test_failure_report_shows_relative_error_and_hint():
-    report = check_contrastive(NoTemperature, verbose=False).report()
-    assert "relative error" in report and "self.temperature" in report
+def test_failure_report_shows_relative_error_and_the_diagnosis():
+    report = check_contrastive(mistake("no temperature"), verbose=False).report()
+    assert "relative error" in report and "Diagnosis:" in report and "self.temperature" in report
 
 
 def test_stub_is_not_implemented_yet():
@@ -187,7 +99,7 @@ def test_stub_is_not_implemented_yet():
 
 def test_strict_raises(monkeypatch):
     with pytest.raises(ExerciseFailed, match="ContrastiveLoss"):
-        check_contrastive(OneDirection, strict=True, verbose=False)
+        check_contrastive(mistake("student-to-teacher direction only"), strict=True, verbose=False)
     monkeypatch.setenv("BEVDISTILL_STRICT", "1")
     with pytest.raises(ExerciseFailed):
         check_contrastive(Stub, verbose=False)

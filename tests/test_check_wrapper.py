@@ -6,10 +6,8 @@ import functools
 
 import pytest
 from torch import nn
-from warnings_support import reset_warnings
 
 from bevdistill import BEVFusionDistillationWrapper
-from bevdistill.capture import CaptureWarning
 from bevdistill.exercises import ExerciseFailed, check_wrapper
 
 LAYERS = ("pts_middle_encoder", "pts_backbone", "pts_neck")
@@ -188,9 +186,7 @@ def failed_cases(result) -> list[str]:
 
 
 def test_accepts_the_reference():
-    reset_warnings()
-    with pytest.warns(CaptureWarning, match="already hooked"):  # case 7 wraps a model twice
-        result = check_wrapper(BEVFusionDistillationWrapper, verbose=False)
+    result = check_wrapper(BEVFusionDistillationWrapper, verbose=False)  # its warnings stay in the child
     assert result.passed, result.report()
 
 

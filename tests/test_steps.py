@@ -123,8 +123,6 @@ def test_every_declared_name_resolves(step):
     for ex in step.exercises:
         checker = resolve(ex.checker)
         assert callable(checker) and getattr(exercises, ex.checker_name) is checker
-        # the gallery declared is the one the checker diagnoses with
-        assert resolve(f"{_module(ex.checker)}:GALLERY") is resolve(ex.gallery), ex.key
         assert callable(resolve(f"{ex.teaching}:{ex.stub}")), (ex.teaching, ex.stub)
 
 
@@ -137,7 +135,6 @@ def test_resolve_names_what_it_cannot_find():
 
 def test_every_checker_gallery_and_teaching_module_is_declared():
     assert undeclared(EXERCISE_DIR, {_module(ex.checker) for ex in EXERCISES.values()}) == []
-    assert undeclared(EXERCISE_DIR / "gallery", {_module(ex.gallery) for ex in EXERCISES.values()}) == []
     assert undeclared(EXERCISE_DIR / "teaching", {ex.teaching for ex in EXERCISES.values()}) == []
 
 

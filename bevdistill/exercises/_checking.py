@@ -1,58 +1,64 @@
-"""Shared machinery of the exercise checkers: cases, diagnoses, time limits, readable reports.
+"""Shared machinery of the exercise checkers: checks, diagnoses, the sandbox, readable reports.
 
-A checker is a list of :class:`Case` objects run against the learner's implementation.
-A case raises :class:`CheckFailure` (with a hint) when the learner's code is wrong; a
-``NotImplementedError`` from the learner's stub means "not implemented yet". The result
-carries ``.impl``: the learner's implementation when every case passed, otherwise the
-reference, so a notebook with unfilled TODOs keeps running.
+A checker is a list of :class:`Case` objects run against the learner's implementation. Some
+compare with the reference on seeded inputs; others are *probes*: each isolates one property
+the reference has and a learner can break (zero at identical inputs, invariance to scaling,
+gradients to the student only, ...) and names its :class:`Cause` when it fails. A case raises
+:class:`CheckFailure` when the learner's code is wrong; a ``NotImplementedError`` from the
+learner's stub means "not implemented yet". The result carries ``.impl``: the learner's
+implementation when every check passed, otherwise the reference, so a notebook with unfilled
+TODOs keeps running.
 
-One mistake usually fails several cases, each with its own hint, and most of those hints are
-beside the point. So when an answer fails, the checker compares it with a :class:`Gallery` of
-known wrong answers (misconceptions) on the same inputs; where one behaves exactly like the
-learner's, the report opens with that one root cause and its fix (``CheckResult.diagnosis``).
+Diagnosis: the causes of the failed probes, less those that another failed cause explains
+(a missing normalisation also breaks the row-scaling probe), are the root causes; two mistakes
+give two. When no probe names one, the report says so and shows the single most informative
+failed check, with its hint only where that hint blames no property that holds.
 
-Learner code cannot hang or end the checker: every case runs under a time limit (SIGALRM,
-where the checker runs in the main thread of a POSIX process, as in a Jupyter kernel), and a
-``SystemExit`` is reported as a failed case. ``KeyboardInterrupt`` stops the checker, after
-printing what ran so far. The timers live in :mod:`bevdistill.exercises._limits`.
+Learner code runs in a forked child process (:mod:`bevdistill.exercises._sandbox`) killed at
+each case's time limit; ``KeyboardInterrupt`` stops the checker after printing what ran.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import math
 import os
-import sys
-import sysconfig
-import traceback
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from bevdistill.exercises import _sandbox
 from bevdistill.exercises._limits import (  # noqa: F401 (re-exported)
     DEFAULT_TIME_LIMIT_S,
     TIME_LIMIT_ENV,
-    CaseTimedOut,
     case_time_limit,
-    time_limit,
-    time_limits_available,
 )
+from bevdistill.exercises._where import is_library, raised_in_reference, shown_filename, where  # noqa: F401
 
-PASS, FAIL, TODO = "pass", "fail", "not implemented yet"
-_MARK = {PASS: "✓", FAIL: "✗", TODO: "…"}
+PASS, FAIL, TODO, SKIP = "pass", "fail", "not implemented yet", "not judged"
+_MARK = {PASS: "✓", FAIL: "✗", TODO: "…", SKIP: "·"}
+
+
+@dataclass(frozen=True)
+class Cause:
+    """A root cause and its fix in one sentence; ``explains``: keys of causes it brings along."""
+
+    key: str
+    text: str
+    explains: tuple[str, ...] = ()
 
 
 class CheckFailure(AssertionError):
     """Raised by a case when the learner's implementation gives a wrong answer."""
 
-    def __init__(self, message: str, hint: str = ""):
+    def __init__(self, message: str, hint: str = "", causes: Sequence[Cause] = ()):
         super().__init__(message)
         self.hint = hint
+        self.causes = tuple(causes)
+
+
+class Inconclusive(Exception):
+    """Raised by a probe that cannot judge its property (another mistake hides it)."""
 
 
 class ExerciseFailed(AssertionError):
@@ -61,11 +67,19 @@ class ExerciseFailed(AssertionError):
 
 @dataclass(frozen=True)
 class Case:
-    """One seeded check: ``run(impl)`` raises :class:`CheckFailure` when ``impl`` is wrong."""
+    """One seeded check: ``run(impl)`` raises :class:`CheckFailure` when ``impl`` is wrong.
+
+    A probe names the ``cause`` its failure shows; when it passes, that cause and the keys in
+    ``judges`` are shown not to apply. ``about``: the keys of the causes the ``hint`` blames;
+    the hint is not shown when a passed probe rules them out.
+    """
 
     name: str
     run: Callable[[Any], None]
     hint: str = ""
+    cause: Cause | None = None
+    about: tuple[str, ...] = ()
+    judges: tuple[str, ...] = ()
 
 
 @dataclass
@@ -74,9 +88,7 @@ class CaseOutcome:
     status: str
     detail: str = ""
     hint: str = ""
-    # Which check failed: the checker line that raised, the learner's exception type, or
-    # "timeout". Galleries compare it; it is not shown.
-    signature: str = ""
+    causes: tuple[Cause, ...] = ()
 
 
 @dataclass
@@ -88,9 +100,12 @@ class CheckResult:
     impl: Any
     outcomes: list[CaseOutcome] = field(default_factory=list)
     message: str = ""
-    diagnosis: str | None = None  # the one root cause and its fix, when a known mistake matched
+    diagnosis: str | None = None  # the root cause(s) and fix(es), when probes name them
     time_limit_s: float | None = None  # per case; None where no limit could be set
     interrupted: bool = False
+    causes: tuple[str, ...] = ()  # the keys of the root causes named
+    output: str = ""  # what the learner's code printed (capped)
+    best_case: str | None = None  # with no diagnosis: the one failed check shown with its hint
 
     def __bool__(self) -> bool:
         return self.passed
@@ -100,25 +115,40 @@ class CheckResult:
         return any(o.status == TODO for o in self.outcomes)
 
     def report(self) -> str:
-        n_pass = sum(o.status == PASS for o in self.outcomes)
+        judged = [o for o in self.outcomes if o.status != SKIP]
+        n_pass = sum(o.status == PASS for o in judged)
         verdict = "PASS" if self.passed else ("NOT IMPLEMENTED YET" if self.not_implemented else "FAIL")
         if self.interrupted:
             verdict = "INTERRUPTED"
         limit = (
             f"time limit {self.time_limit_s:g} s per case"
             if self.time_limit_s
-            else "no time limit (it needs the main thread of a POSIX process)"
+            else "no time limit (it needs os.fork)"
         )
-        lines = [f"{self.step}: {n_pass}/{len(self.outcomes)} checks passed - {verdict} ({limit})"]
+        lines = [f"{self.step}: {n_pass}/{len(judged)} checks passed - {verdict} ({limit})"]
+        if self.output:
+            lines.append("Your code printed:")
+            lines.extend(f"  | {line}" for line in self.output.rstrip("\n").splitlines())
         if self.diagnosis:
             lines.append(f"Diagnosis: {self.diagnosis}")
-            lines.append("The failed cases below all follow from it:")
+            lines.append("The failed checks below follow from it." if len(self.causes) == 1
+                         else "The failed checks below follow from these.")
         for o in self.outcomes:
             lines.append(f"  {_MARK[o.status]} {o.name}")
             if o.status == FAIL:
                 lines.extend(f"      {line}" for line in o.detail.splitlines())
-                if o.hint and not self.diagnosis:
-                    lines.append(f"      hint: {o.hint}")
+            elif o.status == SKIP:
+                lines.append(f"      not judged: {o.detail}")
+        if self.best_case is not None:
+            (best,) = [o for o in self.outcomes if o.name == self.best_case]
+            failed = [o for o in self.outcomes if o.status == FAIL]
+            same = sum(o.detail == best.detail for o in failed)
+            lead = (f"your code raised the same error in {same} of the {len(failed)} failed checks: "
+                    "fix the line shown first" if same > 1 and best.detail.startswith(_CRASH)
+                    else f"the most telling failed check is '{best.name}'")
+            lines.append(f"No single root cause is certain from the properties checked; {lead}.")
+            if best.hint:
+                lines.append(f"  hint: {best.hint}")
         if self.message:
             lines.append(self.message)
         return "\n".join(lines)
@@ -134,93 +164,128 @@ def is_strict(strict: bool | None) -> bool:
     return os.environ.get("BEVDISTILL_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-# --- where an error happened -----------------------------------------------------------------
-
-
-def _library_dirs() -> tuple[str, ...]:
-    """Folders whose frames are not the learner's: torch, this package, the standard library."""
-    dirs = {str(Path(torch.__file__).parent), str(Path(__file__).resolve().parents[1])}
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        path = sysconfig.get_paths().get(key)
-        if path:
-            dirs.add(str(Path(path).resolve()))
-    return tuple(sorted(dirs))
-
-
-_LIBRARY_DIRS = _library_dirs()
-
-
-def _is_library(filename: str) -> bool:
-    if filename.startswith("<frozen"):
-        return True
-    path = str(Path(filename).resolve()) if os.path.isabs(filename) else filename
-    return path.startswith(_LIBRARY_DIRS)
-
-
-def _shown_filename(filename: str) -> str:
-    """``Cell In[5]`` for a Jupyter cell (as IPython names it), else the path."""
-    ipython_module = sys.modules.get("IPython")
-    get_ipython = getattr(ipython_module, "get_ipython", None)
-    shell = get_ipython() if get_ipython is not None else None
-    cells = getattr(getattr(shell, "compile", None), "_filename_map", None) or {}
-    if filename in cells:
-        return f"Cell In[{cells[filename]}]"
-    return filename
-
-
-def learner_frame(exc: BaseException) -> traceback.FrameSummary | None:
-    """The innermost frame of ``exc`` in the learner's code (not torch's, not this package's)."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    for frame in reversed(frames):
-        if not _is_library(frame.filename):
-            return frame
-    return frames[-1] if frames else None
-
-
-def where(exc: BaseException) -> str:
-    """``' at <file>, line N: <text>'`` for the learner's own line that raised, or ''."""
-    frame = learner_frame(exc)
-    if frame is None:
-        return ""
-    text = f": {frame.line.strip()}" if frame.line else ""
-    return f" at {_shown_filename(frame.filename)}, line {frame.lineno}{text}"
-
-
-def _checker_line(exc: BaseException) -> str:
-    """The checker line that raised a CheckFailure: which of a case's checks failed."""
-    here = str(Path(__file__).resolve())
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if str(Path(frame.filename).resolve()) != here:
-            return f"{Path(frame.filename).name}:{frame.lineno}"
-    return ""
-
-
 # --- running the cases ---------------------------------------------------------------------------
 
+IN_PLACE = Cause(
+    "in-place",
+    "Your code changes a tensor it was given in place (x /= ..., x.div_(...), x[...] = ...), "
+    "so the caller's features change under it: compute on new tensors (x = x / ...).",
+)
 
-def run_case(case: Case, impl: Any, seed: int, limit: float) -> CaseOutcome:
-    """One case on ``impl``, seeded and under ``limit`` seconds; KeyboardInterrupt propagates."""
+
+def run_case(case: Case, impl: Any, seed: int) -> CaseOutcome:
+    """One case on ``impl``, seeded; KeyboardInterrupt propagates."""
     torch.manual_seed(seed)
     try:
-        with time_limit(limit):
-            case.run(impl)
+        case.run(impl)
     except NotImplementedError:
         return CaseOutcome(case.name, TODO)
-    except CaseTimedOut as exc:
-        detail = f"your code did not finish within {limit:g} s (it was running{where(exc) or ' somewhere'})"
-        return CaseOutcome(case.name, FAIL, detail, case.hint, "timeout")
+    except Inconclusive as exc:
+        return CaseOutcome(case.name, SKIP, str(exc))
     except CheckFailure as failure:
-        return CaseOutcome(case.name, FAIL, str(failure), failure.hint or case.hint, _checker_line(failure))
-    except SystemExit as exc:  # sys.exit() in learner code must not end the kernel
+        causes = failure.causes or ((case.cause,) if case.cause else ())
+        return CaseOutcome(case.name, FAIL, str(failure), failure.hint or case.hint, causes)
+    except SystemExit as exc:  # sys.exit() in learner code must not end the check
         detail = (
             f"your code called sys.exit({'' if exc.code is None else repr(exc.code)}){where(exc)}: "
-            "it must return a value; the checker caught the exit so the kernel keeps running"
+            "it must return a value; the checker caught the exit"
         )
-        return CaseOutcome(case.name, FAIL, detail, case.hint, "SystemExit")
-    except Exception as exc:  # the learner's code crashed: that is a failed check, reported
+        return CaseOutcome(case.name, FAIL, detail, case.hint)
+    except Exception as exc:  # a crash is a failed check, reported with whose code raised
+        if raised_in_reference(exc):
+            detail = (
+                f"the REFERENCE raised {type(exc).__name__}: {exc}, on inputs your code had been "
+                "given before: your code changed them in place"
+            )
+            return CaseOutcome(case.name, FAIL, detail, "", (IN_PLACE,))
         detail = f"your code raised {type(exc).__name__}: {exc}{where(exc)}"
-        return CaseOutcome(case.name, FAIL, detail, case.hint, type(exc).__name__)
+        return CaseOutcome(case.name, FAIL, detail, case.hint)
     return CaseOutcome(case.name, PASS)
+
+
+def _timed_out(case: Case, limit: float, where_: str) -> CaseOutcome:
+    detail = f"your code did not finish within {limit:g} s (it was running{where_ or ' somewhere'})"
+    return CaseOutcome(case.name, FAIL, detail, case.hint)
+
+
+def _died(case: Case, how: str) -> CaseOutcome:
+    detail = f"the process running your code {how}: your code must return, not end the process"
+    return CaseOutcome(case.name, FAIL, detail, case.hint)
+
+
+def _run_all(cases: Sequence[Case], learner: Any, seed: int, limit: float) -> tuple[list, str, int | None]:
+    """Outcomes of every case, the learner's printing, and the index interrupted (or None)."""
+    outcomes: list[CaseOutcome] = []
+    output = _sandbox.CappedOutput()
+    if not _sandbox.sandbox_available():
+        with _sandbox.saved_rng():
+            try:
+                for case in cases:
+                    outcomes.append(run_case(case, learner, seed))
+            except KeyboardInterrupt:
+                return outcomes, "", len(outcomes)
+        return outcomes, "", None
+    try:
+        for _, outcome in _sandbox.run_in_child(
+            len(cases),
+            lambda i: run_case(cases[i], learner, seed),
+            lambda i, at: _timed_out(cases[i], limit, at),
+            lambda i, how: _died(cases[i], how),
+            limit,
+            output,
+        ):
+            outcomes.append(outcome)
+    except _sandbox.Interrupted as stop:
+        return outcomes, _printed(output), stop.index
+    return outcomes, _printed(output), None
+
+
+def _printed(output: _sandbox.CappedOutput) -> str:
+    text, dropped = output.take()
+    if dropped:
+        text += f"\n[... {dropped:,} more characters of output not shown]"
+    return text
+
+
+def diagnose(outcomes: Sequence[CaseOutcome]) -> list[Cause]:
+    """The causes of the failed checks that no other failed cause explains, in check order."""
+    named: dict[str, Cause] = {}
+    for o in outcomes:
+        if o.status == FAIL:
+            for cause in o.causes:
+                named.setdefault(cause.key, cause)
+    explained = {k for cause in named.values() for k in cause.explains if k != cause.key}
+    return [cause for key, cause in named.items() if key not in explained]
+
+
+def _holds(outcomes: Sequence[CaseOutcome], cases: Sequence[Case]) -> set[str]:
+    """Keys of the causes whose probe passed: properties shown to hold."""
+    held = set()
+    for case, o in zip(cases, outcomes, strict=False):
+        if o.status == PASS:
+            held.update(case.judges + ((case.cause.key,) if case.cause else ()))
+    return held
+
+
+_CRASH = "your code raised "
+
+
+def _best_failure(outcomes: Sequence[CaseOutcome], cases: Sequence[Case]) -> CaseOutcome | None:
+    """The first failed check (probes come first, most specific first), hint withheld if it
+    blames a property a probe showed to hold. When most failed checks are one crash of the
+    learner's code, that crash is the one shown, with no hint: the line is the lead."""
+    failed = [o for o in outcomes if o.status == FAIL]
+    crashes = [o for o in failed if o.detail.startswith(_CRASH)]
+    if crashes and 2 * sum(o.detail == crashes[0].detail for o in failed) > len(failed):
+        crashes[0].hint = ""
+        return crashes[0]
+    holds = _holds(outcomes, cases)
+    for case, o in zip(cases, outcomes, strict=False):
+        if o.status == FAIL:
+            if set(case.about) & holds:
+                o.hint = ""
+            return o
+    return None
 
 
 def run_cases(
@@ -231,35 +296,29 @@ def run_cases(
     strict: bool | None = None,
     verbose: bool = True,
     seed: int = 0,
-    gallery: Gallery | None = None,
     time_limit_s: float | None = None,
 ) -> CheckResult:
     """Run ``cases`` against ``learner``; diagnose, report, and fall back to ``reference`` on failure."""
     limit = case_time_limit(time_limit_s)
-    outcomes: list[CaseOutcome] = []
-    for case in cases:
-        if learner is None:
-            outcomes.append(CaseOutcome(case.name, TODO))
-            continue
-        try:
-            outcomes.append(run_case(case, learner, seed, limit))
-        except KeyboardInterrupt:
-            result = CheckResult(step, False, reference, outcomes, "", None, limit, interrupted=True)
-            result.message = (
-                f"Interrupted during case {len(outcomes) + 1} ({case.name!r}); the checker stopped."
-            )
-            if verbose:
-                print(result.report())
-            raise
+    shown_limit = limit if _sandbox.sandbox_available() else None
+    if learner is None:
+        outcomes, output, stopped = [CaseOutcome(c.name, TODO) for c in cases], "", None
+    else:
+        outcomes, output, stopped = _run_all(cases, learner, seed, limit)
+    if stopped is not None:
+        result = CheckResult(step, False, reference, outcomes, "", None, shown_limit, True, output=output)
+        result.message = f"Interrupted during case {stopped + 1} ({cases[stopped].name!r}); the checker stopped."
+        if verbose:
+            print(result.report())
+        raise KeyboardInterrupt
 
-    passed = bool(outcomes) and all(o.status == PASS for o in outcomes)
-    diagnosis = None
-    if not passed and gallery is not None and not any(o.status == TODO for o in outcomes):
-        entry = gallery.diagnose(learner, outcomes, cases, seed, limit)
-        diagnosis = entry.diagnosis if entry is not None else None
+    passed = bool(outcomes) and all(o.status in (PASS, SKIP) for o in outcomes)
+    todo = any(o.status == TODO for o in outcomes)
+    causes = [] if passed or todo else diagnose(outcomes)
+    best = None if passed or todo or causes else _best_failure(outcomes, cases)
     if passed:
         message = "Your implementation is used from here on."
-    elif any(o.status == TODO for o in outcomes):
+    elif todo:
         message = "Not implemented yet: the notebook carries on with the reference implementation."
     else:
         message = "The notebook carries on with the reference implementation; fix the checks marked ✗."
@@ -269,8 +328,11 @@ def run_cases(
         learner if passed else reference,
         outcomes,
         message,
-        diagnosis,
-        limit if time_limits_available() else None,
+        _diagnosis_text(causes),
+        shown_limit,
+        causes=tuple(c.key for c in causes),
+        output=output,
+        best_case=best.name if best is not None else None,
     )
     if verbose:
         print(result.report())
@@ -279,104 +341,21 @@ def run_cases(
     return result
 
 
-# --- galleries of known mistakes -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Misconception:
-    """A known wrong answer: code that makes the mistake, and one sentence naming cause and fix."""
-
-    name: str
-    diagnosis: str
-    build: Callable[[], Any]  # returns the wrong implementation (a class or a function)
-
-
-class Gallery:
-    """Known mistakes of one step, compared with a failing answer on the same inputs.
-
-    Without a ``probe``, an answer's fingerprint is, per case, which check failed (the
-    checker line that raised, or the exception type the code raised): steps whose answers
-    have their own random weights cannot be compared by value. With a ``probe(impl) -> dict``,
-    the fingerprint is what the answer computes on fixed inputs (values, gradients, the
-    exception types it raises), compared with a relative tolerance of 1e-3: that tells apart
-    mistakes that fail the same checks, such as a missing temperature and a multiplied one.
-    An entry matches only when its fingerprint equals the learner's, so an answer with two
-    mistakes gets no diagnosis rather than a wrong one.
-    """
-
-    def __init__(self, entries: Sequence[Misconception], probe: Callable[[Any], dict] | None = None):
-        names = [e.name for e in entries]
-        if len(set(names)) != len(names):
-            raise ValueError(f"gallery entries need distinct names, got {names}")
-        self.entries = tuple(entries)
-        self.probe = probe
-        self._fingerprints: dict[str, Any] = {}
-
-    def fingerprint(
-        self, impl: Any, cases: Sequence[Case], seed: int, limit: float, outcomes=None
-    ) -> Any:
-        """What ``impl`` does on the gallery's inputs, with its prints and warnings muted."""
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if self.probe is not None:
-                torch.manual_seed(seed)
-                with time_limit(limit * max(len(cases), 1)):
-                    return self.probe(impl)
-            if outcomes is None:
-                outcomes = [run_case(case, impl, seed, limit) for case in cases]
-            return tuple((o.status, o.signature) for o in outcomes)
-
-    def entry_fingerprint(self, entry: Misconception, cases, seed: int, limit: float) -> Any:
-        if entry.name not in self._fingerprints:
-            self._fingerprints[entry.name] = self.fingerprint(entry.build(), cases, seed, limit)
-        return self._fingerprints[entry.name]
-
-    def diagnose(
-        self, learner: Any, outcomes: Sequence[CaseOutcome], cases: Sequence[Case], seed: int, limit: float
-    ) -> Misconception | None:
-        """The entry that behaves exactly like ``learner``, or None."""
-        try:
-            mine = self.fingerprint(learner, cases, seed, limit, outcomes)
-        except CaseTimedOut:  # the probe hung on the learner's code: no diagnosis, the cases say why
-            return None
-        for entry in self.entries:
-            if same_observations(mine, self.entry_fingerprint(entry, cases, seed, limit)):
-                return entry
+def _diagnosis_text(causes: Sequence[Cause]) -> str | None:
+    if not causes:
         return None
-
-
-def observe(fn: Callable[[], Any]) -> Any:
-    """``fn()``, or ``'raises <Type>'`` when it raises: a probe records crashes as observations."""
-    try:
-        return fn()
-    except (CaseTimedOut, KeyboardInterrupt):
-        raise
-    except BaseException as exc:  # noqa: BLE001 - every error of learner code is an observation
-        return f"raises {type(exc).__name__}"
-
-
-def same_observations(a: Any, b: Any, rtol: float = 1e-3, atol: float = 1e-6) -> bool:
-    """Equal structure, equal values (tensors and floats within ``rtol``; NaN equals NaN)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same_observations(a[k], b[k], rtol, atol) for k in a)
-    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
-        return len(a) == len(b) and all(same_observations(x, y, rtol, atol) for x, y in zip(a, b, strict=True))
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        if a.shape != b.shape:
-            return False
-        x, y = a.detach().double(), b.detach().double()
-        return bool(torch.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True))
-    if isinstance(a, float) and isinstance(b, float):
-        return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=rtol, abs_tol=atol)
-    return type(a) is type(b) and a == b
+    if len(causes) == 1:
+        return causes[0].text
+    listed = "\n".join(f"  {i}. {c.text}" for i, c in enumerate(causes, 1))
+    return f"{len(causes)} mistakes at once:\n{listed}"
 
 
 # --- small assertions that cases share ---------------------------------------------------
 
 
-def expect(condition: bool, message: str, hint: str = "") -> None:
+def expect(condition: bool, message: str, hint: str = "", causes: Sequence[Cause] = ()) -> None:
     if not condition:
-        raise CheckFailure(message, hint)
+        raise CheckFailure(message, hint, causes)
 
 
 def rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -400,17 +379,18 @@ def expect_close(
     rtol: float = 1e-4,
     atol: float = 1e-6,
     hint: str = "",
+    causes: Sequence[Cause] = (),
 ) -> None:
     """Compare values and say by how much they differ, relative to the expected value."""
     if not isinstance(actual, torch.Tensor):
-        raise CheckFailure(f"{what}: expected a tensor, got {type(actual).__name__}", hint)
+        raise CheckFailure(f"{what}: expected a tensor, got {type(actual).__name__}", hint, causes)
     expected = torch.as_tensor(expected)
     if actual.shape != expected.shape:
-        raise CheckFailure(f"{what}: shape {list(actual.shape)}, expected {list(expected.shape)}", hint)
+        raise CheckFailure(f"{what}: shape {list(actual.shape)}, expected {list(expected.shape)}", hint, causes)
     if not torch.isfinite(actual).all():
-        raise CheckFailure(f"{what}: contains NaN or inf", hint)
+        raise CheckFailure(f"{what}: contains NaN or inf", hint, causes)
     a, e = actual.detach().double(), expected.detach().double()
     if not torch.allclose(a, e, rtol=rtol, atol=atol):
         err = rel_error(a, e)
         shown = f"got {a.item():.6g}, expected {e.item():.6g}; " if a.numel() == 1 else ""
-        raise CheckFailure(f"{what}: {shown}relative error {err:.2e} (tolerance {rtol:.0e})", hint)
+        raise CheckFailure(f"{what}: {shown}relative error {err:.2e} (tolerance {rtol:.0e})", hint, causes)

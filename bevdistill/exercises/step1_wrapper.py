@@ -29,7 +29,7 @@ from bevdistill.exercises._checking import (
     expect_shape,
     run_cases,
 )
-from bevdistill.exercises.gallery.step1 import GALLERY
+from bevdistill.exercises._probes import cause
 from bevdistill.models.tiny import TinyBEVDetector, random_batch
 
 STEP = "Step 1: BEVFusionDistillationWrapper"
@@ -82,6 +82,7 @@ def _call(wrapper: Any, inputs: dict, samples: Any, mode: str) -> tuple[Any, dic
         not missing,
         f"features has no entry for {missing} (keys: {list(features)})",
         "hook pts_middle_encoder, pts_backbone and pts_neck; store outputs by those names",
+        causes=[C["captured"]],
     )
     return result, features
 
@@ -190,24 +191,28 @@ def _case_fresh_features(cls: Any) -> None:
             "either leave pts_neck out of this forward's features or raise an error naming it",
         )
     if second is not None:
-        expect(second is not first, "forward returned the same dict object as the last forward")
         expect(
             "pts_neck" not in second,
             "pts_neck did not run in this forward, yet features['pts_neck'] is there: a stale "
             "capture from the previous forward",
+            causes=[C["stale"]],
         )
+        expect(second is not first, "forward returned the same dict object as the last forward",
+               causes=[C["shared-dict"]])
         expect(
             not torch.equal(second["pts_middle_encoder"], kept["pts_middle_encoder"][0]),
             "features['pts_middle_encoder'] did not change with a new batch",
         )
     for name, tensors in kept.items():
-        expect(name in first, f"the features dict returned by the previous forward lost {name!r}")
+        expect(name in first, f"the features dict returned by the previous forward lost {name!r}",
+               causes=[C["shared-dict"]])
         now = _as_list(first[name], name)
         expect(
             len(now) == len(tensors)
             and all(torch.equal(a, b) for a, b in zip(now, tensors, strict=True)),
             f"the features dict returned by the previous forward changed ({name!r}): the same "
             "dict object is being reused",
+            causes=[C["shared-dict"]],
         )
 
 
@@ -251,6 +256,7 @@ def _case_close(cls: Any) -> None:
         f"(hooks before {before}, after construction {installed})",
         "call module.register_forward_hook(...) for each layer in _register_hooks()",
     )
+    expect(callable(getattr(wrapper, "close", None)), "the wrapper has no close() method")
     wrapper.close()
     wrapper.close()  # a second close must be harmless
     after = _hook_counts(model)
@@ -309,21 +315,71 @@ def _case_unknown_mode(cls: Any) -> None:
     raise CheckFailure("mode='train' did not raise ValueError")
 
 
+C = {
+    "captured": cause("captured", "The returned features miss a requested layer (a hook on a layer that "
+                      "never runs, a misspelt name, or a dict that is never filled): hook pts_middle_encoder, "
+                      "pts_backbone and pts_neck and store each output under its name.", "loss-result",
+                      "output-stored", "whole-output", "stale", "shared-dict", "teacher-detach",
+                      "student-detach", "stacked", "close", "clears-every-hook", "mode-ignored", "unknown-mode"),
+    "loss-result": cause("loss-result", "mode='loss' must return model.loss(...)'s dict as the result: "
+                         "result = self.model.loss(batch_inputs_dict, batch_data_samples).", "mode-ignored"),
+    "output-stored": cause("output-stored", "The hook does not store the layer's output itself: the hook "
+                           "gets (module, input, output); store `output`.", "clears-every-hook"),
+    "whole-output": cause("whole-output", "A tuple or list output is not kept whole (output[0] only, or "
+                          "its type changed), which drops scales of pts_backbone: keep the whole output "
+                          "and detach each tensor inside it.", "output-stored", "clears-every-hook"),
+    "stale": cause("stale", "forward never starts a new features dict, so a layer that did not run keeps "
+                   "the previous step's output: begin forward with self.features = {} and return that dict."),
+    "shared-dict": cause("shared-dict", "forward clears and returns the same dict every time, so the dict "
+                         "a caller kept from the previous step changes under it: assign a new dict "
+                         "(self.features = {}) instead of .clear()."),
+    "teacher-detach": cause("teacher-detach", "The teacher's captured outputs keep their autograd graph: "
+                            "store output.detach() (each tensor of a tuple or list) when is_student is False."),
+    "student-detach": cause("student-detach", "The student's outputs are detached too, so no distillation "
+                            "gradient can reach the student: detach only when is_student is False."),
+    "close": cause("close", "close() does not remove the hooks this wrapper installed (or is missing): keep "
+                   "the handles register_forward_hook returns and call .remove() on each in close()."),
+    "stacked": cause("stacked", "Every forward registers its hooks again, so they stack up and each layer "
+                     "runs more hooks at every step: register them once, in __init__."),
+    "clears-every-hook": cause("clears-every-hook", "close() removes hooks other code installed (it "
+                               "empties the modules' whole hook tables): call .remove() on this wrapper's "
+                               "own handles only.", "close"),
+    "mode-ignored": cause("mode-ignored", "mode='predict' does not return model.predict(...): call "
+                          "model.predict for mode='predict'.", "unknown-mode"),
+    "unknown-mode": cause("unknown-mode", "Any mode other than 'loss' and 'predict' must raise, so that a "
+                          "typo such as mode='train' does not pass silently: end the if/elif on mode with "
+                          "else: raise ValueError(...)."),
+}
+
+
+def _case_hooks_do_not_stack(cls: Any) -> None:
+    model = _model()
+    wrapper = cls(model, is_student=False)
+    counts = []
+    for seed in range(3):
+        _call(wrapper, *_batch(seed), "loss")
+        counts.append(_hook_counts(model))
+    expect(counts[0] == counts[-1], f"hooks per layer after 1, 2 and 3 forwards: {counts}")
+
+
 CASES: Sequence[Case] = (
     Case(
         "returns (result, features); result is model.loss(...)",
         _case_result_and_keys,
         "mode='loss' -> result = self.model.loss(batch_inputs_dict, batch_data_samples)",
+        cause=C["loss-result"],
     ),
     Case(
         "captured values equal what the three layers output",
         _case_values,
         "the hook gets (module, input, output): store `output`",
+        cause=C["output-stored"],
     ),
     Case(
         "tuple (pts_backbone) and list (pts_neck) outputs are kept whole",
         _case_tuple_and_list,
         "don't take output[0] or call .detach() on a tuple: handle each tensor inside it",
+        cause=C["whole-output"],
     ),
     Case(
         "features are cleared at every forward (no stale or shared dict)",
@@ -334,31 +390,38 @@ CASES: Sequence[Case] = (
         "teacher captures are detached",
         _case_teacher_detached,
         "when is_student is False, store output.detach() (each tensor of a tuple/list)",
+        cause=C["teacher-detach"],
     ),
     Case(
         "student captures keep their autograd graph",
         _case_student_graph,
         "when is_student is True, store the output as is: the distillation loss trains it",
+        cause=C["student-detach"],
     ),
+    Case("hooks do not stack up over forwards", _case_hooks_do_not_stack, cause=C["stacked"]),
     Case(
         "close() removes every hook it installed, and only those",
         _case_close,
         "add close(): keep the handles register_forward_hook returns, call .remove() on each",
+        cause=C["close"],
     ),
     Case(
         "two wrappers on one model: closing one leaves the other working",
         _case_two_wrappers,
         "close() removes only its own handles (never module._forward_hooks.clear())",
+        cause=C["clears-every-hook"],
     ),
     Case(
         "mode='predict' returns model.predict(...)",
         _case_predict,
         "mode='predict' -> result = self.model.predict(batch_inputs_dict, batch_data_samples)",
+        cause=C["mode-ignored"],
     ),
     Case(
         "an unknown mode raises ValueError",
         _case_unknown_mode,
         "end the if/elif on mode with: else: raise ValueError(...)",
+        cause=C["unknown-mode"],
     ),
 )
 
@@ -378,6 +441,5 @@ def check_wrapper(
         strict,
         verbose,
         SEED,
-        gallery=GALLERY,
         time_limit_s=time_limit_s,
     )

@@ -36,6 +36,7 @@ import logging
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,44 @@ from mmengine.logging import MMLogger
 from torch import nn
 
 from bevdistill.distiller import build_bevfusion_distillation, example_inputs_for
-from bevdistill.exercises._checking import Case, CheckResult, expect, run_cases
-from bevdistill.exercises.gallery.step6 import GALLERY
+from bevdistill.exercises._checking import Case, CheckFailure, CheckResult, expect, run_cases, where
+from bevdistill.exercises._probes import cause
+from bevdistill.exercises._sandbox import saved_rng
 
 STEP = "Step 6: build_bevfusion_distillation"
 SEED = 0
 POINT_CLOUD_RANGE = (-12.8, -12.8, -5.0, 12.8, 12.8, 3.0)
+
+
+_AFTER = ("checkpoint", "frozen", "eval", "outside", "loss-dict", "distill-grad", "step", "channels")
+C = {
+    "structure": cause("structure", "d.teacher and d.student must be the detectors built from teacher_config "
+                       "and student_config, and d.loss(inputs, samples) a method.", *_AFTER),
+    "swapped": cause("swapped", "The teacher and student configs are swapped, so the small model teaches the "
+                     "large one: build d.teacher from teacher_config and d.student from student_config.",
+                     "structure", *_AFTER),
+    "checkpoint": cause("checkpoint", "teacher_checkpoint is not loaded into the teacher, so it teaches with "
+                        "other weights: torch.load it and load its ['state_dict'] into the teacher."),
+    "frozen": cause("frozen", "The teacher's parameters still require grad: call teacher.requires_grad_(False) "
+                    "after loading its weights."),
+    "eval": cause("eval", "The teacher is not in eval mode after d.train(), so its BatchNorm statistics drift "
+                  "with the student's batches: override train() to call super().train(mode) and then "
+                  "self.teacher.eval().", "step"),
+    "outside": cause("outside", "The teacher is registered as a submodule, so the optimizer and every "
+                     "checkpoint get its weights: keep it where nn.Module does not look (a tuple or "
+                     "object.__setattr__) and expose it with a property."),
+    "loss-dict": cause("loss-dict", "loss() must return the student's detection losses and the distillation "
+                       "terms in one dict: return {**student_losses, **distillation_losses}.", "distill-grad",
+                       "channels"),
+    "distill-grad": cause("distill-grad", "The distillation terms give the student no gradient (its captured "
+                          "features detached?): record the student with detach=False (is_student=True).",
+                          "channels"),
+    "step": cause("step", "A training step changes the teacher (weights or BatchNorm statistics): run it in "
+                  "eval mode under torch.no_grad(), frozen."),
+    "channels": cause("channels", "The channel counts are not read from the models, so another pair of "
+                      "configs breaks the projectors: measure them with a dry forward of each model "
+                      "(example_inputs_for) and read shape[1] of each captured feature."),
+}
 
 
 def detector_config(voxel: float, widths: Sequence[int], strides: Sequence[int]) -> dict:
@@ -108,16 +141,33 @@ def _batch(seed: int = 0) -> tuple[dict, list[dict]]:
 
 
 class _Setup:
-    """The trained-looking teacher checkpoints and the batch every case uses."""
+    """The trained-looking teacher checkpoints and the batch every case uses, made on first use
+    (in the checker's child process, so the caller's random numbers are left alone)."""
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self.ckpt = self._checkpoint(TEACHER, folder / "teacher.pth", seed=11)
-        self._checkpoint(TEACHER_OTHER, folder / "teacher_other.pth", seed=12)
-        self.inputs, self.samples = _batch()
+
+    @cached_property
+    def ckpt(self) -> dict[str, torch.Tensor]:
+        self._checkpoint(TEACHER_OTHER, self.folder / "teacher_other.pth", seed=12)
+        return self._checkpoint(TEACHER, self.folder / "teacher.pth", seed=11)
+
+    @cached_property
+    def batch(self) -> tuple[dict, list[dict]]:
+        return _batch()
+
+    @property
+    def inputs(self) -> dict:
+        return self.batch[0]
+
+    @property
+    def samples(self) -> list[dict]:
+        return self.batch[1]
+
+    @cached_property
+    def detection_keys(self) -> set[str]:
         with torch.no_grad():
-            student = _build_detector(STUDENT).eval()
-            self.detection_keys = set(student.loss(self.inputs, self.samples))
+            return set(_build_detector(STUDENT).eval().loss(self.inputs, self.samples))
 
     @staticmethod
     def _checkpoint(cfg: dict, path: Path, seed: int) -> dict[str, torch.Tensor]:
@@ -133,6 +183,7 @@ class _Setup:
 
     def build(self, fn: Any, other: bool = False) -> nn.Module:
         """``fn`` on the default pair, or on the pair with other channel counts."""
+        assert self.ckpt is not None  # the checkpoint files exist before the learner's code runs
         teacher, student = (TEACHER_OTHER, STUDENT_OTHER) if other else (TEACHER, STUDENT)
         ckpt = self.folder / ("teacher_other.pth" if other else "teacher.pth")
         d = fn(copy.deepcopy(teacher), copy.deepcopy(student), str(ckpt))
@@ -167,9 +218,15 @@ def _check_weights_match(d: nn.Module, setup: _Setup) -> None:
 def _case_structure(setup: _Setup):
     def run(fn: Any) -> None:
         d = setup.build(fn)
-        for name, cfg in (("teacher", TEACHER), ("student", STUDENT)):
-            want = {k: tuple(v.shape) for k, v in _build_detector(cfg).state_dict().items()}
-            got = {k: tuple(v.shape) for k, v in getattr(d, name).state_dict().items()}
+        shapes = {name: {k: tuple(v.shape) for k, v in _build_detector(cfg).state_dict().items()}
+                  for name, cfg in (("teacher", TEACHER), ("student", STUDENT))}
+        mine = {name: {k: tuple(v.shape) for k, v in getattr(d, name).state_dict().items()}
+                for name in ("teacher", "student")}
+        if mine["teacher"] == shapes["student"] and mine["student"] == shapes["teacher"]:
+            raise CheckFailure("d.teacher is built from student_config and d.student from teacher_config",
+                               causes=[C["swapped"]])
+        for name in ("teacher", "student"):
+            want, got = shapes[name], mine[name]
             expect(
                 got == want,
                 f"d.{name} is not the model its config describes (parameter shapes differ)",
@@ -308,10 +365,17 @@ def _case_step(setup: _Setup):
 
 def _case_channels(setup: _Setup):
     def run(fn: Any) -> None:
-        d = setup.build(fn, other=True)
-        d.train()
+        try:
+            d = setup.build(fn, other=True)
+            d.train()
+            grad = _distillation_grad(d, setup)
+        except (CheckFailure, NotImplementedError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a crash with other channel counts is the observation
+            raise CheckFailure(f"with other channel counts your code raised {type(exc).__name__}: {exc}"
+                               f"{where(exc)}", causes=[C["channels"]]) from None
         expect(
-            _distillation_grad(d, setup) > 0,
+            grad > 0,
             "with other channel counts the distillation terms give the student no gradient",
         )
 
@@ -323,48 +387,57 @@ CASE_SPECS = (
         "builds d.teacher and d.student from their configs",
         _case_structure,
         "d.teacher = build_detector(teacher_config); d.student = build_detector(student_config)",
+        C["structure"],
     ),
     (
         "teacher weights come from teacher_checkpoint",
         _case_loaded,
         "ckpt = torch.load(path); teacher.load_state_dict(ckpt.get('state_dict', ckpt))",
+        C["checkpoint"],
     ),
     (
         "teacher is frozen (no parameter requires grad)",
         _case_frozen,
         "teacher.requires_grad_(False)",
+        C["frozen"],
     ),
     (
         "teacher stays in eval mode after every d.train()",
         _case_eval,
         "override train(): super().train(mode), then self.teacher.eval()",
+        C["eval"],
     ),
     (
         "optimizer and state_dict leave the teacher out",
         _case_outside,
         "nn.Module registers any module you assign as an attribute; keep the teacher outside, "
         "e.g. object.__setattr__(self, 'teacher', teacher) or in a tuple",
+        C["outside"],
     ),
     (
         "loss() = the student's detection losses + distillation terms",
         _case_loss_dict,
         "return {**student_losses, **distillation_losses}",
+        C["loss-dict"],
     ),
     (
         "distillation terms give the student a gradient",
         _case_distill_grad,
         "the student's captured features must keep their autograd graph",
+        C["distill-grad"],
     ),
     (
         "a training step leaves the teacher unchanged (weights and BatchNorm stats)",
         _case_step,
         "teacher forward under torch.no_grad(), in eval mode",
+        C["step"],
     ),
     (
         "channel sizes come from the models (other channel counts work)",
         _case_channels,
         "run both models once on example inputs (example_inputs_for) and read shape[1] of each "
         "captured feature instead of typing channel numbers",
+        C["channels"],
     ),
 )
 
@@ -381,6 +454,17 @@ def _quiet_log() -> Iterator[None]:
         logger.setLevel(level)
 
 
+@cache
+def warm_up() -> None:
+    """Import in this process what the cases would import in every child, and then forget: the
+    first optimizer imports torch._dynamo (2 s), a detector's build and loss about 30 modules.
+    The random states are restored, so the caller's are untouched."""
+    with saved_rng():
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        with torch.no_grad():
+            _build_detector(STUDENT).eval().loss(*_batch())
+
+
 def check_build(
     learner_fn: Any,
     strict: bool | None = None,
@@ -388,9 +472,10 @@ def check_build(
     time_limit_s: float | None = None,
 ) -> CheckResult:
     """Run every step-6 case on ``learner_fn``; ``.impl`` is it if all pass, else the reference."""
+    warm_up()
     with tempfile.TemporaryDirectory(prefix="bevdistill-step6-") as folder, _quiet_log():
         setup = _Setup(Path(folder))
-        cases = [Case(name, make(setup), hint) for name, make, hint in CASE_SPECS]
+        cases = [Case(name, make(setup), hint, cause_) for name, make, hint, cause_ in CASE_SPECS]
         return run_cases(
             STEP,
             learner_fn,
@@ -399,6 +484,5 @@ def check_build(
             strict,
             verbose,
             SEED,
-            gallery=GALLERY,
             time_limit_s=time_limit_s,
         )

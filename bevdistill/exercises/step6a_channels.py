@@ -17,12 +17,25 @@ from torch import nn
 
 from bevdistill.distiller import dry_forward, example_inputs_for, infer_channels
 from bevdistill.exercises._checking import Case, CheckResult, expect, run_cases
-from bevdistill.exercises.gallery.step6a import GALLERY
-from bevdistill.exercises.step6_build import STUDENT, STUDENT_OTHER, TEACHER, TEACHER_OTHER
+from bevdistill.exercises._probes import cause
+from bevdistill.exercises.step6_build import STUDENT, STUDENT_OTHER, TEACHER, TEACHER_OTHER, warm_up
 
 STEP = "Step 6a - measure_channels"
 LAYERS = ("pts_middle_encoder", "pts_backbone", "pts_neck")
 PICK = {"pts_backbone": -1}
+
+
+C = {
+    "values": cause("values", "The channel counts are not shape[1] of each captured feature of this model "
+                    "(typed in, or pts_backbone's first scale instead of its last): read value[-1] of the "
+                    "backbone's tuple and shape[1] of each feature from a dry forward."),
+    "mode": cause("mode", "The model is not left in the mode it came in: remember model.training and call "
+                  "model.train(was_training) at the end."),
+    "statistics": cause("statistics", "The dry forward runs in train mode, so BatchNorm updates its running "
+                        "statistics: call model.eval() first and restore the mode after."),
+    "hooks": cause("hooks", "The measuring hooks stay on the model, so every later forward still records into "
+                   "them: close the recorder (a with block does it) or remove the hook handles."),
+}
 
 
 def reference_measure_channels(model: nn.Module) -> dict[str, int]:
@@ -92,10 +105,10 @@ def _case_no_hooks_left(fn: Any) -> None:
 
 
 CASES = [
-    Case("channels of four detectors of different widths", _case_values),
-    Case("the model's train/eval mode is restored", _case_mode_restored),
-    Case("BatchNorm statistics do not change", _case_statistics_unchanged),
-    Case("no hook is left on the model", _case_no_hooks_left),
+    Case("channels of four detectors of different widths", _case_values, cause=C["values"]),
+    Case("the model's train/eval mode is restored", _case_mode_restored, cause=C["mode"]),
+    Case("BatchNorm statistics do not change", _case_statistics_unchanged, cause=C["statistics"]),
+    Case("no hook is left on the model", _case_no_hooks_left, cause=C["hooks"]),
 ]
 
 
@@ -103,5 +116,6 @@ def check_channels(
     learner_fn: Any, strict: bool | None = None, verbose: bool = True, time_limit_s: float | None = None
 ) -> CheckResult:
     """Check a learner's ``measure_channels``; ``.impl`` is it if it passed, else the reference."""
+    warm_up()
     return run_cases(STEP, learner_fn, reference_measure_channels, CASES, strict, verbose,
-                     gallery=GALLERY, time_limit_s=time_limit_s)
+                     time_limit_s=time_limit_s)

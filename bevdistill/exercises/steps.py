@@ -3,7 +3,7 @@
 Everything that lists the steps reads this: the checkers' registry (``bevdistill.exercises``),
 ``show_solution``, ``solution_source`` and ``teaching_source``, the tests, and the check of the
 book's table of contents (tests/test_steps.py). Adding a step is one entry here plus its
-notebook, checker, gallery of mistakes and teaching solution.
+notebook, checker (with its probes) and teaching solution.
 
 Code is named by "module:name" strings, resolved on demand, so importing this imports no torch.
 """
@@ -24,7 +24,6 @@ class Exercise:
     stub: str  # the name the notebook's exercise cell defines
     writes: str  # what the learner writes, in words
     checker: str  # 'module:function', exported by bevdistill.exercises
-    gallery: str  # 'module:GALLERY', the known mistakes the checker diagnoses
     teaching: str  # the module of the teaching solution, which defines `stub`
 
     @property
@@ -64,7 +63,6 @@ STEPS: tuple[Step, ...] = (
         exercises=(
             Exercise(key="step1", stub="MyDistillationWrapper", writes="MyDistillationWrapper",
                      checker=f"{_EX}.step1_wrapper:check_wrapper",
-                     gallery=f"{_EX}.gallery.step1:GALLERY",
                      teaching=f"{_EX}.teaching.step1"),
         ),
     ),
@@ -76,7 +74,6 @@ STEPS: tuple[Step, ...] = (
         exercises=(
             Exercise(key="step2", stub="MyProjectionMLP", writes="MyProjectionMLP",
                      checker=f"{_EX}.step2_projection:check_projection",
-                     gallery=f"{_EX}.gallery.step2:GALLERY",
                      teaching=f"{_EX}.teaching.step2"),
         ),
     ),
@@ -89,7 +86,6 @@ STEPS: tuple[Step, ...] = (
         exercises=(
             Exercise(key="step3", stub="MyContrastiveLoss", writes="MyContrastiveLoss",
                      checker=f"{_EX}.step3_contrastive:check_contrastive",
-                     gallery=f"{_EX}.gallery.step3:GALLERY",
                      teaching=f"{_EX}.teaching.step3"),
         ),
     ),
@@ -102,7 +98,6 @@ STEPS: tuple[Step, ...] = (
         exercises=(
             Exercise(key="step4", stub="MyAttentionTransferLoss", writes="MyAttentionTransferLoss",
                      checker=f"{_EX}.step4_attention:check_attention",
-                     gallery=f"{_EX}.gallery.step4:GALLERY",
                      teaching=f"{_EX}.teaching.step4"),
         ),
     ),
@@ -115,12 +110,10 @@ STEPS: tuple[Step, ...] = (
         exercises=(
             Exercise(key="step5a", stub="heatmap_kd", writes="heatmap_kd",
                      checker=f"{_EX}.step5a_response:check_heatmap_kd",
-                     gallery=f"{_EX}.gallery.step5a:GALLERY",
                      teaching=f"{_EX}.teaching.step5a"),
             Exercise(key="step5b", stub="MyDistillationLoss",
                      writes="layer_input and MyDistillationLoss",
                      checker=f"{_EX}.step5_loss:check_distillation_loss",
-                     gallery=f"{_EX}.gallery.step5:GALLERY",
                      teaching=f"{_EX}.teaching.step5b"),
         ),
     ),
@@ -133,12 +126,10 @@ STEPS: tuple[Step, ...] = (
         exercises=(
             Exercise(key="step6a", stub="measure_channels", writes="measure_channels",
                      checker=f"{_EX}.step6a_channels:check_channels",
-                     gallery=f"{_EX}.gallery.step6a:GALLERY",
                      teaching=f"{_EX}.teaching.step6a"),
             Exercise(key="step6b", stub="my_build_bevfusion_distillation",
                      writes="MyDistiller and my_build_bevfusion_distillation",
                      checker=f"{_EX}.step6_build:check_build",
-                     gallery=f"{_EX}.gallery.step6:GALLERY",
                      teaching=f"{_EX}.teaching.step6b"),
         ),
     ),

@@ -1,10 +1,10 @@
-"""Known mistakes of step 1 (the feature-capturing wrapper), compared by which checks fail."""
+"""Known mistakes of step 1 (the feature-capturing wrapper), each with the root causes its checker must name."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from bevdistill.exercises._checking import Gallery, Misconception
+from mistakes import Mistake
 
 LAYERS = ("pts_middle_encoder", "pts_backbone", "pts_neck")
 
@@ -103,65 +103,14 @@ class _UnknownModeIsPredict(_Base):
         return self.model.loss if mode == "loss" else self.model.predict
 
 
-ENTRIES = [
-    Misconception(
-        "the tutorial's wrapper",
-        "This is the tutorial's wrapper: it has no close() and keeps no hook handles, so its hooks "
-        "can never be removed, and it stores the teacher's outputs with their graph: keep the "
-        "handles register_forward_hook returns, remove them in close(), and store "
-        "output.detach() for the teacher.",
-        lambda: _Tutorial,
-    ),
-    Misconception(
-        "features never cleared",
-        "forward never starts a new features dict, so a layer that did not run keeps the previous "
-        "step's output: begin forward with self.features = {} and return that dict.",
-        lambda: _NeverCleared,
-    ),
-    Misconception(
-        "features cleared in place",
-        "forward clears and returns the same dict every time, so the dict a caller kept from the "
-        "previous step changes under it: assign a new dict (self.features = {}) instead of "
-        ".clear().",
-        lambda: _ClearedInPlace,
-    ),
-    Misconception(
-        "teacher not detached",
-        "The teacher's captured outputs keep their autograd graph: store output.detach() (each "
-        "tensor of a tuple or list) when is_student is False.",
-        lambda: _TeacherNotDetached,
-    ),
-    Misconception(
-        "student detached",
-        "The student's outputs are detached too, so no distillation gradient can reach the "
-        "student: detach only when is_student is False.",
-        lambda: _StudentDetached,
-    ),
-    Misconception(
-        "first element only",
-        "Only output[0] of a tuple or list output is kept, which drops scales of pts_backbone and "
-        "changes the type: keep the whole output and detach each tensor inside it.",
-        lambda: _FirstElementOnly,
-    ),
-    Misconception(
-        "clears every hook",
-        "close() empties the modules' whole hook tables, removing hooks other code installed: "
-        "call .remove() on the handles this wrapper got from register_forward_hook, and only "
-        "those.",
-        lambda: _ClearsEveryHook,
-    ),
-    Misconception(
-        "mode ignored",
-        "forward always calls model.loss, whatever the mode: call model.predict for "
-        "mode='predict' and raise ValueError for any other mode.",
-        lambda: _AlwaysLoss,
-    ),
-    Misconception(
-        "unknown mode runs predict",
-        "Any mode other than 'loss' runs model.predict, so a typo such as mode='train' passes "
-        "silently: end the if/elif on mode with else: raise ValueError(...).",
-        lambda: _UnknownModeIsPredict,
-    ),
+MISTAKES = [
+    Mistake("the tutorial's wrapper", _Tutorial, ("teacher-detach", "close")),
+    Mistake("features never cleared", _NeverCleared, ("stale",)),
+    Mistake("features cleared in place", _ClearedInPlace, ("shared-dict",)),
+    Mistake("teacher not detached", _TeacherNotDetached, ("teacher-detach",)),
+    Mistake("student detached", _StudentDetached, ("student-detach",)),
+    Mistake("first element only", _FirstElementOnly, ("whole-output",)),
+    Mistake("clears every hook", _ClearsEveryHook, ("clears-every-hook",)),
+    Mistake("mode ignored", _AlwaysLoss, ("mode-ignored",)),
+    Mistake("unknown mode runs predict", _UnknownModeIsPredict, ("unknown-mode",)),
 ]
-
-GALLERY = Gallery(ENTRIES)

@@ -1,7 +1,4 @@
-"""Known mistakes of step 5 (the combined loss), compared by which checks fail.
-
-The projectors have random weights, so answers are compared by behaviour, not by value.
-"""
+"""Known mistakes of step 5 (the combined loss), each with the root causes its checker must name."""
 
 from __future__ import annotations
 
@@ -11,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bevdistill.exercises._checking import Gallery, Misconception
 from bevdistill.losses.attention import AttentionTransferLoss
 from bevdistill.losses.contrastive import ContrastiveLoss
 from bevdistill.losses.response import HeatmapDistillationLoss
 from bevdistill.projection import ProjectionMLP
+from mistakes import Mistake
 
 
 class _BatchNormProjection(nn.Module):
@@ -112,7 +109,10 @@ class _KeysWithoutLoss(_Base):
 class _OneKeyPerLayer(_Base):
     def layer_terms(self, layer, s, t):
         terms = super().layer_terms(layer, s, t)
-        return {"distill": terms["crd"] + terms["at"]}
+        return {"distill": terms["crd"] + terms["at"] * self.alpha["at"] / self.alpha["crd"]}
+
+    def weight(self, term):
+        return self.alpha["crd" if term == "distill" else term]
 
 
 class _AlphaCrdIgnored(_Base):
@@ -174,79 +174,16 @@ class _NoFp32Guard(_Base):
         return {"crd": _plain_info_nce(z_s, z_t, self.crd.temperature), "at": self.at(s, t)}
 
 
-ENTRIES = [
-    Misconception(
-        "the tutorial's loss",
-        "This is the tutorial's loss: keys without 'loss' (mmengine never trains them), every "
-        "layer in try/except print, BatchNorm projectors and no response term: name the terms "
-        "loss_crd.<layer>, loss_at.<layer> and loss_kd.heatmap, let errors raise, use the step-2 "
-        "ProjectionMLP and add alpha_kd * HeatmapDistillationLoss.",
-        lambda: _Tutorial,
-    ),
-    Misconception(
-        "keys without 'loss'",
-        "The keys do not contain 'loss', so mmengine's parse_losses logs the terms but never adds "
-        "them to what it back-propagates: name them loss_crd.<layer>, loss_at.<layer>, "
-        "loss_kd.heatmap.",
-        lambda: _KeysWithoutLoss,
-    ),
-    Misconception(
-        "one key per layer",
-        "The terms of a layer are added into one key, so neither can be logged or weighted on its "
-        "own: return loss_crd.<layer> and loss_at.<layer> separately.",
-        lambda: _OneKeyPerLayer,
-    ),
-    Misconception(
-        "alpha ignored",
-        "A term is not multiplied by its alpha (here alpha_crd), so the weight has no effect: "
-        "multiply every term by self.alpha_<term>.",
-        lambda: _AlphaCrdIgnored,
-    ),
-    Misconception(
-        "teacher not detached",
-        "The teacher's features or outputs are not detached, so the loss sends gradients into "
-        "the teacher: use .detach() on every teacher input.",
-        lambda: _TeacherNotDetached,
-    ),
-    Misconception(
-        "outputs ignored",
-        "student_outputs and teacher_outputs are never used, so there is no response term: add "
-        "loss_kd.heatmap = alpha_kd * HeatmapDistillationLoss()(student_outputs, teacher_outputs).",
-        lambda: _OutputsIgnored,
-    ),
-    Misconception(
-        "softmax over classes",
-        "The heatmaps are compared with a softmax over classes, which cannot tell 'every class "
-        "here' from 'nothing here': treat each class as its own sigmoid (HeatmapDistillationLoss, "
-        "a binary KL per class and cell).",
-        lambda: _SoftmaxKd,
-    ),
-    Misconception(
-        "BatchNorm projectors",
-        "The projectors use BatchNorm1d, which crashes at batch size 1 in training mode: build "
-        "them with the step-2 ProjectionMLP (LayerNorm).",
-        lambda: _BatchNormProjector,
-    ),
-    Misconception(
-        "missing layer skipped",
-        "A layer missing from the features is skipped silently (features.get or 'if layer in'), "
-        "so a wrong hook name trains without distillation: index features[layer] and let the "
-        "KeyError raise.",
-        lambda: _SkipsMissingLayer,
-    ),
-    Misconception(
-        "errors printed and swallowed",
-        "Errors are caught and printed (try/except print), so a wrong channel count trains for "
-        "days without distillation: check the channels and raise, never catch and print.",
-        lambda: _SwallowsErrors,
-    ),
-    Misconception(
-        "no float32 guard",
-        "The terms are computed in the autocast dtype, and bfloat16 keeps 3 significant digits, "
-        "too few for InfoNCE logits: wrap the body in torch.autocast(device_type=..., "
-        "enabled=False) and .float() the inputs.",
-        lambda: _NoFp32Guard,
-    ),
+MISTAKES = [
+    Mistake("the tutorial's loss", _Tutorial, ("keys", "missing-layer", "channels", "kd", "batch1", "fp32")),
+    Mistake("keys without 'loss'", _KeysWithoutLoss, ("keys",)),
+    Mistake("one key per layer", _OneKeyPerLayer, ("one-key",)),
+    Mistake("alpha ignored", _AlphaCrdIgnored, ("alpha",)),
+    Mistake("teacher not detached", _TeacherNotDetached, ("teacher-grad",)),
+    Mistake("outputs ignored", _OutputsIgnored, ("kd",)),
+    Mistake("softmax over classes", _SoftmaxKd, ("kd-sigmoid",)),
+    Mistake("BatchNorm projectors", _BatchNormProjector, ("batch1",)),
+    Mistake("missing layer skipped", _SkipsMissingLayer, ("missing-layer",)),
+    Mistake("errors printed and swallowed", _SwallowsErrors, ("channels",)),
+    Mistake("no float32 guard", _NoFp32Guard, ("fp32",)),
 ]
-
-GALLERY = Gallery(ENTRIES)

@@ -1,4 +1,4 @@
-"""Known mistakes of step 6 (building the distiller), compared by which checks fail."""
+"""Known mistakes of step 6 (building the distiller), each with the root causes its checker must name."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from torch import nn
 
 from bevdistill.capture import FeatureRecorder
 from bevdistill.distiller import dry_forward, example_inputs_for, infer_channels
-from bevdistill.exercises._checking import Gallery, Misconception
 from bevdistill.losses.combined import BEVFusionDistillationLoss
+from mistakes import Mistake
 
 LAYERS = ("pts_middle_encoder", "pts_backbone", "pts_neck")
 PICK = {"pts_backbone": -1}
@@ -90,65 +90,15 @@ _TYPED = (
     {"pts_middle_encoder": 16, "pts_backbone": 32, "pts_neck": 32},
 )
 
-ENTRIES = [
-    Misconception(
-        "teacher not frozen",
-        "The teacher's parameters still require grad: call teacher.requires_grad_(False) after "
-        "loading its weights.",
-        lambda: _builder(freeze=False),
-    ),
-    Misconception(
-        "teacher never in eval mode",
-        "The teacher runs in train mode during training, so its BatchNorm statistics drift with "
-        "the student's batches: put it in eval() when building, and override train() to call "
-        "super().train(mode) and then self.teacher.eval().",
-        lambda: _builder(eval_teacher=False),
-    ),
-    Misconception(
-        "train() not overridden",
-        "After d.train() the teacher is in train mode, because nn.Module.train() does not know "
-        "it must stay in eval mode: override train() to call super().train(mode) and then "
-        "self.teacher.eval().",
-        lambda: _builder(follows_mode=True),
-    ),
-    Misconception(
-        "checkpoint ignored",
-        "teacher_checkpoint is never loaded, so the teacher teaches with random weights: "
-        "torch.load it and load its ['state_dict'] into the teacher.",
-        lambda: _builder(load=False),
-    ),
-    Misconception(
-        "channels typed by hand",
-        "The channel counts are typed in for one pair of configs, so any other config breaks "
-        "the projectors: measure them with a dry forward of each model (example_inputs_for) and "
-        "read shape[1] of each captured feature.",
-        lambda: _builder(typed=_TYPED),
-    ),
-    Misconception(
-        "teacher registered as a submodule",
-        "The teacher is assigned as an attribute, so nn.Module registers it and the optimizer "
-        "and every checkpoint get its weights: keep it where nn.Module does not look (a tuple or "
-        "object.__setattr__) and expose it with a property.",
-        lambda: _builder(register_teacher=True),
-    ),
-    Misconception(
-        "student features detached",
-        "The student's captured features are detached, so the distillation terms give the "
-        "student no gradient: record the student with detach=False (is_student=True).",
-        lambda: _builder(detach_student=True),
-    ),
-    Misconception(
-        "no distillation terms",
-        "loss() returns only the student's detection losses: add the distillation loss's terms, "
-        "return {**student_losses, **distillation_losses}.",
-        lambda: _builder(distill=False),
-    ),
-    Misconception(
-        "teacher and student swapped",
-        "The teacher and student configs are swapped, so the small model teaches the large one: "
-        "build d.teacher from teacher_config and d.student from student_config.",
-        lambda: _builder(swap=True),
-    ),
-]
 
-GALLERY = Gallery(ENTRIES)
+MISTAKES = [
+    Mistake("teacher not frozen", _builder(freeze=False), ("frozen",)),
+    Mistake("teacher never in eval mode", _builder(eval_teacher=False), ("eval",)),
+    Mistake("train() not overridden", _builder(follows_mode=True), ("eval",)),
+    Mistake("checkpoint ignored", _builder(load=False), ("checkpoint",)),
+    Mistake("channels typed by hand", _builder(typed=_TYPED), ("channels",)),
+    Mistake("teacher registered as a submodule", _builder(register_teacher=True), ("outside",)),
+    Mistake("student features detached", _builder(detach_student=True), ("distill-grad",)),
+    Mistake("no distillation terms", _builder(distill=False), ("loss-dict",)),
+    Mistake("teacher and student swapped", _builder(swap=True), ("swapped",)),
+]
