@@ -251,7 +251,7 @@ def cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from bevdistill.engine.evaluate import evaluate_checkpoint
     from bevdistill.engine.report import run_record, write_json
     from bevdistill.engine.runner import experiment_name, load_experiment
-    from bevdistill.pretrained import verify_shipped_weights
+    from bevdistill.engine.checkpoint import verify_shipped_weights
 
     started = time.time()
     exp = load_experiment(args.config, args.cfg_options)

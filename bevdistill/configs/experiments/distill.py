@@ -4,6 +4,7 @@
 _base_ = ["../student.py", "./_base_/bev_world.py"]
 
 role = "distill"
+custom_imports = dict(imports=["bevdistill.distiller"], allow_failed_imports=False)  # Distiller
 model = dict(
     _delete_=True,
     type="Distiller",
