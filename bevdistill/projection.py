@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from mmengine.registry import MODELS
 from torch import nn
 
 # F.normalize divides by max(||x||, eps): a zero vector stays zero instead of becoming NaN.
@@ -49,6 +50,7 @@ def pool_to_vector(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).mean(dim=2)
 
 
+@MODELS.register_module()
 class ProjectionMLP(nn.Module):
     """Pool, then Linear -> LayerNorm -> ReLU -> Dropout -> Linear -> L2 normalise.
 
@@ -112,6 +114,7 @@ class ChannelLayerNorm(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+@MODELS.register_module()
 class SpatialProjector(nn.Module):
     """A per-cell MLP (1x1 conv -> LayerNorm -> ReLU -> 1x1 conv) that keeps the BEV grid.
 
