@@ -122,6 +122,8 @@ def upgrade_recipe(terms: Sequence[Mapping[str, Any]] | None, old: Mapping[str, 
     With ``terms=None`` the old keys describe the whole recipe (the tutorial's, expanded);
     otherwise they edit the tutorial-named terms of ``terms`` as they edited ``distill`` before.
     """
+    if terms is not None and not old:
+        return [dict(t) for t in terms], ""
     distill = dict(old.get("distill") or {})
     refused = sorted(set(distill) & set(_REFUSED))
     if refused:
