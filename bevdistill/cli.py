@@ -248,10 +248,10 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 def cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from mmengine.dist import is_main_process
 
+    from bevdistill.engine.checkpoint import verify_shipped_weights
     from bevdistill.engine.evaluate import evaluate_checkpoint
     from bevdistill.engine.report import run_record, write_json
     from bevdistill.engine.runner import experiment_name, load_experiment
-    from bevdistill.engine.checkpoint import verify_shipped_weights
 
     started = time.time()
     exp = load_experiment(args.config, args.cfg_options)
