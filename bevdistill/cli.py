@@ -55,8 +55,8 @@ LAZY_USER_ERRORS = {
 }
 # Python-form advice in library messages, and its command-line form.
 CLI_FORM = {
-    "pass strict_teacher=False": "pass --cfg-options model.strict_teacher=False",
-    "set strict_teacher=False": "set --cfg-options model.strict_teacher=False",
+    "pass driver=dict(strict_teacher=False)": "pass --cfg-options model.driver.strict_teacher=False",
+    "set strict_teacher=False": "set --cfg-options model.driver.strict_teacher=False",
 }
 TEACHER_FIX = ("Fix: --cfg-options model.teacher_ckpt=PATH with a checkpoint of this teacher "
                "config (from `bevdistill train teacher`), or model.teacher_ckpt=None to distil "

@@ -367,8 +367,9 @@ class Distiller(BaseModel):
 
 
 def _plan(terms: Sequence[Any], driver: Any, student: nn.Module, teacher: nn.Module) -> list:
-    """The parsed term specs, with each side's ``'heatmap'`` layer named by the driver."""
-    specs = parse_terms(terms)
+    """The parsed term specs that weigh anything, with each side's ``'heatmap'`` layer named by
+    the driver."""
+    specs = [s for s in (spec.live() for spec in parse_terms(terms)) if s.pairs]
     if not any(HEATMAP in (p.student, p.teacher) for s in specs for p in s.pairs):
         return specs
     names = {role: {HEATMAP: driver.heatmap_layer(model)}

@@ -510,9 +510,9 @@ def test_cli_teacher_key_mismatch_gives_the_fix_in_cfg_options_form(faults, tmp_
     torch.save({"state_dict": state}, tmp_path / "teacher.pth")
     err = faults.cli(["distill", "distill_ci", "--work-dir", str(tmp_path / "w"), "--cfg-options",
                       f"model.teacher_ckpt={tmp_path / 'teacher.pth'}", *QUIET],
-                     capsys, "missing from the checkpoint", "--cfg-options model.strict_teacher=False",
+                     capsys, "missing from the checkpoint", "--cfg-options model.driver.strict_teacher=False",
                      "--cfg-options model.teacher_ckpt=")
-    assert "pass strict_teacher=False" not in err
+    assert "pass driver=dict(strict_teacher=False)" not in err
 
 
 @pytest.mark.parametrize("where", ["before", "after"])

@@ -253,6 +253,11 @@ class TermSpec:
                       for p in self.pairs)
         return dataclasses.replace(self, pairs=pairs)
 
+    def live(self) -> TermSpec:
+        """The spec without its weight-0 layers (they build, hook and compute nothing)."""
+        return dataclasses.replace(self, pairs=tuple(p for p in self.pairs
+                                                     if self.weight * p.weight > 0))
+
     def factor(self, iteration: int) -> float:
         """The term's weight times its schedule at ``iteration``."""
         return self.weight * (self.schedule.factor(iteration) if self.schedule else 1.0)
@@ -304,9 +309,7 @@ class DistillationTerm(nn.Module):
     def __init__(self, spec: TermSpec | Mapping[str, Any], student_channels: Mapping[str, int],
                  teacher_channels: Mapping[str, int]):
         super().__init__()
-        spec = TermSpec.parse(spec)
-        spec = dataclasses.replace(spec, pairs=tuple(p for p in spec.pairs
-                                                     if spec.weight * p.weight > 0))
+        spec = TermSpec.parse(spec).live()
         self.spec, self.name = spec, spec.name
         try:
             self.sampler = CellSampler(**dict(spec.cells or {})) if spec.reads == "cells" else None
