@@ -394,6 +394,32 @@ def test_response_kd_can_be_disabled(how):
     assert not any(k.startswith("loss_kd") for k in d.loss(*batch()))
 
 
+def test_the_teacher_is_not_run_while_every_term_weighs_zero():
+    """A schedule that fades every term to 0 also stops the teacher's forward (nothing to
+    teach); the distillation keys are still logged, as 0, and the student still trains."""
+    from mmengine.logging import MessageHub
+
+    d = make_distiller(terms=tutorial_terms(schedule=dict(decay_begin=10, decay_end=20, final=0)))
+    runs = []
+    d.teacher.register_forward_hook(lambda *args: runs.append(1))
+    hub = MessageHub.get_current_instance()
+    try:
+        hub.update_info("iter", 5)
+        assert d.distill_loss.active()
+        taught = d.loss(*batch())
+        assert runs and all(taught[k] > 0 for k in d.loss_keys)
+        runs.clear()
+        hub.update_info("iter", 25)
+        assert not d.distill_loss.active()
+        faded = d.loss(*batch())
+    finally:
+        hub.update_info("iter", 0)
+    assert not runs
+    assert set(faded) == set(taught) and all(float(faded[k]) == 0 for k in d.loss_keys)
+    sum(faded.values()).backward()
+    assert d.student.pts_backbone.stages[0][0][0].weight.grad is not None
+
+
 def test_loss_name_clash_is_an_error():
     class Clashing(TinyBEVDetector):
         def loss(self, inputs, samples=None):
