@@ -344,6 +344,10 @@ class DistillationTerm(nn.Module):
     def weight(self) -> float:
         return self.spec.weight
 
+    @property
+    def schedule(self) -> WeightSchedule | None:
+        return self.spec.schedule
+
     def _channels(self, channels: Mapping[str, int], layer: str, side: str) -> int | None:
         if self.spec.reads == "heatmaps":
             return None
