@@ -198,6 +198,7 @@ def cmd_train_mmdet3d(args: argparse.Namespace, argv: Sequence[str], config: str
 def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from mmengine.dist import is_main_process
 
+    import bevdistill.distiller  # noqa: F401  registers Distiller whatever custom_imports says
     from bevdistill.engine.hooks import LastMetricsHook
     from bevdistill.engine.report import run_record, write_json
     from bevdistill.engine.runner import experiment_name, load_experiment, make_runner
@@ -248,6 +249,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 def cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from mmengine.dist import is_main_process
 
+    import bevdistill.distiller  # noqa: F401  registers Distiller whatever custom_imports says
     from bevdistill.engine.checkpoint import verify_shipped_weights
     from bevdistill.engine.evaluate import evaluate_checkpoint
     from bevdistill.engine.report import run_record, write_json
@@ -296,6 +298,7 @@ def cmd_export(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 def _export_experiment(args: argparse.Namespace) -> tuple[Path, str, str, int, dict]:
     from mmengine.registry import MODELS
 
+    import bevdistill.distiller  # noqa: F401  registers Distiller whatever custom_imports says
     from bevdistill.engine.checkpoint import read_state_dict
     from bevdistill.engine.runner import experiment_name, load_experiment, register_modules
     from bevdistill.engine.weights import check_state_dict

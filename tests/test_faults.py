@@ -26,7 +26,7 @@ from bevdistill.capture import BEVFusionDistillationWrapper, FeatureRecorder
 from bevdistill.cli import main as cli
 from bevdistill.data.geometry import count_points_in_boxes
 from bevdistill.data.nuscenes import InfoFileError, NuScenesReader, PointFileError
-from bevdistill.distiller import TeacherCheckpointError, load_teacher_checkpoint
+from bevdistill.distiller import TeacherCheckpointError
 from bevdistill.engine.checkpoint import (
     ChecksumError,
     CorruptCheckpointError,
@@ -43,6 +43,7 @@ from bevdistill.losses.combined import BEVFusionDistillationLoss
 from bevdistill.losses.feature import FeatureMSELoss
 from bevdistill.losses.response import HeatmapDistillationLoss
 from bevdistill.models import build_detector
+from bevdistill.teacher_weights import load_teacher_checkpoint
 
 QUIET = ["log_level=WARNING"]
 UNSAFE_ADVICE = ("weights_only=False", "trust_teacher_ckpt=True")
