@@ -169,16 +169,24 @@ class Distiller(BaseModel):
             copy_teacher_into_student(teacher_model, student_model)
 
         self.specs = _plan(terms, driver, student_model, teacher_model)
-        self.foreground_hook = driver.heatmap_layer(teacher_model) if foreground else None
-        self.hooks = {role: _unique(*(s.hooks(role) for s in self.specs),
-                                    [self.foreground_hook] if role == "teacher" else [])
-                      for role in ("student", "teacher")}
-        self.heatmap_hooks = {role: {h for s in self.specs if s.reads == "heatmaps"
-                                     for h in s.hooks(role)} | ({self.foreground_hook}
-                                                                 if role == "teacher" else set())
-                              for role in ("student", "teacher")}
+        fg = [driver.heatmap_layer(teacher_model)] if foreground else []
+        self.foreground_hook = fg[0] if fg else None
+        self.hooks, self.heatmap_hooks = {}, {}  # every hooked layer; those giving heatmaps
+        for role in ("student", "teacher"):
+            extra = fg if role == "teacher" else []
+            self.hooks[role] = _unique(*(s.hooks(role) for s in self.specs), extra)
+            self.heatmap_hooks[role] = {h for s in self.specs if s.reads == "heatmaps"
+                                        for h in s.hooks(role)} | set(extra)
         self.select = driver.select_for(self.hooks["student"])
-        self.distill_loss = self._build_loss(driver.dry_inputs(student_model, teacher_model))
+        models = {"student": student_model, "teacher": teacher_model}
+        inputs = driver.dry_inputs(student_model, teacher_model)
+        captured = {role: _dry_run(driver, model, inputs, self.hooks[role], self.select,
+                                   self.heatmap_hooks[role]) for role, model in models.items()}
+        channels = {role: infer_channels({n: v for n, v in captured[role].items()
+                                          if n not in self.heatmap_hooks[role]}, role)
+                    for role in models}
+        self.student_channels, self.teacher_channels = channels["student"], channels["teacher"]
+        self.distill_loss = _build_terms(self.specs, channels, captured)
 
         # Persistent hooks, created after the dry run's temporary ones were removed.
         self._student_rec = FeatureRecorder(
@@ -221,32 +229,11 @@ class Distiller(BaseModel):
         """The student's heatmap layer a term reads, if any does."""
         return next(iter(sorted(self.heatmap_hooks["student"])), None)
 
-    # --- building --------------------------------------------------------------------------
-
     def dry_run(self, role: str, inputs: Any) -> dict[str, Any]:
         """What ``role``'s hooks output in one eval-mode, no-grad forward of ``inputs``."""
         model = self.student if role == "student" else self.teacher
-        hooks = self.hooks[role]
-        features = dry_forward(model, inputs, hooks, self.select,
-                               run=lambda m, batch: self.driver.probe(m, batch, hooks))
-        maps = {n: v for n, v in features.items() if n not in self.heatmap_hooks[role]}
-        check_batch_dim(maps, self.driver.batch_size(inputs), type(model).__name__)
-        return features
-
-    def _build_loss(self, inputs: Any) -> DistillationTerms:
-        """Channels from a dry forward of both models, then the terms, tried once on the captures."""
-        captured, channels = {}, {}
-        for role in ("student", "teacher"):
-            captured[role] = self.dry_run(role, inputs)
-            maps = {n: v for n, v in captured[role].items() if n not in self.heatmap_hooks[role]}
-            channels[role] = infer_channels(maps, role)
-        self.student_channels, self.teacher_channels = channels["student"], channels["teacher"]
-        try:
-            loss = DistillationTerms(self.specs, self.student_channels, self.teacher_channels)
-        except ValueError as exc:
-            raise DistillerBuildError(f"cannot build the distillation terms: {exc}") from exc
-        check_loss_accepts(loss, captured["student"], captured["teacher"])
-        return loss
+        return _dry_run(self.driver, model, inputs, self.hooks[role], self.select,
+                        self.heatmap_hooks[role])
 
     # --- the teacher stays frozen, in eval mode, outside the module tree -------------------
 
@@ -364,6 +351,27 @@ class Distiller(BaseModel):
             f"teacher={type(self.teacher).__name__} (frozen, eval, not in state_dict), "
             f"driver={self.driver!r}, terms={list(self.distill_loss.terms)}"
         )
+
+
+def _dry_run(driver: Any, model: nn.Module, inputs: Any, hooks: Sequence[str],
+             select: Mapping[str, int], heatmaps: set[str]) -> dict[str, Any]:
+    """What ``hooks`` output in one eval-mode, no-grad forward of ``model`` by its driver."""
+    features = dry_forward(model, inputs, hooks, select,
+                           run=lambda m, batch: driver.probe(m, batch, hooks))
+    maps = {n: v for n, v in features.items() if n not in heatmaps}
+    check_batch_dim(maps, driver.batch_size(inputs), type(model).__name__)
+    return features
+
+
+def _build_terms(specs: Sequence[Any], channels: Mapping[str, Mapping[str, int]],
+                 captured: Mapping[str, Mapping[str, Any]]) -> DistillationTerms:
+    """The terms, built with the channels of the dry forward and tried once on its captures."""
+    try:
+        loss = DistillationTerms(specs, channels["student"], channels["teacher"])
+    except ValueError as exc:
+        raise DistillerBuildError(f"cannot build the distillation terms: {exc}") from exc
+    check_loss_accepts(loss, captured["student"], captured["teacher"])
+    return loss
 
 
 def _plan(terms: Sequence[Any], driver: Any, student: nn.Module, teacher: nn.Module) -> list:
