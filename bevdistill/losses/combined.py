@@ -149,8 +149,6 @@ class BEVFusionDistillationLoss(DistillationTerms):
         )
         self.student_channels, self.teacher_channels = student_channels, teacher_channels
         self.layers, self.layer_weights, self.kd_layer = self_layers, weights, kd_layer
-        self.alpha_crd, self.alpha_at = alphas["alpha_crd"], alphas["alpha_at"]
-        self.alpha_kd, self.alpha_mse = alphas["alpha_kd"], alphas["alpha_mse"]
         self.contrastive, self.feat_dim = contrastive, feat_dim
         self.require_outputs = bool(require_outputs)
 
