@@ -33,9 +33,9 @@ from mmengine.registry import DefaultScope
 from torch import nn
 
 from bevdistill.drivers.pillar import PillarDriver
+from bevdistill.drivers.requirements import require_mmdet3d
 from bevdistill.engine.checkpoint import allow_mmengine_checkpoint_globals
 from bevdistill.example_inputs import random_points
-from bevdistill.mmdet3d import require_mmdet3d
 from bevdistill.probe import DistillerBuildError
 
 require_mmdet3d()
