@@ -15,11 +15,12 @@ import pprint
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bevdistill.capture import DEFAULT_HOOK_POINTS
 from bevdistill.losses.terms import HEATMAP, TermConfigError
 
 TUTORIAL_TERMS = ("crd", "at", "mse", "kd")  # the names of the alpha_* terms
 FEATURE_TERMS = ("crd", "at", "mse")  # the ones that read the hooked layers
-LAYERS = ("pts_middle_encoder", "pts_backbone", "pts_neck")  # the tutorial's hooked layers
+LAYERS = DEFAULT_HOOK_POINTS  # the tutorial's hooked layers
 TUTORIAL_DEFAULTS: dict[str, Any] = dict(
     feat_dim=128, temperature=0.07, alpha_crd=1.0, alpha_at=0.5, alpha_kd=0.5,
     contrastive="global", num_samples=256, at_normalization="l2", kd_temperature=1.0,
