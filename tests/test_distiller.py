@@ -801,3 +801,21 @@ def test_each_model_reads_its_own_view():
         d(two_view, samples, mode="predict")
     assert seen["student"] == 2000
     assert d.driver.view_of(inputs, "teacher") is inputs  # one-sensor batches pass unchanged
+
+
+def test_drivers_are_chosen_by_name_and_an_unknown_one_is_named():
+    from bevdistill.drivers import make_driver
+    from bevdistill.drivers.pillar import PillarDriver
+
+    assert type(make_driver(None)) is type(make_driver("fusion")) is PillarDriver
+    assert make_driver(dict(type="pillar", select={"pts_neck": 0})).select_for(
+        ["pts_backbone"]) == {"pts_neck": 0}
+    assert make_driver("pillar").select_for(["pts_backbone"]) == {"pts_backbone": -1}
+    with pytest.raises(ValueError, match=r"unknown driver 'voxel'; drivers: \['fusion', 'mmdet3d'"):
+        make_driver("voxel")
+    mine = PillarDriver()
+    assert make_driver(mine) is mine
+    with pytest.raises(TypeError, match="cannot be applied to a driver instance"):
+        make_driver(mine, select={})
+    with pytest.raises(TypeError, match="driver 'pillar'.*unexpected keyword argument 'selekt'"):
+        make_distiller(driver=dict(selekt={}))
