@@ -155,7 +155,7 @@ EOF
 write_record() {
     "$PY" - "$OUT_DIR/gpu_check.json" "$STEPS_TSV" "$STARTED" <<'EOF'
 import json, sys
-from benchmarks._distill_options import provenance
+from benchmarks._provenance import provenance
 out, tsv, started = sys.argv[1:4]
 steps = []
 for line in open(tsv):
