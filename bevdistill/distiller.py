@@ -75,9 +75,9 @@ def _unique(*groups: Sequence[str | None]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for group in groups for name in group if name))
 
 
-def _moved_keys(old: Mapping[str, Any], driver: Any) -> tuple[dict, dict, Any]:
-    """Split the keyword arguments of the Distiller before drivers and terms; warn how to write
-    them now. Returns (recipe keys, driver settings, driver)."""
+def _moved_keys(old: Mapping[str, Any]) -> tuple[dict, dict]:
+    """Split the keyword arguments of the Distiller before drivers and terms into (recipe keys,
+    driver settings); warn how to write the driver's now (upgrade_recipe says the recipe's)."""
     unknown = sorted(set(old) - set(RECIPE_KEYS) - set(DRIVER_KEYS))
     if unknown:
         raise TypeError(
@@ -94,7 +94,7 @@ def _moved_keys(old: Mapping[str, Any], driver: Any) -> tuple[dict, dict, Any]:
             f"keys model.driver.<key>)",
             FutureWarning,
         )
-    return recipe, settings, driver
+    return recipe, settings
 
 
 @MODELS.register_module()
@@ -138,7 +138,7 @@ class Distiller(BaseModel):
         init_cfg: dict | None = None,
         **old: Any,
     ):
-        recipe_keys, settings, driver = _moved_keys(old, driver)
+        recipe_keys, settings = _moved_keys(old)
         driver = make_driver(driver, **settings)
         terms, advice = upgrade_recipe(terms, recipe_keys)
         if advice:
