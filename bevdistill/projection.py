@@ -148,6 +148,8 @@ class SpatialProjector(nn.Module):
                 f"SpatialProjector(in_dim={self.in_dim}) got {x.shape[1]} channels "
                 f"(input shape {tuple(x.shape)}); build it with in_dim={x.shape[1]}"
             )
+        if x.shape[-1] == 1:  # a column of sampled cells (a reads='cells' term): channels last
+            return self.project_cells(x.squeeze(-1).transpose(1, 2)).transpose(1, 2).unsqueeze(-1)
         y = self.conv2(self.relu(self.norm(self.conv1(x))))
         return F.normalize(y, dim=1, eps=NORM_EPS) if self.normalize else y
 
