@@ -4,8 +4,9 @@ Per layer present in both ``student_channels`` and ``teacher_channels``:
 
 * ``loss_crd.<layer>``: contrastive alignment of projected features, weighted by ``alpha_crd``.
   ``contrastive='global'`` pools each map to one embedding per sample (the tutorial's
-  ProjectionMLP + InfoNCE; needs B >= 2 to teach); ``'spatial'`` projects every BEV cell and
-  contrasts cells at the same world place (teaches at B=1); ``'none'`` skips the term.
+  ProjectionMLP + InfoNCE; needs B >= 2 to teach); ``'spatial'`` samples ``num_samples`` BEV
+  cells, projects them and contrasts cells at the same world place (teaches at B=1); ``'none'``
+  skips the term.
 * ``loss_at.<layer>``: attention transfer, weighted by ``alpha_at``, for layers whose student and
   teacher features are both spatial maps (``[B, C, H, W]`` or ``[B, C, D, H, W]``).
 * ``loss_mse.<layer>``: FitNets-style feature imitation (:class:`FeatureMSELoss`: 1x1 adapter,
