@@ -3,7 +3,7 @@
 The unavoidable part of a distillation step is a no-grad forward of the teacher plus an
 ordinary training step of the student. This measures, in one process and on the same batch:
 
-* ``reference``: the teacher's forward (``Distiller.teacher_forward``) under ``torch.no_grad``
+* ``reference``: the teacher's forward (its driver's ``teacher_forward``) under ``torch.no_grad``
   + student ``loss`` + backward + AdamW step, each model on its own view of the batch (a copy
   of the distiller's student, so the two never share optimizer state);
 * ``distill``: ``Distiller.loss`` + backward + AdamW step (teacher forward, student forward with
@@ -147,9 +147,10 @@ class Steps:
         self.opt_student = torch.optim.AdamW(self.student.parameters(), lr=1e-4)
 
     def reference(self) -> None:
+        d = self.distiller
         with torch.no_grad():  # each model on its own view, as Distiller.loss feeds them
-            self.distiller.teacher_forward(self.inputs, self.samples)
-        losses = self.student.loss(self.distiller.view_of(self.inputs, "student"), self.samples)
+            d.driver.teacher_forward(d.teacher, self.inputs, self.samples, d.hooks["teacher"])
+        losses = self.student.loss(d.driver.view_of(self.inputs, "student"), self.samples)
         self._update(self.student, losses, self.opt_student)
 
     def distill(self) -> None:

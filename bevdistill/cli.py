@@ -55,8 +55,8 @@ LAZY_USER_ERRORS = {
 }
 # Python-form advice in library messages, and its command-line form.
 CLI_FORM = {
-    "pass strict_teacher=False": "pass --cfg-options model.strict_teacher=False",
-    "set strict_teacher=False": "set --cfg-options model.strict_teacher=False",
+    "pass driver=dict(strict_teacher=False)": "pass --cfg-options model.driver.strict_teacher=False",
+    "set strict_teacher=False": "set --cfg-options model.driver.strict_teacher=False",
 }
 TEACHER_FIX = ("Fix: --cfg-options model.teacher_ckpt=PATH with a checkpoint of this teacher "
                "config (from `bevdistill train teacher`), or model.teacher_ckpt=None to distil "
@@ -198,6 +198,7 @@ def cmd_train_mmdet3d(args: argparse.Namespace, argv: Sequence[str], config: str
 def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from mmengine.dist import is_main_process
 
+    import bevdistill.distiller  # noqa: F401  registers Distiller whatever custom_imports says
     from bevdistill.engine.hooks import LastMetricsHook
     from bevdistill.engine.report import run_record, write_json
     from bevdistill.engine.runner import experiment_name, load_experiment, make_runner
@@ -248,10 +249,11 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 def cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from mmengine.dist import is_main_process
 
+    import bevdistill.distiller  # noqa: F401  registers Distiller whatever custom_imports says
+    from bevdistill.engine.checkpoint import verify_shipped_weights
     from bevdistill.engine.evaluate import evaluate_checkpoint
     from bevdistill.engine.report import run_record, write_json
     from bevdistill.engine.runner import experiment_name, load_experiment
-    from bevdistill.pretrained import verify_shipped_weights
 
     started = time.time()
     exp = load_experiment(args.config, args.cfg_options)
@@ -296,6 +298,7 @@ def cmd_export(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 def _export_experiment(args: argparse.Namespace) -> tuple[Path, str, str, int, dict]:
     from mmengine.registry import MODELS
 
+    import bevdistill.distiller  # noqa: F401  registers Distiller whatever custom_imports says
     from bevdistill.engine.checkpoint import read_state_dict
     from bevdistill.engine.runner import experiment_name, load_experiment, register_modules
     from bevdistill.engine.weights import check_state_dict

@@ -85,7 +85,7 @@ def run(batch_size: int = 2, seed: int = 0) -> dict[str, float]:
     s_cells = SpatialProjector(s_neck.shape[1])(s_neck)
     t_cells = SpatialProjector(t_neck.shape[1])(t_neck)
     losses["spatial InfoNCE (256 cells)"] = SpatialContrastiveLoss()(
-        s_cells, t_cells, foreground=t_heat.sigmoid())
+        s_cells, t_cells, mask=t_heat.sigmoid())
     # Step 4: attention transfer, ours and the tutorial's normalisation.
     losses["attention transfer (L2, sum over cells)"] = AttentionTransferLoss()(s_neck, t_neck)
     losses["attention transfer (tutorial: L1 + MSE)"] = AttentionTransferLoss(

@@ -1,8 +1,8 @@
-"""Step 6: put a frozen teacher, a student and the distillation loss into one trainable model.
+"""Step 6: put a frozen teacher, a student and the distillation terms into one trainable model.
 
 :class:`Distiller` is an mmengine ``BaseModel``, so mmengine's ``Runner`` trains it like any
 detector: ``loss()`` returns the student's detection losses plus the distillation losses in one
-dict. The teacher is a passenger, not a part:
+dict. The teacher is a passenger, not a part (the rules live here, in one place):
 
 * it is held OUTSIDE the module tree (not a registered submodule), so ``parameters()``, the
   optimizer, ``state_dict()``, checkpoints, resume and the Runner's ``init_weights()`` never see
@@ -12,11 +12,12 @@ dict. The teacher is a passenger, not a part:
   and dropout never change, whatever the Runner does;
 * it runs under ``torch.no_grad`` and its captured features are detached.
 
-The distillation terms are the tutorial's (``distill=dict(alpha_crd=..., ...)``) plus any listed
-in ``terms=[...]`` (:mod:`bevdistill.losses.terms`); channel sizes of every layer they read come
-from a dry forward of both models (:mod:`bevdistill.probe`), never typed by hand. Subclasses
-drive other model APIs by overriding the public methods under "extension points" (the mmdet3d
-distiller does). The tutorial's ``build_bevfusion_distillation`` keeps its signature.
+The recipe is a list of terms (:mod:`bevdistill.losses.terms`); the layers they read are hooked
+on both models, and their channel sizes come from a dry forward (:mod:`bevdistill.probe`), never
+typed by hand. How a model is built, preprocesses a batch, runs and exposes its heatmaps is its
+driver's business (:mod:`bevdistill.drivers`): the Distiller is handed one and calls nothing
+overridable while it is built. The tutorial's ``build_bevfusion_distillation`` keeps its
+signature.
 """
 
 from __future__ import annotations
@@ -33,24 +34,29 @@ from mmengine.registry import MODELS
 from torch import nn
 
 from bevdistill._warnings import warn_once
-from bevdistill.capture import DEFAULT_HOOK_POINTS, FeatureRecorder
+from bevdistill.capture import FeatureRecorder
+from bevdistill.drivers import make_driver
 from bevdistill.example_inputs import example_inputs_for  # noqa: F401 (the tutorial imports it here)
 from bevdistill.export import plain_data, write_student_checkpoint
-from bevdistill.losses.terms import term_layers
+from bevdistill.losses.recipe import upgrade_recipe
+from bevdistill.losses.terms import HEATMAP, DistillationTerms, parse_terms
 from bevdistill.probe import (  # noqa: F401 (DistillerBuildError, dry_forward: tutorial API)
     DistillerBuildError,
     check_batch_dim,
     check_loss_accepts,
     dry_forward,
     infer_channels,
-    tensor_forward,
 )
 from bevdistill.teacher_weights import (  # noqa: F401 (TeacherCheckpointError: tutorial API)
     STUDENT_INITS,
     TeacherCheckpointError,
     copy_teacher_into_student,
-    load_teacher_checkpoint,
 )
+
+RECIPE_KEYS = ("distill", "hook_points", "kd_hook")  # the recipe before terms: converted
+DRIVER_KEYS = ("select", "example_inputs", "data_preprocessor", "strict_teacher",
+               "trust_teacher_ckpt", "probe")  # now the driver's settings: moved there
+FOREGROUNDS = (None, "teacher_heatmap")
 
 
 class _Frozen:
@@ -69,39 +75,54 @@ def _unique(*groups: Sequence[str | None]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for group in groups for name in group if name))
 
 
+def _moved_keys(old: Mapping[str, Any]) -> tuple[dict, dict]:
+    """Split the keyword arguments of the Distiller before drivers and terms into (recipe keys,
+    driver settings); warn how to write the driver's now (upgrade_recipe says the recipe's)."""
+    unknown = sorted(set(old) - set(RECIPE_KEYS) - set(DRIVER_KEYS))
+    if unknown:
+        raise TypeError(
+            f"Distiller got unknown arguments {unknown}; it takes teacher, student, teacher_ckpt, "
+            "terms, driver, student_init, foreground, init_cfg"
+        )
+    recipe = {k: old[k] for k in RECIPE_KEYS if k in old}
+    settings = {k: old[k] for k in DRIVER_KEYS if k in old}
+    if settings:
+        warn_once(
+            "distiller.driver-keys",
+            f"Distiller: {sorted(settings)} are settings of the model driver now; write "
+            f"driver=dict(type=..., {', '.join(f'{k}=...' for k in sorted(settings))}) (config "
+            f"keys model.driver.<key>)",
+            FutureWarning,
+        )
+    return recipe, settings
+
+
 @MODELS.register_module()
 class Distiller(BaseModel):
-    """A frozen teacher distilling into a student through BEVFusionDistillationLoss.
+    """A frozen teacher distilling into a student through a list of terms.
 
     Args:
-        teacher, student: a module, a preset name, a config path, a dict or a ``Config``.
+        teacher, student: a module, or a spec the driver builds (a preset name, a config path,
+            a dict or a ``Config`` for the pillar driver).
         teacher_ckpt: checkpoint loaded into the teacher (path or dict); None keeps the
             teacher as built (only sensible in tests: an untrained teacher teaches noise).
-        distill: keyword arguments of :class:`~bevdistill.BEVFusionDistillationLoss`, except
-            the channel dicts, which come from a dry forward.
-        hook_points: layers the ``distill`` terms read, as dotted module names (both models).
-        select: element of a tuple/list output per hook point (``pts_backbone`` returns one
-            map per scale); default ``{'pts_backbone': -1}`` (the last) when it is hooked.
-        kd_hook: module whose output is the class-heatmap logits for response KD; None
-            disables response KD (as does ``distill['alpha_kd'] = 0``).
-        terms: more distillation terms, as configs (:mod:`bevdistill.losses.terms`): a
-            registered loss, the layers it reads (student and teacher names may differ), its
-            connector, weight and schedule. Their layers are hooked too.
-        foreground: ``'teacher_heatmap'`` weights the cells of the terms that take a mask
-            (attention transfer, feature MSE, spatial InfoNCE) by the teacher's class
-            probability at ``kd_hook`` (max over classes): imitation focused on objects, the
-            few cells where the richer view knows more. None weights every cell alike.
+        terms: the recipe (:mod:`bevdistill.losses.terms`): per term a registered loss, what it
+            reads, its layers (student and teacher names may differ; ``'heatmap'`` is the head
+            the driver names), connectors, weight and schedule. Every layer read is hooked.
+            None: the tutorial's recipe (:func:`~bevdistill.losses.recipe.tutorial_terms`).
+        driver: how the models run (:mod:`bevdistill.drivers`): ``'pillar'`` (default),
+            ``'mmdet3d'``, ``dict(type=..., **settings)`` or an instance.
         student_init: ``'teacher'`` starts the student from the teacher's weights (the
             teacher-guided initialisation of Yang et al., 2022): when both are one network and
             the teacher differs by what it saw, the student begins where the teacher is and
-            learns to see with its own sensor. Needs a student of the teacher's architecture.
-            None keeps the student's own initialisation.
-        example_inputs: the batch for the dry forward; by default random points from
-            :func:`~bevdistill.example_inputs.example_inputs_for` on the student.
-        data_preprocessor: the Runner's preprocessor; by default the student's, so batches
-            arrive exactly as when training the student alone.
-        strict_teacher: any missing/unexpected/mis-shaped key in ``teacher_ckpt`` raises.
-        trust_teacher_ckpt: read ``teacher_ckpt`` with full unpickling (weights_only=False).
+            learns to see with its own sensor. None keeps the student's own initialisation.
+        foreground: ``'teacher_heatmap'`` hands the terms that take a mask (``mask=True``) the
+            teacher's class probability per cell (max over classes): imitation focused on
+            objects. None weights every cell alike.
+        init_cfg: mmengine's.
+        **old: the arguments of the Distiller before terms and drivers (``distill``,
+            ``hook_points``, ``kd_hook``; ``select``, ``example_inputs``, ...): converted, with a
+            warning that says how to write them now.
     """
 
     def __init__(
@@ -109,50 +130,63 @@ class Distiller(BaseModel):
         teacher: Any,
         student: Any,
         teacher_ckpt: Any = None,
-        distill: Mapping[str, Any] | None = None,
-        hook_points: Sequence[str] = DEFAULT_HOOK_POINTS,
-        select: Mapping[str, int] | None = None,
-        kd_hook: str | None = "bbox_head.heatmap_head",
         terms: Sequence[Mapping[str, Any]] | None = None,
-        foreground: str | None = None,
+        *,
+        driver: Any = None,
         student_init: str | None = None,
-        example_inputs: dict | None = None,
-        data_preprocessor: dict | nn.Module | None = None,
-        strict_teacher: bool = True,
-        trust_teacher_ckpt: bool = False,
+        foreground: str | None = None,
         init_cfg: dict | None = None,
+        **old: Any,
     ):
-        student_model = self.build_submodel(student, "student")
-        teacher_model = self.build_submodel(teacher, "teacher")
-        if teacher_model is student_model:
-            raise ValueError("teacher and student are the same module; build two models")
-        if data_preprocessor is None and isinstance(
-            getattr(student_model, "data_preprocessor", None), nn.Module
-        ):
-            data_preprocessor = student_model.data_preprocessor
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        self.student = student_model
-
-        self.teacher_load_report = None
-        if teacher_ckpt is not None:
-            self.before_teacher_load()
-            self.teacher_load_report = load_teacher_checkpoint(
-                teacher_model, teacher_ckpt, strict_teacher, trust_teacher_ckpt
-            )
-            print_log(f"teacher: {self.teacher_load_report}", logger="current")
-        teacher_model.requires_grad_(False)
-        teacher_model.eval()
-        self._frozen = _Frozen(teacher_model)
+        recipe_keys, settings = _moved_keys(old)
+        driver = make_driver(driver, **settings)
+        terms, advice = upgrade_recipe(terms, recipe_keys)
+        if advice:
+            warn_once("distiller.recipe-keys", f"Distiller: {sorted(recipe_keys)} are the recipe "
+                      f"language before terms; {advice}", FutureWarning)
         if student_init not in STUDENT_INITS:
             raise ValueError(f"student_init={student_init!r} is not one of {STUDENT_INITS}: "
                              "'teacher' copies the teacher's weights into the student, None "
                              "keeps the student's own initialisation")
-        self.student_init = student_init
-        self._init_student()
+        if foreground not in FOREGROUNDS:
+            raise ValueError(f"foreground must be None or 'teacher_heatmap', got {foreground!r}")
+        student_model = driver.build(student, "student")
+        teacher_model = driver.build(teacher, "teacher")
+        if teacher_model is student_model:
+            raise ValueError("teacher and student are the same module; build two models")
+        super().__init__(data_preprocessor=driver.preprocessor(student_model), init_cfg=init_cfg)
+        self.driver, self.student = driver, student_model
 
-        distill = self._plan_capture(hook_points, select, kd_hook, distill, terms, foreground)
-        inputs = example_inputs if example_inputs is not None else self.make_example_inputs()
-        self.distill_loss = self._build_loss(inputs, distill)
+        self.teacher_load_report = None
+        if teacher_ckpt is not None:
+            self.teacher_load_report = driver.load_teacher(teacher_model, teacher_ckpt)
+            print_log(f"teacher: {self.teacher_load_report}", logger="current")
+        teacher_model.requires_grad_(False)
+        teacher_model.eval()
+        self._frozen = _Frozen(teacher_model)
+        self.student_init, self.foreground = student_init, foreground
+        if student_init == "teacher":
+            copy_teacher_into_student(teacher_model, student_model)
+
+        self.specs = _plan(terms, driver, student_model, teacher_model)
+        fg = [driver.heatmap_layer(teacher_model)] if foreground else []
+        self.foreground_hook = fg[0] if fg else None
+        self.hooks, self.heatmap_hooks = {}, {}  # every hooked layer; those giving heatmaps
+        for role in ("student", "teacher"):
+            extra = fg if role == "teacher" else []
+            self.hooks[role] = _unique(*(s.hooks(role) for s in self.specs), extra)
+            self.heatmap_hooks[role] = {h for s in self.specs if s.reads == "heatmaps"
+                                        for h in s.hooks(role)} | set(extra)
+        self.select = driver.select_for(self.hooks["student"])
+        models = {"student": student_model, "teacher": teacher_model}
+        inputs = driver.dry_inputs(student_model, teacher_model)
+        captured = {role: _dry_run(driver, model, inputs, self.hooks[role], self.select,
+                                   self.heatmap_hooks[role]) for role, model in models.items()}
+        channels = {role: infer_channels({n: v for n, v in captured[role].items()
+                                          if n not in self.heatmap_hooks[role]}, role)
+                    for role in models}
+        self.student_channels, self.teacher_channels = channels["student"], channels["teacher"]
+        self.distill_loss = _build_terms(self.specs, channels, captured)
 
         # Persistent hooks, created after the dry run's temporary ones were removed.
         self._student_rec = FeatureRecorder(
@@ -161,26 +195,17 @@ class Distiller(BaseModel):
             teacher_model, self.hooks["teacher"], self.select, detach=True)
         # Plain copies for export meta: keeping the specs would register module specs as
         # submodules (and the teacher would be back in the module tree).
-        self.student_meta = plain_data(self.describe_model(student, "student"))
+        self.student_meta = plain_data(driver.describe(student, "student"))
         self._teacher_ckpt_name = (
             str(teacher_ckpt) if isinstance(teacher_ckpt, (str, os.PathLike)) else None
         )
-
-    def _init_student(self) -> None:
-        if self.student_init == "teacher":
-            copy_teacher_into_student(self.teacher, self.student)
 
     def init_weights(self) -> None:
         """The Runner's initialisation, then the teacher's weights again when the student starts
         from them (the Runner calls this after building the model, before loading or resuming)."""
         super().init_weights()
-        self._init_student()
-
-    @property
-    def recorded(self) -> tuple[str, ...]:
-        """Every hooked module of the student: the distilled layers, the response-KD output and
-        the layers of extra terms."""
-        return self.hooks["student"]
+        if self.student_init == "teacher":
+            copy_teacher_into_student(self.teacher, self.student)
 
     def captured(self, role: str) -> dict[str, Any]:
         """What ``role``'s ('student' or 'teacher') hooks recorded in the latest step."""
@@ -194,134 +219,21 @@ class Distiller(BaseModel):
         """The distillation keys a step can return (``loss_<term>.<layer>``), from the built terms."""
         return self.distill_loss.loss_keys
 
-    # --- extension points: a subclass drives other model APIs (bevdistill.mmdet3d) -----------
+    @property
+    def hook_points(self) -> tuple[str, ...]:
+        """The student's layers whose feature maps the terms read (not the heatmaps)."""
+        return tuple(h for h in self.hooks["student"] if h not in self.heatmap_hooks["student"])
 
-    @staticmethod
-    def build_submodel(spec: Any, role: str) -> nn.Module:
-        """The teacher or student module from its spec (see
-        :func:`bevdistill.models.build.build_model`)."""
-        from bevdistill.models.build import build_model  # lazy: the models are heavier code
+    @property
+    def kd_hook(self) -> str | None:
+        """The student's heatmap layer a term reads, if any does."""
+        return next(iter(sorted(self.heatmap_hooks["student"])), None)
 
-        return build_model(spec, role)
-
-    def describe_model(self, spec: Any, role: str) -> Any:
-        """What the export records as the ``role``'s config: the spec it was built from."""
-        return spec
-
-    def before_teacher_load(self) -> None:
-        """Called before the teacher checkpoint is read (e.g. to allow-list pickled types)."""
-
-    def make_example_inputs(self) -> Any:
-        """The dry-forward batch when none is given: random points for the student."""
-        return example_inputs_for(self.student)
-
-    def probe_forward(self, model: nn.Module, inputs: Any) -> None:
-        """One forward of ``model`` far enough for its hooks to fire, for the dry run (it runs
-        in eval mode under no_grad)."""
-        tensor_forward(model, inputs)
-
-    def probe_batch_size(self, inputs: Any) -> int | None:
-        """Samples in the dry-run batch, to reject per-point layers; None skips the check."""
-        points = inputs.get("points") if isinstance(inputs, Mapping) else None
-        return len(points) if isinstance(points, (list, tuple)) else None
-
-    @staticmethod
-    def view_of(inputs: Any, role: str) -> Any:
-        """What ``role`` ('teacher' or 'student') reads from a batch.
-
-        A batch from a two-sensor world carries ``inputs['teacher_points']``, the richer
-        sensor's scan of the same scenes: the teacher reads it as its ``points``, the student
-        reads ``points`` (the deployed sensor). Other batches go to both models unchanged.
-        """
-        if not isinstance(inputs, Mapping) or "teacher_points" not in inputs:
-            return inputs
-        view = {k: v for k, v in inputs.items() if k != "teacher_points"}
-        if role == "teacher":
-            view["points"] = inputs["teacher_points"]
-        return view
-
-    def teacher_forward(self, inputs: Any, data_samples: Any) -> None:
-        """Run the teacher on its view far enough for its hooks to fire (under no_grad)."""
-        self.teacher(self.view_of(inputs, "teacher"), data_samples, mode="tensor")
-
-    def student_loss(self, inputs: Any, data_samples: Any) -> dict[str, torch.Tensor]:
-        """The student's own detection losses on its view; its hooks fire on the way."""
-        return self.student(self.view_of(inputs, "student"), data_samples, mode="loss")
-
-    def student_predict(self, inputs: Any, data_samples: Any) -> list:
-        """The student's predictions on its view."""
-        return self.student(self.view_of(inputs, "student"), data_samples, mode="predict")
-
-    def student_tensor(self, inputs: Any, data_samples: Any) -> Any:
-        """The student's raw outputs (``mode='tensor'``) on its view."""
-        return self.student(self.view_of(inputs, "student"), data_samples, mode="tensor")
-
-    # --- building --------------------------------------------------------------------------
-
-    def dry_run(self, model: nn.Module, inputs: Any, recorded: Sequence[str]) -> dict[str, Any]:
-        """What ``recorded`` output in one eval-mode, no-grad :meth:`probe_forward` of ``model``."""
-        features = dry_forward(model, inputs, recorded, self.select, run=self.probe_forward)
-        maps = {n: v for n, v in features.items() if n in self.hook_points}
-        check_batch_dim(maps, self.probe_batch_size(inputs), type(model).__name__)
-        return features
-
-    def _plan_capture(self, hook_points, select, kd_hook, distill, terms, foreground,
-                      ) -> dict[str, Any]:
-        """Set hook_points, select, kd_hook, the extra terms and the hooks of each model;
-        returns the loss kwargs they imply."""
-        distill = dict(distill or {})
-        clash = {"student_channels", "teacher_channels", "layers", "kd_layer", "terms"} & set(distill)
-        if clash:
-            raise ValueError(
-                f"distill must not set {sorted(clash)}: channels are read from a dry forward, "
-                "layers are hook_points, the KD layer is kd_hook, extra terms go in terms=[...]"
-            )
-        self.hook_points = (hook_points,) if isinstance(hook_points, str) else tuple(hook_points)
-        if select is None:  # default: the last backbone scale, when the backbone is hooked
-            select = {"pts_backbone": -1} if "pts_backbone" in self.hook_points else {}
-        self.select = dict(select)
-        if kd_hook is None:
-            if float(distill.get("alpha_kd", 0.0)) > 0:
-                raise ValueError("distill['alpha_kd'] > 0 needs a kd_hook (the heatmap logits)")
-            distill["alpha_kd"] = 0.0  # no outputs to distil: build the loss without the term
-        alpha_kd = float(distill.get("alpha_kd", _default_alpha_kd()))
-        self.kd_hook = kd_hook if kd_hook is not None and alpha_kd > 0 else None
-        if self.kd_hook in self.hook_points:
-            raise ValueError(f"kd_hook {kd_hook!r} is also a hook point; list it in one place")
-        if foreground not in (None, "teacher_heatmap"):
-            raise ValueError(f"foreground must be None or 'teacher_heatmap', got {foreground!r}")
-        if foreground and kd_hook is None:
-            raise ValueError("foreground='teacher_heatmap' needs kd_hook (the teacher's heatmaps)")
-        self.foreground_hook = kd_hook if foreground else None
-        self.terms = [dict(term) for term in terms or ()]
-        self.hooks: dict[str, tuple[str, ...]] = {}
-        self.output_hooks: dict[str, set[str]] = {}
-        for role in ("student", "teacher"):
-            features, outputs = term_layers(self.terms, role)
-            fg = [self.foreground_hook] if role == "teacher" else []
-            self.hooks[role] = _unique(self.hook_points, [self.kd_hook], features, outputs, fg)
-            self.output_hooks[role] = {h for h in [self.kd_hook, *outputs, *fg] if h}
-        return distill
-
-    def _build_loss(self, inputs: Any, distill: dict[str, Any]) -> nn.Module:
-        """Channels from a dry forward of both models, then the loss, tried once on the captures."""
-        from bevdistill.losses.combined import OUTPUTS, BEVFusionDistillationLoss
-
-        captured, channels = {}, {}
-        for role, model in (("student", self.student), ("teacher", self.teacher)):
-            captured[role] = self.dry_run(model, inputs, self.hooks[role])
-            maps = {n: v for n, v in captured[role].items() if n not in self.output_hooks[role]}
-            channels[role] = infer_channels(maps, role)
-        self.student_channels, self.teacher_channels = channels["student"], channels["teacher"]
-        try:
-            loss = BEVFusionDistillationLoss(
-                dict(self.student_channels), dict(self.teacher_channels), layers=self.hook_points,
-                kd_layer=self.kd_hook or OUTPUTS, terms=self.terms, **distill,
-            )
-        except ValueError as exc:
-            raise DistillerBuildError(f"cannot build the distillation terms: {exc}") from exc
-        check_loss_accepts(loss, captured["student"], captured["teacher"])
-        return loss
+    def dry_run(self, role: str, inputs: Any) -> dict[str, Any]:
+        """What ``role``'s hooks output in one eval-mode, no-grad forward of ``inputs``."""
+        model = self.student if role == "student" else self.teacher
+        return _dry_run(self.driver, model, inputs, self.hooks[role], self.select,
+                        self.heatmap_hooks[role])
 
     # --- the teacher stays frozen, in eval mode, outside the module tree -------------------
 
@@ -352,7 +264,11 @@ class Distiller(BaseModel):
     def loss(
         self, inputs: dict, data_samples: Sequence[Any] | None = None
     ) -> dict[str, torch.Tensor]:
-        """Student detection losses + distillation losses, one dict (mmengine sums 'loss' keys)."""
+        """Student detection losses + distillation losses, one dict (mmengine sums 'loss' keys).
+
+        When every term weighs 0 at this iteration (a schedule faded them out), the teacher is
+        not run and the distillation keys are logged as 0.
+        """
         if self.teacher.training:  # someone called teacher.train() directly
             warn_once(
                 "distiller.teacher-train",
@@ -361,13 +277,21 @@ class Distiller(BaseModel):
                 UserWarning,
             )
             self.teacher.eval()
+        if not self.distill_loss.active():
+            det_losses = self.driver.student_loss(self.student, inputs, data_samples)
+            zero = next(iter(det_losses.values())).new_zeros(()).detach()
+            return self._merge(det_losses, {key: zero for key in self.loss_keys})
         with torch.no_grad(), self._teacher_rec.recording() as captured:
-            self.teacher_forward(inputs, data_samples)
+            self.driver.teacher_forward(self.teacher, inputs, data_samples, self.hooks["teacher"])
         teacher_features = dict(captured)
         with self._student_rec.recording() as captured:
-            det_losses = self.student_loss(inputs, data_samples)
+            det_losses = self.driver.student_loss(self.student, inputs, data_samples)
         distill_losses = self.distill_loss(dict(captured), teacher_features,
-                                           foreground=self._foreground(teacher_features))
+                                           mask=self._foreground(teacher_features))
+        return self._merge(det_losses, distill_losses)
+
+    @staticmethod
+    def _merge(det_losses: Mapping[str, Any], distill_losses: Mapping[str, Any]) -> dict:
         clash = set(det_losses) & set(distill_losses)
         if clash:
             raise KeyError(
@@ -387,7 +311,7 @@ class Distiller(BaseModel):
 
     def predict(self, inputs: dict, data_samples: Sequence[Any] | None = None) -> list:
         """The student's predictions (the teacher only teaches)."""
-        return self.student_predict(inputs, data_samples)
+        return self.driver.student_predict(self.student, inputs, data_samples)
 
     def forward(
         self, inputs: dict, data_samples: Sequence[Any] | None = None, mode: str = "tensor"
@@ -397,7 +321,8 @@ class Distiller(BaseModel):
         if mode == "predict":
             return self.predict(inputs, data_samples)
         if mode == "tensor":
-            return self.student_tensor(inputs, data_samples)
+            return self.driver.student_tensor(self.student, inputs, data_samples,
+                                              self.hooks["student"])
         raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
 
     # --- export ------------------------------------------------------------------------------
@@ -424,16 +349,40 @@ class Distiller(BaseModel):
     def extra_repr(self) -> str:
         return (
             f"teacher={type(self.teacher).__name__} (frozen, eval, not in state_dict), "
-            f"hook_points={list(self.hook_points)}, kd_hook={self.kd_hook!r}"
+            f"driver={self.driver!r}, terms={list(self.distill_loss.terms)}"
         )
 
 
-def _default_alpha_kd() -> float:
-    import inspect
+def _dry_run(driver: Any, model: nn.Module, inputs: Any, hooks: Sequence[str],
+             select: Mapping[str, int], heatmaps: set[str]) -> dict[str, Any]:
+    """What ``hooks`` output in one eval-mode, no-grad forward of ``model`` by its driver."""
+    features = dry_forward(model, inputs, hooks, select,
+                           run=lambda m, batch: driver.probe(m, batch, hooks))
+    maps = {n: v for n, v in features.items() if n not in heatmaps}
+    check_batch_dim(maps, driver.batch_size(inputs), type(model).__name__)
+    return features
 
-    from bevdistill.losses.combined import BEVFusionDistillationLoss
 
-    return float(inspect.signature(BEVFusionDistillationLoss).parameters["alpha_kd"].default)
+def _build_terms(specs: Sequence[Any], channels: Mapping[str, Mapping[str, int]],
+                 captured: Mapping[str, Mapping[str, Any]]) -> DistillationTerms:
+    """The terms, built with the channels of the dry forward and tried once on its captures."""
+    try:
+        loss = DistillationTerms(specs, channels["student"], channels["teacher"])
+    except ValueError as exc:
+        raise DistillerBuildError(f"cannot build the distillation terms: {exc}") from exc
+    check_loss_accepts(loss, captured["student"], captured["teacher"])
+    return loss
+
+
+def _plan(terms: Sequence[Any], driver: Any, student: nn.Module, teacher: nn.Module) -> list:
+    """The parsed term specs that weigh anything, with each side's ``'heatmap'`` layer named by
+    the driver."""
+    specs = [s for s in (spec.live() for spec in parse_terms(terms)) if s.pairs]
+    if not any(HEATMAP in (p.student, p.teacher) for s in specs for p in s.pairs):
+        return specs
+    names = {role: {HEATMAP: driver.heatmap_layer(model)}
+             for role, model in (("student", student), ("teacher", teacher))}
+    return [s.resolve(names["student"], names["teacher"]) for s in specs]
 
 
 def build_bevfusion_distillation(
@@ -442,9 +391,9 @@ def build_bevfusion_distillation(
     teacher_checkpoint: Any = None,
     **kwargs: Any,
 ) -> Distiller:
-    """The tutorial's step 6: teacher (loaded, frozen) + student + distillation loss.
+    """The tutorial's step 6: teacher (loaded, frozen) + student + distillation terms.
 
-    ``kwargs`` go to :class:`Distiller` (``distill=dict(alpha_at=...)``, ``hook_points``,
-    ``select``, ``kd_hook``, ``terms``, ``example_inputs``, ``strict_teacher``...).
+    ``kwargs`` go to :class:`Distiller` (``terms=[...]``, ``driver=dict(...)``,
+    ``student_init``, ``foreground``...).
     """
     return Distiller(teacher_config, student_config, teacher_ckpt=teacher_checkpoint, **kwargs)

@@ -56,8 +56,8 @@ def example_inputs_for(
     if pc_range is None or len(pc_range) != 6:
         raise ValueError(
             f"cannot make example inputs for {type(model).__name__}: it has neither an "
-            "example_inputs() method nor a point_cloud_range (x0, y0, z0, x1, y1, z1). Pass "
-            "example_inputs={'points': [Tensor[N, 5], ...]} to the Distiller."
+            "example_inputs() method nor a point_cloud_range (x0, y0, z0, x1, y1, z1). Give the "
+            "Distiller driver=dict(example_inputs={'points': [Tensor[N, 5], ...]})."
         )
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")

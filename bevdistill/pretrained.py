@@ -54,27 +54,9 @@ def teacher_card() -> dict[str, Any]:
     return json.loads(TEACHER_CARD.read_text())
 
 
-def card_path(weights: str | Path) -> Path:
-    """The model card of a shipped weights file: ``NAME.pth`` -> ``NAME_card.json`` beside it."""
-    weights = Path(weights)
-    return weights.with_name(f"{weights.stem}_card.json")
-
-
-def verify_shipped_weights(weights: str | Path) -> None:
-    """Check ``weights`` against the SHA-256 in its model card, where it has a card with one."""
-    from bevdistill.engine.checkpoint import verify_sha256
-
-    card = card_path(weights)
-    if not card.is_file():
-        return
-    expected = json.loads(card.read_text()).get("weights_sha256")
-    if expected:
-        verify_sha256(weights, expected, f"shipped weights (card {card.name})")
-
-
 def load_teacher(device: str | torch.device = "cpu") -> torch.nn.Module:
     """The shipped teacher, built from its preset and loaded strictly, in eval mode."""
-    from bevdistill.engine.checkpoint import read_state_dict
+    from bevdistill.engine.checkpoint import read_state_dict, verify_shipped_weights
     from bevdistill.models import build_detector
 
     _require_teacher()
@@ -138,7 +120,7 @@ def shipped_card(name: str) -> dict[str, Any]:
 
 def load_shipped(name: str, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Shipped model ``name``, built from its card's preset, checked and loaded, in eval mode."""
-    from bevdistill.engine.checkpoint import read_state_dict
+    from bevdistill.engine.checkpoint import read_state_dict, verify_shipped_weights
     from bevdistill.models import build_detector
 
     card = shipped_card(name)

@@ -100,7 +100,8 @@ def check_loss_accepts(loss: nn.Module, student: Mapping[str, Any],
         except (ValueError, TypeError, RuntimeError) as exc:
             raise DistillerBuildError(
                 f"the distillation loss cannot take the captured layers (shapes {shapes}): "
-                f"{exc}. Hook other layers (hook_points) or pick another element (select)."
+                f"{exc}. Let the terms read other layers, or pick another element "
+                "(driver=dict(select=...))."
             ) from exc
     if not isinstance(losses, Mapping) or not any("loss" in k for k in losses):
         raise DistillerBuildError(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from mmengine.registry import MODELS
 from torch import nn
 
 # F.normalize divides by max(||x||, eps): a zero vector stays zero instead of becoming NaN.
@@ -49,6 +50,7 @@ def pool_to_vector(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).mean(dim=2)
 
 
+@MODELS.register_module()
 class ProjectionMLP(nn.Module):
     """Pool, then Linear -> LayerNorm -> ReLU -> Dropout -> Linear -> L2 normalise.
 
@@ -112,6 +114,7 @@ class ChannelLayerNorm(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+@MODELS.register_module()
 class SpatialProjector(nn.Module):
     """A per-cell MLP (1x1 conv -> LayerNorm -> ReLU -> 1x1 conv) that keeps the BEV grid.
 
@@ -145,6 +148,8 @@ class SpatialProjector(nn.Module):
                 f"SpatialProjector(in_dim={self.in_dim}) got {x.shape[1]} channels "
                 f"(input shape {tuple(x.shape)}); build it with in_dim={x.shape[1]}"
             )
+        if x.shape[-1] == 1:  # a column of sampled cells (a reads='cells' term): channels last
+            return self.project_cells(x.squeeze(-1).transpose(1, 2)).transpose(1, 2).unsqueeze(-1)
         y = self.conv2(self.relu(self.norm(self.conv1(x))))
         return F.normalize(y, dim=1, eps=NORM_EPS) if self.normalize else y
 

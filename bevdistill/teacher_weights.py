@@ -24,7 +24,7 @@ def load_teacher_checkpoint(model: nn.Module, checkpoint: Any, strict: bool = Tr
     from bevdistill.engine.weights import load_weights
 
     if isinstance(checkpoint, (str, os.PathLike)):
-        from bevdistill.pretrained import verify_shipped_weights
+        from bevdistill.engine.checkpoint import verify_shipped_weights
 
         path = Path(checkpoint).expanduser()
         if not path.exists():

@@ -398,3 +398,32 @@ def test_infonce_batch_size_measure_warns_nothing(recwarn):
     loss, grad, weight_grad = infonce_batch_size.measure("global", 2, "aligned", 0)
     assert loss > 0 and grad > 0 and weight_grad > 0
     assert not [w for w in recwarn if "requires_grad" in str(w.message)]
+
+
+def test_options_are_composed_from_independent_settings_and_old_names_resolve():
+    """An option is (start, terms, schedule); its name is composed and parsed in one place, so
+    every run named in the shipped result files resolves and a new combination needs no row."""
+    from benchmarks._distill_options import (
+        NAMES,
+        Option,
+        option_name,
+        option_overrides,
+        parse_option,
+    )
+
+    for name in NAMES:
+        assert option_name(parse_option(name)) == name
+    assert parse_option("teacher_init_mse_neck_kd_decay") == Option("teacher", "mse_neck_kd", "decay")
+    assert parse_option("baseline").trained_alone and parse_option("teacher_init").start == "teacher"
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    named = {option for path in results.glob("distill_gain*.json")
+             for scenario in json.loads(path.read_text())["scenarios"].values()
+             for option in scenario["options"]}
+    assert "teacher_init_mse_neck_kd_decay" in named
+    for option in named:
+        parse_option(option)
+    fresh = option_overrides("teacher_init_at_l2_decay", None)  # in no result file yet
+    assert fresh["model.student_init"] == "teacher" and fresh["model.terms.1.weight"] == 2.0
+    assert fresh["model.terms.1.schedule.decay_end"] == 1500
+    with pytest.raises(ValueError, match=r"not \[teacher_init_\]<terms>\[_decay\]"):
+        parse_option("mse_kdd")

@@ -236,7 +236,7 @@ def test_batch_one_in_training_mode_global_and_spatial():
 def test_spatial_contrastive_needs_bev_maps():
     ch = {"pts_voxel_encoder": 8}
     loss = BEVFusionDistillationLoss(ch, ch, contrastive="spatial")
-    with pytest.raises(ValueError, match=r"term 'crd' \(SampledCellInfoNCE\) needs a BEV map"):
+    with pytest.raises(ValueError, match=r"term 'crd' reads cells and needs a BEV map"):
         loss(feats(ch, (50,)), feats(ch, (50,)))
 
 
@@ -362,16 +362,21 @@ def test_spatial_term_equals_projecting_whole_maps_when_grids_match():
 
 
 def test_spatial_term_does_not_project_whole_maps(monkeypatch):
-    """The speed fix: the projectors' full-map forward is never called by the loss."""
+    """The speed fix: the projectors see the K sampled cells ([B, C, K, 1]), never a whole map."""
     from bevdistill import SpatialProjector
 
-    def whole_map(self, x):
-        raise AssertionError("SpatialProjector.forward projected a whole map")
+    seen = []
+    project = SpatialProjector.forward
+
+    def recording(self, x):
+        seen.append(tuple(x.shape[-2:]))
+        return project(self, x)
 
     loss = build(contrastive="spatial", num_samples=16, alpha_kd=0.0)
-    monkeypatch.setattr(SpatialProjector, "forward", whole_map)
+    monkeypatch.setattr(SpatialProjector, "forward", recording)
     out = run(loss, outputs=False)
     assert all(torch.isfinite(v) for v in out.values())
+    assert seen and set(seen) == {(16, 1)}, seen
 
 
 def test_spatial_term_rejects_non_finite_features_it_samples():

@@ -202,7 +202,7 @@ def test_spatial_foreground_only_samples_foreground_cells():
     for c, (i, j) in enumerate(cells):
         heatmap[0, c % 3, i, j] = 0.3 + 0.1 * c
     loss = SpatialContrastiveLoss(0.2, num_samples=5, foreground_fraction=1.0)
-    value = loss(s, t, foreground=heatmap)
+    value = loss(s, t, mask=heatmap)
     rows, cols = zip(*cells, strict=True)
     expected = tutorial_infonce(s[0][:, rows, cols].T, t[0][:, rows, cols].T, 0.2)
     torch.testing.assert_close(value, expected)
@@ -225,7 +225,7 @@ def test_spatial_empty_foreground_warns_and_falls_back_to_uniform():
     s, t = torch.randn(1, 6, 5, 5), torch.randn(1, 6, 5, 5)
     loss = SpatialContrastiveLoss(0.2, num_samples=8)
     with pytest.warns(DegenerateInputWarning, match="foreground is empty"):
-        value = loss(s, t, foreground=torch.zeros(1, 5, 5), generator=gen())
+        value = loss(s, t, mask=torch.zeros(1, 5, 5), generator=gen())
     torch.testing.assert_close(value, loss(s, t, generator=gen()))
 
 
@@ -267,7 +267,7 @@ def test_draw_cell_indices_are_the_cells_forward_reads():
         assert len(set(row)) == 10 and all(r // 6 < 2 and r % 6 < 5 for r in row)
     coords = cell_centres(4, 6)[idx]
     expected = loss.cell_loss(sample_cells(s, coords), sample_cells(t, coords))
-    torch.testing.assert_close(loss(s, t, foreground=fg, generator=gen(3)), expected)
+    torch.testing.assert_close(loss(s, t, mask=fg, generator=gen(3)), expected)
 
 
 def test_draw_cell_indices_caps_k_at_the_grid_and_gives_none_without_negatives():
@@ -308,7 +308,7 @@ def test_spatial_gradcheck_across_grids():
     t = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
     fg = torch.rand(2, 5, 6, dtype=torch.float64)
     loss = SpatialContrastiveLoss(0.3, num_samples=7)
-    assert torch.autograd.gradcheck(lambda a, b: loss(a, b, fg, generator=gen(2)), (s, t))
+    assert torch.autograd.gradcheck(lambda a, b: loss(a, b, mask=fg, generator=gen(2)), (s, t))
 
 
 # --- MemoryBankContrastiveLoss ------------------------------------------------------------

@@ -28,6 +28,7 @@ from bevdistill.distiller import (
 from bevdistill.engine.weights import load_weights
 from bevdistill.exercises.step6_build import STUDENT as SMALL_STUDENT
 from bevdistill.exercises.step6_build import TEACHER as SMALL_TEACHER
+from bevdistill.losses.recipe import tutorial_terms
 from bevdistill.models import build_detector
 from bevdistill.models.tiny import TinyBEVDetector, random_batch
 
@@ -62,9 +63,10 @@ def batch(seed: int = 0, batch_size: int = 2):
     return random_batch(batch_size=batch_size, num_points=1000, grid=STUDENT_GRID, seed=seed)
 
 
-def make_distiller(teacher=None, student=None, **kwargs) -> Distiller:
-    kwargs.setdefault("example_inputs", batch(seed=99)[0])
-    return Distiller(teacher or teacher_model(), student or student_model(), **kwargs)
+def make_distiller(teacher=None, student=None, driver=None, **kwargs) -> Distiller:
+    driver = {"example_inputs": batch(seed=99)[0], **(driver or {})}
+    return Distiller(teacher or teacher_model(), student or student_model(), driver=driver,
+                     **kwargs)
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -211,7 +213,7 @@ def test_cuda_moves_the_teacher_and_trains_under_autocast():
 def test_teacher_and_student_must_differ():
     m = teacher_model()
     with pytest.raises(ValueError, match="same module"):
-        Distiller(m, m, example_inputs=batch()[0])
+        Distiller(m, m, driver=dict(example_inputs=batch()[0]))
 
 
 # --- channels from a dry forward --------------------------------------------------------------
@@ -235,14 +237,14 @@ def test_channels_are_read_from_the_models(student_kwargs, teacher_kwargs):
     }
     assert d.teacher_channels["pts_backbone"] == teacher_kwargs["channels"][-1]
     assert d.teacher_channels["pts_neck"] == t_neck
-    proj = d.distill_loss.projectors_s["pts_backbone"]
+    proj = d.distill_loss.terms["crd"].student_connectors["pts_backbone"]
     assert proj.in_dim == student_kwargs["channels"][-1]
     losses = d.loss(*batch())
     sum(losses.values()).backward()
 
 
 def test_select_picks_another_backbone_scale():
-    d = make_distiller(select={"pts_backbone": 0})
+    d = make_distiller(driver=dict(select={"pts_backbone": 0}))
     assert d.student_channels["pts_backbone"] == 8
     assert d.teacher_channels["pts_backbone"] == 32
 
@@ -283,28 +285,28 @@ def test_missing_range_says_how_to_fix():
 
 def test_unknown_hook_point_names_the_nearest():
     with pytest.raises(HookPointError, match="pts_backbone"):
-        make_distiller(hook_points=("pts_middle_encoder", "pts_backbon"))
+        make_distiller(terms=tutorial_terms(("pts_middle_encoder", "pts_backbon")))
 
 
 def test_select_for_a_layer_not_hooked_is_an_error():
     with pytest.raises(HookPointError, match="not a hook point"):
-        make_distiller(hook_points=("pts_neck",), select={"pts_backbone": -1})
-    assert make_distiller(hook_points="pts_neck").select == {}  # default select drops out
+        make_distiller(terms=tutorial_terms(("pts_neck",)), driver=dict(select={"pts_backbone": -1}))
+    assert make_distiller(terms=tutorial_terms(("pts_neck",))).select == {}  # default drops out
 
 
 def test_hook_point_that_never_fires_is_named():
     with pytest.raises(HookNotFiredError, match="pts_voxel_encoder"):
-        make_distiller(hook_points=("pts_voxel_encoder", "pts_neck"))
+        make_distiller(terms=tutorial_terms(("pts_voxel_encoder", "pts_neck")))
 
 
 def test_tuple_output_without_select_says_to_select():
     with pytest.raises(DistillerBuildError, match=r"select=\{'pts_backbone': -1\}"):
-        make_distiller(select={})
+        make_distiller(driver=dict(select={}))
 
 
 def test_output_the_losses_cannot_take_is_refused():
     with pytest.raises(DistillerBuildError, match="bbox_head.*must be a float tensor, got dict"):
-        make_distiller(hook_points=("pts_neck", "bbox_head"))
+        make_distiller(terms=tutorial_terms(("pts_neck", "bbox_head")))
 
 
 def test_layer_the_loss_rejects_fails_at_build_time_not_in_step_one():
@@ -324,19 +326,30 @@ def test_layer_the_loss_rejects_fails_at_build_time_not_in_step_one():
     teacher = WithSummary(channels=(32, 64), neck_channels=64)
     student = WithSummary(channels=(8, 16), neck_channels=16)
     with pytest.raises(DistillerBuildError, match=r"summary.*\[B, C, H, W\]"):
-        make_distiller(
-            teacher,
-            student,
-            hook_points=("pts_neck", "summary"),
-            distill=dict(contrastive="spatial"),
-        )
+        make_distiller(teacher, student,
+                       terms=tutorial_terms(("pts_neck", "summary"), contrastive="spatial"))
     # the same layer is fine for the global contrastive loss, which pools anyway
-    make_distiller(teacher, student, hook_points=("pts_neck", "summary"))
+    make_distiller(teacher, student, terms=tutorial_terms(("pts_neck", "summary")))
 
 
 def test_channel_dicts_in_distill_are_refused():
     with pytest.raises(ValueError, match="dry forward"):
         make_distiller(distill=dict(student_channels={"pts_neck": 16}))
+
+
+def test_old_arguments_are_converted_and_say_how_to_write_them():
+    """The Distiller's arguments before terms and drivers still build the same model, with a
+    warning naming the new keys; a misspelt argument is an error listing the real ones."""
+    reset_warnings()
+    with pytest.warns(FutureWarning, match=r"driver=dict\(type=\.\.\., example_inputs=\.\.\."):
+        with pytest.warns(FutureWarning, match=r"write the recipe as terms=\[\.\.\.\]"):
+            old = Distiller(teacher_model(), student_model(), example_inputs=batch(seed=99)[0],
+                            hook_points=("pts_neck",), distill=dict(alpha_at=2.0))
+    new = make_distiller(terms=tutorial_terms(("pts_neck",), alpha_at=2.0))
+    assert old.loss_keys == new.loss_keys and old.hooks == new.hooks
+    assert old.distill_loss.terms["at"].weight == 2.0
+    with pytest.raises(TypeError, match="unknown arguments \\['hookpoints'\\].*terms, driver"):
+        make_distiller(hookpoints=("pts_neck",))
 
 
 # --- loss, predict, forward ----------------------------------------------------------------------
@@ -357,7 +370,7 @@ def test_loss_returns_detection_and_distillation_terms_with_the_right_gradients(
     assert all(p.grad is None for p in d.teacher.parameters())
     backbone_grad = d.student.pts_backbone.stages[0][0][0].weight.grad
     assert backbone_grad is not None and backbone_grad.abs().sum() > 0
-    assert d.distill_loss.projectors_s["pts_neck"].layer1.weight.grad is not None
+    assert d.distill_loss.terms["crd"].student_connectors["pts_neck"].layer1.weight.grad is not None
 
 
 def test_distillation_alone_reaches_the_student():
@@ -370,13 +383,41 @@ def test_distillation_alone_reaches_the_student():
     assert grad is not None and grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("how", ["kd_hook", "alpha_kd"])
+@pytest.mark.parametrize("how", ["no_term", "weight_0"])
 def test_response_kd_can_be_disabled(how):
-    kwargs = {"kd_hook": None} if how == "kd_hook" else {"distill": {"alpha_kd": 0.0}}
-    d = make_distiller(**kwargs)
+    terms = tutorial_terms(alpha_kd=0.0)
+    if how == "no_term":
+        terms = [t for t in terms if t["name"] != "kd"]
+    d = make_distiller(terms=terms)
     assert d.kd_hook is None
     assert "bbox_head.heatmap_head" not in d.hooks["student"]
     assert not any(k.startswith("loss_kd") for k in d.loss(*batch()))
+
+
+def test_the_teacher_is_not_run_while_every_term_weighs_zero():
+    """A schedule that fades every term to 0 also stops the teacher's forward (nothing to
+    teach); the distillation keys are still logged, as 0, and the student still trains."""
+    from mmengine.logging import MessageHub
+
+    d = make_distiller(terms=tutorial_terms(schedule=dict(decay_begin=10, decay_end=20, final=0)))
+    runs = []
+    d.teacher.register_forward_hook(lambda *args: runs.append(1))
+    hub = MessageHub.get_current_instance()
+    try:
+        hub.update_info("iter", 5)
+        assert d.distill_loss.active()
+        taught = d.loss(*batch())
+        assert runs and all(taught[k] > 0 for k in d.loss_keys)
+        runs.clear()
+        hub.update_info("iter", 25)
+        assert not d.distill_loss.active()
+        faded = d.loss(*batch())
+    finally:
+        hub.update_info("iter", 0)
+    assert not runs
+    assert set(faded) == set(taught) and all(float(faded[k]) == 0 for k in d.loss_keys)
+    sum(faded.values()).backward()
+    assert d.student.pts_backbone.stages[0][0][0].weight.grad is not None
 
 
 def test_loss_name_clash_is_an_error():
@@ -408,7 +449,7 @@ def test_predict_and_tensor_modes_are_the_students():
 
 
 def test_a_few_steps_reduce_the_distillation_loss():
-    d = make_distiller(distill=dict(alpha_crd=1.0, alpha_at=10.0, alpha_kd=1.0))
+    d = make_distiller(terms=tutorial_terms(alpha_crd=1.0, alpha_at=10.0, alpha_kd=1.0))
     inputs, samples = batch(seed=5)
 
     def distill_loss() -> float:
@@ -444,12 +485,12 @@ def test_registered_in_mmengine_models():
             type="Distiller",
             teacher=teacher_model(),
             student=student_model(),
-            example_inputs=batch()[0],
-            distill=dict(alpha_at=1.0),
+            driver=dict(type="pillar", example_inputs=batch()[0]),
+            terms=tutorial_terms(alpha_at=1.0),
         )
     )
     assert isinstance(d, Distiller)
-    assert d.distill_loss.alpha_at == 1.0
+    assert d.distill_loss.terms["at"].weight == 1.0
 
 
 # --- teacher checkpoints ------------------------------------------------------------------------
@@ -494,7 +535,7 @@ def test_mismatched_teacher_checkpoint_names_keys_when_strict(tmp_path):
     message = str(info.value)
     assert "does not match the teacher config" in message
     assert "pts_backbone.stages.1.0.0.weight: [96, 32, 3, 3] vs [64, 32, 3, 3]" in message
-    assert "strict_teacher=False" in message
+    assert "driver=dict(strict_teacher=False)" in message
 
 
 def test_mismatched_teacher_checkpoint_loads_partially_with_a_warning(tmp_path):
@@ -503,7 +544,8 @@ def test_mismatched_teacher_checkpoint_loads_partially_with_a_warning(tmp_path):
     state["extra.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "wider.pth")
     with pytest.warns(UserWarning, match="teacher loaded partially"):
-        d = make_distiller(teacher_ckpt=tmp_path / "wider.pth", strict_teacher=False)
+        d = make_distiller(teacher_ckpt=tmp_path / "wider.pth",
+                           driver=dict(strict_teacher=False))
     report = d.teacher_load_report
     assert report.unexpected == ["extra.weight"] and report.mismatched
     loaded = d.teacher.state_dict()
@@ -522,7 +564,8 @@ def test_missing_teacher_keys_are_an_error_when_strict(tmp_path):
 def test_unrelated_checkpoint_is_always_an_error(tmp_path):
     with pytest.raises(TeacherCheckpointError, match="none of the 2 tensors"):
         make_distiller(
-            teacher_ckpt={"a.weight": torch.zeros(1), "b": torch.ones(2)}, strict_teacher=False
+            teacher_ckpt={"a.weight": torch.zeros(1), "b": torch.ones(2)},
+            driver=dict(strict_teacher=False),
         )
     with pytest.raises(FileNotFoundError, match="does not exist"):
         make_distiller(teacher_ckpt=tmp_path / "nowhere.pth")
@@ -540,7 +583,8 @@ def test_checkpoint_with_python_objects_needs_trust(tmp_path):
     with pytest.raises(TeacherCheckpointError, match="Python objects besides tensors") as err:
         make_distiller(teacher_ckpt=tmp_path / "runner.pth")
     assert "trust" not in str(err.value) and "weights_only=False" not in str(err.value)
-    d = make_distiller(teacher_ckpt=tmp_path / "runner.pth", trust_teacher_ckpt=True)
+    d = make_distiller(teacher_ckpt=tmp_path / "runner.pth",
+                       driver=dict(trust_teacher_ckpt=True))
     assert same_state(snapshot(d.teacher), state)
 
 
@@ -598,8 +642,8 @@ def test_build_bevfusion_distillation_keeps_the_tutorial_signature(tmp_path):
         teacher_model(),
         student_model(),
         str(tmp_path / "t.pth"),
-        example_inputs=batch()[0],
-        distill=dict(contrastive="spatial", num_samples=32),
+        driver=dict(example_inputs=batch()[0]),
+        terms=tutorial_terms(contrastive="spatial", num_samples=32),
     )
     assert isinstance(d, Distiller)
     assert same_state(snapshot(d.teacher), trained.state_dict())
@@ -642,7 +686,7 @@ def test_pillar_detectors_distil_and_the_loss_falls():
     """Small PillarBEVDetector configs (the step-6 checker's): grids and channels differ."""
     torch.manual_seed(0)
     d = build_bevfusion_distillation(
-        SMALL_TEACHER, SMALL_STUDENT, distill=dict(contrastive="spatial", num_samples=64)
+        SMALL_TEACHER, SMALL_STUDENT, terms=tutorial_terms(contrastive="spatial", num_samples=64)
     )
     assert d.teacher.grid.bev_shape != d.student.grid.bev_shape
     inputs, samples = pillar_batch(seed=1)
@@ -756,4 +800,22 @@ def test_each_model_reads_its_own_view():
     with torch.no_grad():
         d(two_view, samples, mode="predict")
     assert seen["student"] == 2000
-    assert Distiller.view_of(inputs, "teacher") is inputs  # one-sensor batches pass unchanged
+    assert d.driver.view_of(inputs, "teacher") is inputs  # one-sensor batches pass unchanged
+
+
+def test_drivers_are_chosen_by_name_and_an_unknown_one_is_named():
+    from bevdistill.drivers import make_driver
+    from bevdistill.drivers.pillar import PillarDriver
+
+    assert type(make_driver(None)) is type(make_driver("fusion")) is PillarDriver
+    assert make_driver(dict(type="pillar", select={"pts_neck": 0})).select_for(
+        ["pts_backbone"]) == {"pts_neck": 0}
+    assert make_driver("pillar").select_for(["pts_backbone"]) == {"pts_backbone": -1}
+    with pytest.raises(ValueError, match=r"unknown driver 'voxel'; drivers: \['fusion', 'mmdet3d'"):
+        make_driver("voxel")
+    mine = PillarDriver()
+    assert make_driver(mine) is mine
+    with pytest.raises(TypeError, match="cannot be applied to a driver instance"):
+        make_driver(mine, select={})
+    with pytest.raises(TypeError, match="driver 'pillar'.*unexpected keyword argument 'selekt'"):
+        make_distiller(driver=dict(selekt={}))

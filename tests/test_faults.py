@@ -26,7 +26,7 @@ from bevdistill.capture import BEVFusionDistillationWrapper, FeatureRecorder
 from bevdistill.cli import main as cli
 from bevdistill.data.geometry import count_points_in_boxes
 from bevdistill.data.nuscenes import InfoFileError, NuScenesReader, PointFileError
-from bevdistill.distiller import TeacherCheckpointError, load_teacher_checkpoint
+from bevdistill.distiller import TeacherCheckpointError
 from bevdistill.engine.checkpoint import (
     ChecksumError,
     CorruptCheckpointError,
@@ -43,6 +43,7 @@ from bevdistill.losses.combined import BEVFusionDistillationLoss
 from bevdistill.losses.feature import FeatureMSELoss
 from bevdistill.losses.response import HeatmapDistillationLoss
 from bevdistill.models import build_detector
+from bevdistill.teacher_weights import load_teacher_checkpoint
 
 QUIET = ["log_level=WARNING"]
 UNSAFE_ADVICE = ("weights_only=False", "trust_teacher_ckpt=True")
@@ -514,9 +515,9 @@ def test_cli_teacher_key_mismatch_gives_the_fix_in_cfg_options_form(faults, tmp_
     torch.save({"state_dict": state}, tmp_path / "teacher.pth")
     err = faults.cli(["distill", "distill_ci", "--work-dir", str(tmp_path / "w"), "--cfg-options",
                       f"model.teacher_ckpt={tmp_path / 'teacher.pth'}", *QUIET],
-                     capsys, "missing from the checkpoint", "--cfg-options model.strict_teacher=False",
+                     capsys, "missing from the checkpoint", "--cfg-options model.driver.strict_teacher=False",
                      "--cfg-options model.teacher_ckpt=")
-    assert "pass strict_teacher=False" not in err
+    assert "pass driver=dict(strict_teacher=False)" not in err
 
 
 @pytest.mark.parametrize("where", ["before", "after"])

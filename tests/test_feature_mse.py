@@ -56,13 +56,13 @@ def test_foreground_weighting_and_empty_foreground_fallback():
     fg = torch.zeros(2, 4, 4)
     fg[0, 1, 2] = 1.0
     fg[1, :2] = 0.5
-    weighted = loss(s, t, fg)
+    weighted = loss(s, t, mask=fg)
     torch.testing.assert_close(weighted, reference(loss, s, t, fg), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(weighted, loss(s, t))
     reset_warnings()
     fg[0] = 0.0
     with pytest.warns(UserWarning, match="foreground is all zero"):
-        value = loss(s, t, fg)
+        value = loss(s, t, mask=fg)
     fg_uniform = fg.clone()
     fg_uniform[0] = 1.0
     torch.testing.assert_close(value, reference(loss, s, t, fg_uniform), rtol=1e-5, atol=1e-6)
@@ -86,11 +86,11 @@ def test_gradcheck_student_and_adapter():
     fg = torch.rand(2, 8, 12, dtype=torch.float64)
     s.requires_grad_(True)
     weight = loss.adapter.weight.detach().clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x: loss(x, t, fg), (s,))
+    assert torch.autograd.gradcheck(lambda x: loss(x, t, mask=fg), (s,))
     assert torch.autograd.gradcheck(lambda x: loss(x, t), (s,))
 
     def through_module(w):  # the adapter's weight, through the module itself
-        return torch.func.functional_call(loss, {"adapter.weight": w}, (s.detach(), t, fg))
+        return torch.func.functional_call(loss, {"adapter.weight": w}, (s.detach(), t), {"mask": fg})
 
     assert torch.autograd.gradcheck(through_module, (weight,))
 
@@ -143,5 +143,5 @@ def test_combined_mse_needs_bev_maps_and_rejects_a_negative_weight():
         BEVFusionDistillationLoss({"a": 3}, {"a": 5}, alpha_mse=-1.0)
     loss = BEVFusionDistillationLoss({"a": 3}, {"a": 5}, alpha_crd=0.0, alpha_at=0.0,
                                      alpha_kd=0.0, alpha_mse=1.0)
-    with pytest.raises(ValueError, match=r"term 'mse' \(FeatureMSELoss\) needs a BEV map"):
+    with pytest.raises(ValueError, match=r"loss_mse.a: FeatureMSELoss needs BEV maps"):
         loss({"a": torch.randn(2, 3)}, {"a": torch.randn(2, 5)})

@@ -36,8 +36,11 @@ def test_centerpoint_nuscenes_config_pairs_a_voxel_teacher_with_a_pillar_student
     student = build_mmdet3d_model(cfg.model.student, "student")
     assert type(teacher.pts_middle_encoder).__name__ == "SparseEncoder"
     assert type(student.pts_middle_encoder).__name__ == "PointPillarsScatter"
+    layers = {layer for term in cfg.model.terms if term.get("reads") != "heatmaps"
+              for layer in term["layers"]}
+    assert layers == {"pts_middle_encoder", "pts_backbone", "pts_neck"}
     for model in (teacher, student):
-        for name in [*cfg.model.hook_points, cfg.model.kd_hook]:
+        for name in [*layers, "pts_bbox_head"]:  # the heatmaps the mmdet3d driver names
             resolve_hook_point(model, name)
     # response KD compares heatmaps channel by channel: same tasks, same class order
     assert teacher.pts_bbox_head.class_names == student.pts_bbox_head.class_names
@@ -72,9 +75,11 @@ def test_bevfusion_config_reads_both_models_from_the_checkout():
     student = Config.fromfile(cfg.model.student, import_custom_modules=False).model
     assert teacher.type == student.type == "BEVFusion"
     assert teacher.img_backbone is not None and student.get("img_backbone") is None
-    for layer in cfg.model.hook_points + [cfg.model.kd_hook]:
+    layers = {layer for term in cfg.model.terms if term.get("reads") != "heatmaps"
+              for layer in term["layers"]}
+    for layer in [*layers, "bbox_head.heatmap_head"]:  # the driver's heatmaps of TransFusion
         top = layer.split(".")[0]
         assert teacher.get(top) and student.get(top), layer
     # a camera teacher needs a real sample (with images) for the dry forward
-    assert "img" in cfg.model.probe.dataset.pipeline[-1]["keys"]
+    assert "img" in cfg.model.driver.probe.dataset.pipeline[-1]["keys"]
     assert "projects.BEVFusion.bevfusion" in cfg.custom_imports.imports

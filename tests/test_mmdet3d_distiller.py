@@ -64,9 +64,11 @@ def teacher_ckpt(cfg, tmp_path_factory):
     return path
 
 
-def make_distiller(cfg, teacher_ckpt, **overrides):
+def make_distiller(cfg, teacher_ckpt, driver=None, **overrides):
+    """The config's BEVDistiller; ``driver`` settings update the config's."""
     model_cfg = copy.deepcopy(cfg.model.to_dict())
     model_cfg.pop("type")
+    model_cfg["driver"].update(driver or {})
     model_cfg.update(teacher_ckpt=str(teacher_ckpt), **overrides)
     torch.manual_seed(0)
     distiller = BEVDistiller(**model_cfg)
@@ -82,7 +84,7 @@ def test_every_hook_point_fires_with_the_expected_shapes(cfg, teacher_ckpt, fram
     d = make_distiller(cfg, teacher_ckpt)
     assert d.student_channels == {k: s[1] for k, s in STUDENT_SHAPES.items()}
     assert d.teacher_channels == {k: s[1] for k, s in TEACHER_SHAPES.items()}
-    assert d.kd_hook == "pts_bbox_head"  # 'auto' found CenterHead
+    assert d.kd_hook == "pts_bbox_head"  # the driver found CenterHead's heatmaps
     data = d.data_preprocessor(frame, True)
     losses = d(**data, mode="loss")
     for side, shapes in (("student", STUDENT_SHAPES), ("teacher", TEACHER_SHAPES)):
@@ -133,13 +135,14 @@ def test_teacher_is_loaded_from_its_checkpoint(cfg, teacher_ckpt):
 
 def test_dataset_probe_gives_the_same_channels(cfg, teacher_ckpt):
     probe = dict(dataset=copy.deepcopy(cfg.test_dataset.to_dict()))
-    d = make_distiller(cfg, teacher_ckpt, probe=probe)
+    d = make_distiller(cfg, teacher_ckpt, driver=dict(probe=probe))
     assert d.student_channels == {k: s[1] for k, s in STUDENT_SHAPES.items()}
 
 
 def test_a_hook_point_the_model_lacks_names_the_nearest(cfg, teacher_ckpt):
     with pytest.raises(HookPointError, match="pts_neck"):
-        make_distiller(cfg, teacher_ckpt, hook_points=["pts_nek"], select={})
+        make_distiller(cfg, teacher_ckpt, driver=dict(select={}), terms=[
+            dict(name="at", loss=dict(type="AttentionTransferLoss"), layers=["pts_nek"])])
 
 
 def test_a_teacher_checkpoint_of_another_config_is_refused(cfg, tmp_path):
@@ -151,16 +154,17 @@ def test_a_teacher_checkpoint_of_another_config_is_refused(cfg, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "hook_points, message",
+    "layers, message",
     [
         (["pts_voxel_encoder"], "per-voxel"),  # [num_pillars, C]: not a batch of maps
         (["pts_bbox_head"], "tuple of 6 elements"),  # CenterHead's per-task dicts
     ],
 )
-def test_a_layer_the_losses_cannot_take_is_explained(cfg, teacher_ckpt, hook_points, message):
+def test_a_layer_the_losses_cannot_take_is_explained(cfg, teacher_ckpt, layers, message):
+    crd = next(t for t in cfg.model.terms if t["name"] == "crd")
     with pytest.raises(DistillerBuildError, match=message):
-        make_distiller(cfg, teacher_ckpt, hook_points=hook_points, select={}, kd_hook=None,
-                       distill=dict(contrastive="spatial", alpha_kd=0.0))
+        make_distiller(cfg, teacher_ckpt, driver=dict(select={}),
+                       terms=[{**crd.to_dict(), "layers": layers}])
 
 
 def test_predict_is_the_students(cfg, teacher_ckpt):

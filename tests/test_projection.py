@@ -161,3 +161,14 @@ def test_project_cells_rejects_channels_first_or_wrong_width():
         proj.project_cells(torch.randn(2, 5, 4))
     with pytest.raises(TypeError, match="torch.Tensor"):
         proj.project_cells([1.0] * 6)
+
+
+def test_a_column_of_cells_projects_as_the_convolutions_would():
+    """[B, C, K, 1] (the cells a reads='cells' term samples) takes the channels-last path; it is
+    the same per-cell computation as the 1x1 convolutions of a map."""
+    torch.manual_seed(0)
+    proj = SpatialProjector(6, hidden_dim=10, out_dim=4)
+    column = torch.randn(2, 6, 7, 1)
+    by_conv = torch.nn.functional.normalize(
+        proj.conv2(proj.relu(proj.norm(proj.conv1(column)))), dim=1)
+    torch.testing.assert_close(proj(column), by_conv, rtol=1e-5, atol=1e-6)

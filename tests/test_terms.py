@@ -98,15 +98,40 @@ def test_the_same_config_without_the_import_names_the_registry(tmp_path):
         MODELS.build(load_experiment(config).model)
 
 
-def test_term_layers_are_hooked_even_when_not_distilled_by_the_tutorial_terms():
+def test_every_layer_a_term_reads_is_hooked_and_only_those():
     register_modules()
     cfg = load_experiment("distill_ci").model
-    cfg.hook_points = ("pts_backbone",)  # the tutorial's terms read the backbone only
-    cfg.terms = [dict(name="neck_mse", loss=dict(type="FeatureMSELoss"), layers=["pts_neck"])]
+    cfg.terms = [dict(name="at", loss=dict(type="AttentionTransferLoss"), layers=["pts_backbone"]),
+                 dict(name="neck_mse", loss=dict(type="FeatureMSELoss"), layers=["pts_neck"])]
     distiller = MODELS.build(cfg)
-    assert "pts_neck" in distiller.hooks["student"] and "pts_neck" in distiller.hooks["teacher"]
-    assert "loss_neck_mse.pts_neck" in distiller.loss_keys
-    assert not any(k.endswith(".pts_neck") for k in distiller.loss_keys if "neck_mse" not in k)
+    assert distiller.hooks["student"] == distiller.hooks["teacher"] == ("pts_backbone", "pts_neck")
+    assert distiller.loss_keys == ("loss_at.pts_backbone", "loss_neck_mse.pts_neck")
+
+
+def test_the_old_recipe_keys_are_converted_with_the_new_keys_named():
+    """distill=dict(alpha_*), hook_points and kd_hook edit the shipped terms as they edited the
+    recipe before, and the warning names the --cfg-options keys to write instead."""
+    from bevdistill._warnings import reset_warnings
+
+    register_modules()
+    reset_warnings()
+    cfg = load_experiment("distill_ci", {"model.distill.alpha_at": 3.0,
+                                         "model.distill.contrastive": "none",
+                                         "model.hook_points": ["pts_neck"]}).model
+    with pytest.warns(FutureWarning, match=r"model\.terms\.1\.weight=3\.0.*model\.terms\.0\.layers"):
+        distiller = MODELS.build(cfg)
+    at = distiller.distill_loss.terms["at"]
+    assert at.weight == 3.0 and at.layers == ("pts_neck",)
+    assert "crd" not in distiller.distill_loss.terms  # contrastive='none': weight 0, not built
+    assert distiller.loss_keys == ("loss_at.pts_neck", "loss_kd.heatmap")
+    reset_warnings()
+
+
+def test_an_unknown_old_key_names_the_recipe_language():
+    register_modules()
+    cfg = load_experiment("distill_ci", {"model.distill.alpha_zz": 1.0}).model
+    with pytest.raises(TermConfigError, match=r"unknown keys \[.alpha_zz.\]; write the recipe as terms"):
+        MODELS.build(cfg)
 
 
 def _maps(channels, size=8, seed=0):
@@ -227,27 +252,42 @@ def test_the_tutorial_loss_schedule_fades_every_alpha_term_and_spares_extra_term
 def test_foreground_weighting_by_the_teacher_heatmap_changes_only_masked_terms():
     register_modules()
     cfg = load_experiment("distill_ci").model
-    cfg.distill = dict(contrastive="none", alpha_crd=0.0, alpha_at=0.0, alpha_kd=5.0,
-                       alpha_mse=10.0)
-    batch = MODELS.build(cfg).make_example_inputs()
+    for term in cfg.terms:  # feature MSE (takes the mask) and heatmap KD (does not)
+        term.weight = {"mse": 10.0, "kd": 5.0}.get(term.name, 0.0)
     losses = {}
     for foreground in (None, "teacher_heatmap"):
         torch.manual_seed(0)
         distiller = MODELS.build({**cfg, "foreground": foreground})
         distiller.eval()
-        s = distiller.dry_run(distiller.student, batch, distiller.hooks["student"])
-        t = distiller.dry_run(distiller.teacher, batch, distiller.hooks["teacher"])
-        losses[foreground] = distiller.distill_loss(s, t, foreground=distiller._foreground(t))
+        batch = distiller.driver.dry_inputs(distiller.student, distiller.teacher)
+        s, t = distiller.dry_run("student", batch), distiller.dry_run("teacher", batch)
+        losses[foreground] = distiller.distill_loss(s, t, mask=distiller._foreground(t))
     assert torch.allclose(losses[None]["loss_kd.heatmap"], losses["teacher_heatmap"]["loss_kd.heatmap"])
     assert not torch.allclose(losses[None]["loss_mse.pts_neck"],
                               losses["teacher_heatmap"]["loss_mse.pts_neck"])
 
 
-def test_foreground_needs_a_known_mode_and_a_heatmap_hook():
+def test_a_term_declares_whether_its_loss_takes_the_mask():
+    """mask=True hands the loss the foreground; mask=False never does (a loss without a mask
+    parameter, like the external KL, is called as loss(s, t))."""
+    calls = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, student, teacher, **kwargs):
+            calls.append(sorted(kwargs))
+            return (student - teacher).pow(2).mean()
+
+    ch = {"a": 4}
+    fg = torch.rand(2, 8, 8)
+    for mask in (False, True):
+        terms = DistillationTerms([dict(name="r", loss=Recording(), layers=["a"], mask=mask)],
+                                  ch, ch)
+        terms(_maps(ch), _maps(ch, seed=1), mask=fg)
+    assert calls == [[], ["mask"]]
+
+
+def test_foreground_needs_a_known_mode():
     register_modules()
     cfg = load_experiment("distill_ci").model
     with pytest.raises(ValueError, match="foreground must be None or 'teacher_heatmap'"):
         MODELS.build({**cfg, "foreground": "boxes"})
-    with pytest.raises(ValueError, match="needs kd_hook"):
-        MODELS.build({**cfg, "foreground": "teacher_heatmap", "kd_hook": None,
-                      "distill": {**cfg.distill, "alpha_kd": 0.0}})

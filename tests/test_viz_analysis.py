@@ -91,7 +91,7 @@ def test_attention_maps_with_a_mask_are_the_masked_loss():
     mask = torch.zeros(2, 3, 64, 64)
     mask[:, 1, 10:30, 5:40] = 0.8
     mask[1, 0, 40:60, 40:60] = 0.3
-    expected = float(AttentionTransferLoss()(s, t, mask))
+    expected = float(AttentionTransferLoss()(s, t, mask=mask))
     assert viz.attention_maps(s, t, sample=None, mask=mask)["loss"] == pytest.approx(expected, rel=1e-5)
     assert viz.attention_maps(s, t, sample=None)["loss"] == pytest.approx(
         float(AttentionTransferLoss()(s, t)), rel=1e-5

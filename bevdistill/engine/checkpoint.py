@@ -194,6 +194,25 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def card_path(weights: str | os.PathLike) -> str:
+    """The model card of a shipped weights file: ``NAME.pth`` -> ``NAME_card.json`` beside it."""
+    root, _ = osp.splitext(os.fspath(weights))
+    return f"{root}_card.json"
+
+
+def verify_shipped_weights(weights: str | os.PathLike) -> None:
+    """Check ``weights`` against the SHA-256 in its model card, where it has a card with one."""
+    import json
+
+    card = card_path(weights)
+    if not osp.isfile(card):
+        return
+    with open(card) as f:
+        expected = json.load(f).get("weights_sha256")
+    if expected:
+        verify_sha256(weights, expected, f"shipped weights (card {osp.basename(card)})")
+
+
 def verify_sha256(path: str | os.PathLike, expected: str, what: str = "file") -> None:
     """Raise :class:`ChecksumError` unless ``path`` hashes to ``expected``."""
     actual = file_sha256(path)

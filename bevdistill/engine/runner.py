@@ -125,7 +125,23 @@ def load_experiment(
     role = cfg.get("role")
     if role not in ROLES:
         raise ExperimentConfigError(f"{path}: role must be one of {ROLES}, got {role!r}")
+    check_model_registered(cfg, path)
     return cfg
+
+
+def check_model_registered(cfg: Config, path: Any) -> None:
+    """The model's ``type`` is in mmengine's registry, or an error naming ``custom_imports``."""
+    from mmengine.registry import MODELS
+
+    register_modules()
+    kind = cfg.model.get("type") if isinstance(cfg.model, Mapping) else None
+    if isinstance(kind, str) and MODELS.get(kind) is None:
+        raise ExperimentConfigError(
+            f"{path}: model type {kind!r} is not registered. Name the module that defines it in "
+            "the config's custom_imports; a config that sets its own custom_imports replaces its "
+            "base's list, so keep the base's modules in it, e.g. custom_imports = dict(imports="
+            "['bevdistill.distiller', 'my_terms'])"
+        )
 
 
 def experiment_name(cfg: Config) -> str:
@@ -136,9 +152,13 @@ def experiment_name(cfg: Config) -> str:
 
 
 def register_modules() -> None:
-    """Import the modules that register datasets, models, metric, hooks in mmengine's registries."""
+    """Import the modules that register datasets, models, metric, hooks in mmengine's registries.
+
+    Models built on top of the engine (the ``Distiller``) are not imported here: the configs that
+    use them name their module in ``custom_imports``, as mmengine intends, so that the engine
+    never imports the layers above it.
+    """
     import bevdistill.data  # noqa: F401  SyntheticBEVDataset, bev_collate
-    import bevdistill.distiller  # noqa: F401  Distiller
     import bevdistill.engine.checkpoint  # noqa: F401  AtomicCheckpointHook
     import bevdistill.engine.hooks  # noqa: F401  ProgressBarHook, LastMetricsHook, ...
     import bevdistill.engine.metric  # noqa: F401  BEVDetectionMetric

@@ -146,7 +146,7 @@ def load_weights(model: nn.Module, checkpoint: Any, strict: bool = True, trusted
         raise CheckpointMismatchError(
             f"the checkpoint does not match the {what} config ({label}):\n{report}\n"
             f"Build the {what} from the config it was trained with"
-            + (f", or pass strict_{what}=False to load only the matching tensors."
+            + (f", or pass driver=dict(strict_{what}=False) to load only the matching tensors."
                if what == "teacher" else ".")
         )
     bad_shape = {k for k, _, _ in report.mismatched}

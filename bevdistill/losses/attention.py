@@ -50,6 +50,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from mmengine.registry import MODELS
 from torch import nn
 
 from bevdistill._warnings import warn_once
@@ -161,6 +162,7 @@ def _mask_weights(mask: torch.Tensor, batch: int, size: tuple[int, int]) -> torc
     return resize_bev(weights, size)
 
 
+@MODELS.register_module()
 class AttentionTransferLoss(nn.Module):
     """Match the student's spatial attention map to the teacher's (teacher is detached).
 
@@ -193,6 +195,7 @@ class AttentionTransferLoss(nn.Module):
         self,
         student_feat: torch.Tensor,
         teacher_feat: torch.Tensor,
+        *,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         s = _as_grid(student_feat, "student")

@@ -4,8 +4,9 @@ Per layer present in both ``student_channels`` and ``teacher_channels``:
 
 * ``loss_crd.<layer>``: contrastive alignment of projected features, weighted by ``alpha_crd``.
   ``contrastive='global'`` pools each map to one embedding per sample (the tutorial's
-  ProjectionMLP + InfoNCE; needs B >= 2 to teach); ``'spatial'`` projects every BEV cell and
-  contrasts cells at the same world place (teaches at B=1); ``'none'`` skips the term.
+  ProjectionMLP + InfoNCE; needs B >= 2 to teach); ``'spatial'`` samples ``num_samples`` BEV
+  cells, projects them and contrasts cells at the same world place (teaches at B=1); ``'none'``
+  skips the term.
 * ``loss_at.<layer>``: attention transfer, weighted by ``alpha_at``, for layers whose student and
   teacher features are both spatial maps (``[B, C, H, W]`` or ``[B, C, D, H, W]``).
 * ``loss_mse.<layer>``: FitNets-style feature imitation (:class:`FeatureMSELoss`: 1x1 adapter,
@@ -28,8 +29,9 @@ features and outputs are detached.
 
 The loss is built on the parts every recipe uses (:mod:`bevdistill.losses.terms`): each
 ``alpha_*`` becomes one term (registered loss + connector + weight), and ``terms=[...]`` adds
-terms of your own beside them. Spatial InfoNCE projects only the cells it samples
-(:class:`~bevdistill.losses.cells.SampledCellInfoNCE`).
+terms of your own beside them: :func:`bevdistill.losses.recipe.tutorial_terms` is the one place
+that says which terms the arguments stand for. Spatial InfoNCE projects only the cells it samples
+(a ``reads='cells'`` term, :mod:`bevdistill.losses.cells`).
 """
 from __future__ import annotations
 
@@ -41,7 +43,9 @@ from torch import nn
 
 from bevdistill._warnings import warn_once
 from bevdistill.losses.attention import Normalization
+from bevdistill.losses.recipe import CONTRASTIVE, tutorial_terms
 from bevdistill.losses.terms import (
+    HEATMAP,
     DistillationTerms,
     MissingFeatureError,  # noqa: F401 (re-exported: raised for a layer absent from the features)
     check_weight,
@@ -49,8 +53,7 @@ from bevdistill.losses.terms import (
 )
 
 Contrastive = Literal["global", "spatial", "none"]
-_CONTRASTIVE = ("global", "spatial", "none")
-OUTPUTS = "heatmap"  # where the heads' outputs appear among the features, unless kd_layer says
+OUTPUTS = HEATMAP  # where the heads' outputs appear among the features, unless kd_layer says
 
 
 def _check_channels(channels: Any, side: str) -> dict[str, int]:
@@ -67,34 +70,6 @@ def _check_channels(channels: Any, side: str) -> dict[str, int]:
         if isinstance(c, bool) or not isinstance(c, int) or c < 1:
             raise ValueError(f"{side}_channels[{layer!r}] must be a positive int, got {c!r}")
     return dict(channels)
-
-
-def tutorial_terms(
-    layers: Sequence[str], layer_weights: Mapping[str, float], *, alpha_crd: float,
-    alpha_at: float, alpha_kd: float, alpha_mse: float, contrastive: Contrastive, feat_dim: int,
-    hidden_dim: int, temperature: float, num_samples: int, at_normalization: Normalization,
-    kd_temperature: float, kd_layer: str, schedule: Mapping[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """The term configs the tutorial's ``alpha_*`` arguments stand for (weight-0 terms included:
-    they build nothing), each with ``schedule`` on its weight."""
-    per_layer = [dict(student=layer, weight=layer_weights[layer]) for layer in layers]
-    if contrastive == "spatial":
-        crd_loss = dict(type="SampledCellInfoNCE", temperature=temperature, num_samples=num_samples)
-        connector = dict(type="SpatialProjector", hidden_dim=hidden_dim, out_dim=feat_dim)
-    else:
-        crd_loss = dict(type="ContrastiveLoss", temperature=temperature)
-        connector = dict(type="ProjectionMLP", hidden_dim=hidden_dim, out_dim=feat_dim)
-    terms = [
-        dict(name="crd", loss=crd_loss, connector=connector, layers=per_layer,
-             weight=alpha_crd if contrastive != "none" else 0.0),
-        dict(name="at", loss=dict(type="AttentionTransferLoss", normalization=at_normalization),
-             layers=per_layer, weight=alpha_at, spatial_only=True),
-        dict(name="mse", loss=dict(type="FeatureMSELoss"), layers=per_layer, weight=alpha_mse),
-        dict(name="kd", loss=dict(type="HeatmapDistillationLoss", temperature=kd_temperature),
-             layers=[dict(student=kd_layer, teacher=kd_layer, label="heatmap")],
-             weight=alpha_kd, reads="outputs"),
-    ]
-    return [dict(term, schedule=schedule) for term in terms]
 
 
 class BEVFusionDistillationLoss(DistillationTerms):
@@ -150,8 +125,8 @@ class BEVFusionDistillationLoss(DistillationTerms):
             raise ValueError(f"layers {absent} are missing from student_channels/teacher_channels")
         if not self_layers:
             raise ValueError("no layers to distil: student_channels and teacher_channels are empty")
-        if contrastive not in _CONTRASTIVE:
-            raise ValueError(f"contrastive must be one of {_CONTRASTIVE}, got {contrastive!r}")
+        if contrastive not in CONTRASTIVE:
+            raise ValueError(f"contrastive must be one of {CONTRASTIVE}, got {contrastive!r}")
         keys = [module_key(layer) for layer in self_layers]
         if len(set(keys)) != len(keys):
             raise ValueError(f"layer names {self_layers} collide once '.' is replaced by '__'")
@@ -175,16 +150,8 @@ class BEVFusionDistillationLoss(DistillationTerms):
         )
         self.student_channels, self.teacher_channels = student_channels, teacher_channels
         self.layers, self.layer_weights, self.kd_layer = self_layers, weights, kd_layer
-        self.alpha_crd, self.alpha_at = alphas["alpha_crd"], alphas["alpha_at"]
-        self.alpha_kd, self.alpha_mse = alphas["alpha_kd"], alphas["alpha_mse"]
         self.contrastive, self.feat_dim = contrastive, feat_dim
         self.require_outputs = bool(require_outputs)
-
-    def weight(self, term: str, layer: str) -> float:
-        """The factor of ``loss_<term>.<layer>``: the term's alpha times the layer's weight."""
-        alpha = {"crd": self.alpha_crd if self.contrastive != "none" else 0.0,
-                 "at": self.alpha_at, "mse": self.alpha_mse}
-        return alpha[term] * self.layer_weights[layer]
 
     # Named views of the terms' parts (the tutorial's attribute names).
     def _part(self, term: str, what: str) -> nn.ModuleDict:
@@ -237,7 +204,7 @@ class BEVFusionDistillationLoss(DistillationTerms):
             else:
                 student_features[self.kd_layer] = student_outputs
                 teacher_features[self.kd_layer] = teacher_outputs
-        return self.sum_terms(student_features, teacher_features, foreground, skip=skip)
+        return self.sum_terms(student_features, teacher_features, mask=foreground, skip=skip)
 
     def _no_outputs(self) -> None:
         if self.require_outputs:

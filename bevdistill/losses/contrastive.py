@@ -20,6 +20,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from mmengine.registry import MODELS
 from torch import nn
 
 from bevdistill._warnings import warn_once
@@ -74,6 +75,7 @@ def symmetric_info_nce(logits: torch.Tensor) -> torch.Tensor:
     return (F.cross_entropy(rows, labels) + F.cross_entropy(cols, labels)) / 2
 
 
+@MODELS.register_module()
 class ContrastiveLoss(nn.Module):
     """The tutorial's symmetric InfoNCE between pooled embeddings ``[B, D]`` (CLIP's loss).
 
@@ -90,7 +92,11 @@ class ContrastiveLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
 
-    def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
+    def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor, *,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is not None:
+            raise ValueError("ContrastiveLoss compares pooled embeddings, which have no cells to "
+                             "mask; declare its term with mask=False (the default)")
         _check_features("student_feat", student_feat)
         _check_features("teacher_feat", teacher_feat)
         if student_feat.dim() != 2 or student_feat.shape != teacher_feat.shape:
@@ -182,6 +188,7 @@ def draw_cells(
     return torch.stack(rows)
 
 
+@MODELS.register_module()
 class SpatialContrastiveLoss(nn.Module):
     """InfoNCE over BEV cells at the same world coordinates in student and teacher maps.
 
@@ -224,7 +231,8 @@ class SpatialContrastiveLoss(nn.Module):
         self,
         student_map: torch.Tensor,
         teacher_map: torch.Tensor,
-        foreground: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """``student_map`` ``[B, D, Hs, Ws]``, ``teacher_map`` ``[B, D, Ht, Wt]`` -> scalar loss.
@@ -259,7 +267,7 @@ class SpatialContrastiveLoss(nn.Module):
             )
         student_map, teacher_map = as_fp32(student_map), as_fp32(teacher_map)
         ht, wt = teacher_map.shape[-2:]
-        idx = self.draw_cell_indices(student_map.shape[0], (ht, wt), foreground, generator,
+        idx = self.draw_cell_indices(student_map.shape[0], (ht, wt), mask, generator,
                                      device=teacher_map.device)
         if idx is None:
             return student_map.sum() * 0.0

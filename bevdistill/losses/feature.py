@@ -18,11 +18,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from mmengine.registry import MODELS
 from torch import nn
 
 from bevdistill._warnings import warn_once
 from bevdistill.bev_grid import resize_bev
-from bevdistill.losses._checks import as_fp32, check_finite, check_input, full_precision
+from bevdistill.losses._checks import (
+    LossInputError,
+    as_fp32,
+    check_finite,
+    check_input,
+    full_precision,
+)
 from bevdistill.losses.contrastive import foreground_weights
 
 
@@ -35,8 +42,9 @@ def _check_channels(name: str, value: int) -> int:
 def _check_map(name: str, x: object, channels: int) -> torch.Tensor:
     check_input("FeatureMSELoss", name, x)
     if x.dim() != 4:
-        raise ValueError(
-            f"FeatureMSELoss expects BEV maps [B, C, H, W]; {name} has shape {tuple(x.shape)}"
+        raise LossInputError(
+            f"FeatureMSELoss needs BEV maps [B, C, H, W]; {name} has shape {tuple(x.shape)}. "
+            "Distil another layer or give this layer weight 0"
         )
     if x.shape[1] != channels:
         raise ValueError(
@@ -47,6 +55,7 @@ def _check_map(name: str, x: object, channels: int) -> torch.Tensor:
     return x
 
 
+@MODELS.register_module()
 class FeatureMSELoss(nn.Module):
     """``mean((adapter(student) resized to the teacher grid - teacher)^2)``.
 
@@ -54,13 +63,11 @@ class FeatureMSELoss(nn.Module):
         student_channels, teacher_channels: channels of the two maps; the adapter is a learned
             1x1 convolution ``student_channels -> teacher_channels``.
 
-    ``forward(student [B, Cs, Hs, Ws], teacher [B, Ct, Ht, Wt], foreground=None)`` returns a
+    ``forward(student [B, Cs, Hs, Ws], teacher [B, Ct, Ht, Wt], *, mask=None)`` returns a
     scalar: the squared error averaged over channels and cells (cells weighted by
-    ``foreground`` when given; a sample with an all-zero foreground falls back to uniform
+    ``mask`` when given; a sample with an all-zero foreground falls back to uniform
     weights with a one-time warning). The teacher is detached.
     """
-
-    requires_bev_map = True  # a distillation term checks its inputs are [B, C, H, W]
 
     def __init__(self, student_channels: int, teacher_channels: int):
         super().__init__()
@@ -75,19 +82,20 @@ class FeatureMSELoss(nn.Module):
         self,
         student_feat: torch.Tensor,
         teacher_feat: torch.Tensor,
-        foreground: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         s = _check_map("student_feat", student_feat, self.student_channels)
         t = _check_map("teacher_feat", teacher_feat, self.teacher_channels).detach()
         if s.shape[0] != t.shape[0]:
             raise ValueError(f"batch sizes differ: student {s.shape[0]}, teacher {t.shape[0]}")
         with full_precision(s):
-            loss = self._loss(as_fp32(s), as_fp32(t), foreground)
+            loss = self._loss(as_fp32(s), as_fp32(t), mask)
         # Checked on the scalar, not on the inputs: scanning the two maps costs several passes
         # over the largest tensors of a distillation step (the inputs are scanned on failure).
         return check_finite(
             "FeatureMSELoss", loss,
-            {"student_feat": student_feat, "teacher_feat": teacher_feat, "foreground": foreground},
+            {"student_feat": student_feat, "teacher_feat": teacher_feat, "mask": mask},
         )
 
     def _adapt(self, x: torch.Tensor) -> torch.Tensor:

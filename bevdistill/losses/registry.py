@@ -1,38 +1,32 @@
 """The package's losses and connectors in mmengine's ``MODELS`` registry, by class name.
 
 A distillation term names its loss and connector by these names
-(``loss=dict(type='AttentionTransferLoss')``); a loss of your own joins them with
-``@MODELS.register_module()``. Registration happens once, on the first term built, so that
-``import bevdistill`` stays cheap.
+(``loss=dict(type='AttentionTransferLoss')``). Each class registers itself with
+``@MODELS.register_module()``, in its own module, like a loss of your own; this module only
+imports the package's loss modules and the connectors once, on the first term built, so that
+``import bevdistill`` stays cheap and a new built-in loss needs no edit here.
 """
 
 from __future__ import annotations
 
+import pkgutil
 from functools import cache
+from importlib import import_module
 
 from mmengine.registry import MODELS
 from torch import nn
 
 
+@MODELS.register_module()
 class NoConnector(nn.Identity):
     """A side that enters the loss as captured (``connector=dict(type='NoConnector')``)."""
 
 
 @cache
 def register_builtin_parts() -> None:
-    from bevdistill.losses.attention import AttentionTransferLoss
-    from bevdistill.losses.cells import SampledCellInfoNCE
-    from bevdistill.losses.contrastive import (
-        ContrastiveLoss,
-        MemoryBankContrastiveLoss,
-        SpatialContrastiveLoss,
-    )
-    from bevdistill.losses.feature import FeatureMSELoss
-    from bevdistill.losses.response import HeatmapDistillationLoss
-    from bevdistill.projection import ProjectionMLP, SpatialProjector
+    import bevdistill.losses as losses
 
-    for cls in (AttentionTransferLoss, SampledCellInfoNCE, ContrastiveLoss,
-                MemoryBankContrastiveLoss, SpatialContrastiveLoss, FeatureMSELoss,
-                HeatmapDistillationLoss, ProjectionMLP, SpatialProjector, NoConnector):
-        if MODELS.get(cls.__name__) is not cls:
-            MODELS.register_module(module=cls)
+    for module in pkgutil.iter_modules(losses.__path__):
+        if not module.name.startswith("_"):
+            import_module(f"bevdistill.losses.{module.name}")
+    import_module("bevdistill.projection")  # ProjectionMLP, SpatialProjector

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from mmengine.registry import MODELS
 from torch import nn
 
 from bevdistill.bev_grid import resize_bev
@@ -61,6 +62,7 @@ def heatmap_logits(outputs: Any, key: str = "heatmap", who: str = "outputs") -> 
     return check_input("HeatmapDistillationLoss", f"{who} heatmap logits", logits)
 
 
+@MODELS.register_module()
 class HeatmapDistillationLoss(nn.Module):
     """Binary KL between teacher and student class heatmaps (per-class sigmoid), teacher detached.
 
@@ -85,7 +87,11 @@ class HeatmapDistillationLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, weighting={self.weighting!r}"
 
-    def forward(self, student_outputs: Any, teacher_outputs: Any) -> torch.Tensor:
+    def forward(self, student_outputs: Any, teacher_outputs: Any, *,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is not None:
+            raise ValueError("HeatmapDistillationLoss weights cells by the teacher's own heatmap and "
+                             "takes no mask; declare its term with mask=False (the default)")
         s = heatmap_logits(student_outputs, self.key, "student")
         t = heatmap_logits(teacher_outputs, self.key, "teacher").detach()
         if s.shape[:2] != t.shape[:2]:

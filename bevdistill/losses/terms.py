@@ -1,34 +1,42 @@
 """Distillation terms composed in config: a recipe is a list, not code.
 
-A term is a registered loss (mmengine ``MODELS``), the layer(s) it reads (student and teacher
-hook names, which may differ), a connector per side that maps features before the loss (a
-projection MLP, a 1x1 spatial projector, or none), a weight and an optional schedule::
+A term is a registered loss (mmengine ``MODELS``), what it reads, the layer(s) it reads (student
+and teacher hook names, which may differ), a connector per side that maps features before the
+loss (a projection MLP, a 1x1 spatial projector, or none), a weight and an optional schedule::
 
     terms = [
         dict(name='kl', loss=dict(type='MyNeckKL', tau=2.0), layers=['pts_neck'], weight=0.5),
-        dict(name='crd', loss=dict(type='ContrastiveLoss', temperature=0.07),
-             connector=dict(type='ProjectionMLP', out_dim=128),
+        dict(name='crd', loss=dict(type='CellInfoNCE', temperature=0.07), reads='cells',
+             connector=dict(type='SpatialProjector', out_dim=64), mask=True,
              layers=[dict(student='pts_neck', teacher='pts_neck', weight=2.0)],
              schedule=dict(warmup_iters=200)),
+        dict(name='kd', loss=dict(type='HeatmapDistillationLoss'), reads='heatmaps', weight=5.0),
     ]
 
-Each term returns ``loss_<name>.<label>`` per layer (the label is the student's layer name
-unless given), already multiplied by its weight, so mmengine's ``parse_losses`` sums them.
-Channel sizes come from the caller (the ``Distiller`` reads them by a dry forward): a loss or
-connector whose constructor takes ``student_channels``/``teacher_channels`` or ``in_dim`` gets
-them filled in. A loss may declare, as class attributes:
+Every loss has one signature, ``forward(student, teacher, *, mask=None)``, and the term declares
+what it hands over:
 
-* ``requires_bev_map = True``: its inputs must be ``[B, C, H, W]`` (checked with a message
-  naming the term and layer);
-* ``applies_connectors = True``: it is called as ``loss(s, t, foreground=...,
-  student_connector=..., teacher_connector=...)`` and projects what it needs itself (spatial
-  InfoNCE projects only the cells it samples).
+* ``reads``: ``'features'`` (default: the maps the layers output, channel-checked, through the
+  connectors), ``'cells'`` (K cells drawn at the same world places of both maps, each side a
+  ``[B, C, K, 1]`` map, so a per-cell connector projects K cells instead of H*W; ``cells=dict(
+  num_samples=256, foreground_fraction=0.5)``) or ``'heatmaps'`` (the heads' class-heatmap
+  logits; ``layers`` defaults to ``['heatmap']``, which a Distiller resolves to the head its
+  model driver names);
+* ``mask``: True when the loss takes the foreground mask (``loss(s, t, mask=...)``; a
+  ``'cells'`` term draws its cells with it instead). The mask is whatever the caller passes (the
+  Distiller's ``foreground='teacher_heatmap'``); False (default) calls ``loss(s, t)``.
 
-A loss whose ``forward`` takes ``foreground`` (or ``mask``) receives the foreground mask.
+Connectors live in the term: ``connector`` for both sides, or ``student_connector`` /
+``teacher_connector``. Each term returns ``loss_<name>.<label>`` per layer (the label is the
+student's layer name unless given), multiplied by its weight and schedule, so mmengine's
+``parse_losses`` sums them. Channel sizes come from the caller (the ``Distiller`` reads them by
+a dry forward): a loss or connector whose constructor takes ``student_channels``/
+``teacher_channels`` or ``in_dim``/``in_channels`` gets them filled in.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,11 +49,15 @@ from mmengine.registry import MODELS
 from torch import nn
 
 from bevdistill.losses._checks import LossInputError
+from bevdistill.losses.cells import CellSampler
 from bevdistill.losses.registry import register_builtin_parts
 from bevdistill.losses.response import heatmap_logits
 
 _HALF = (torch.float16, torch.bfloat16)
-READS = ("features", "outputs")  # feature maps (channel-checked) or head outputs (heatmaps)
+READS = ("features", "cells", "heatmaps")
+HEATMAP = "heatmap"  # a heatmaps term's layer: the head's class heatmaps, wherever they are
+TERM_KEYS = ("name", "loss", "layers", "weight", "connector", "student_connector",
+             "teacher_connector", "reads", "mask", "cells", "schedule", "spatial_only")
 
 
 class TermConfigError(ValueError):
@@ -131,33 +143,6 @@ def current_iteration() -> int:
     return int(MessageHub.get_current_instance().get_info("iter", 0) or 0)
 
 
-def build_part(cfg: Any, what: str, **fill: Any) -> nn.Module:
-    """A registered module from ``dict(type=...)``, with ``fill`` arguments its constructor takes."""
-    register_builtin_parts()
-    if isinstance(cfg, nn.Module):
-        return cfg
-    if not isinstance(cfg, Mapping) or "type" not in cfg:
-        raise TermConfigError(f"{what} must be dict(type=<registered name>, ...), got {cfg!r}")
-    cls = MODELS.get(cfg["type"]) if isinstance(cfg["type"], str) else cfg["type"]
-    if cls is None:
-        raise TermConfigError(
-            f"{what}: no module named {cfg['type']!r} in mmengine's MODELS registry. Register "
-            "yours with @MODELS.register_module() and import it (custom_imports in the config)"
-        )
-    params = inspect.signature(cls).parameters
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    args = {k: v for k, v in cfg.items() if k != "type"}
-    args.update({k: v for k, v in fill.items() if k not in args and (k in params or takes_any)})
-    try:
-        return cls(**args)
-    except TypeError as exc:
-        raise TermConfigError(f"{what}: {cls.__name__}(**{args}) failed: {exc}") from exc
-
-
-def _takes(module: nn.Module, name: str) -> bool:
-    return name in inspect.signature(module.forward).parameters
-
-
 def as_feature(name: str, value: Any, role: str) -> torch.Tensor:
     """The ``[B, C, ...]`` float tensor a hook gave, or an error saying how to make it one."""
     if isinstance(value, (tuple, list)):
@@ -194,70 +179,177 @@ def _fp32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in _HALF else x
 
 
+@dataclass(frozen=True)
+class TermSpec:
+    """One term's config, parsed and checked once (see the module docstring for the keys)."""
+
+    name: str
+    loss: Any
+    pairs: tuple[LayerPair, ...]
+    weight: float = 1.0
+    student_connector: Any = None
+    teacher_connector: Any = None
+    reads: str = "features"
+    mask: bool = False
+    cells: Mapping[str, Any] | None = None
+    schedule: WeightSchedule | None = None
+    spatial_only: bool = False
+
+    @classmethod
+    def parse(cls, spec: Any) -> TermSpec:
+        if isinstance(spec, TermSpec):
+            return spec
+        if not isinstance(spec, Mapping) or "name" not in spec or "loss" not in spec:
+            raise TermConfigError(
+                "a term is dict(name='kl', loss=dict(type=...), layers=['pts_neck'], weight=1.0, "
+                f"reads='features', mask=False, connector=None, schedule=None); got {spec!r}"
+            )
+        name = spec["name"]
+        if not isinstance(name, str) or not name.isidentifier():
+            raise TermConfigError(f"a term's name must be an identifier like 'kl', got {name!r}")
+        unknown = sorted(set(spec) - set(TERM_KEYS))
+        if unknown:
+            raise TermConfigError(f"term {name!r}: unknown keys {unknown}; a term has {TERM_KEYS}")
+        reads = spec.get("reads", "features")
+        if reads == "outputs":
+            raise TermConfigError(f"term {name!r}: reads='outputs' is now reads='heatmaps'")
+        if reads not in READS:
+            raise TermConfigError(f"term {name!r}: reads must be one of {READS}, got {reads!r}")
+        layers = spec.get("layers", [HEATMAP] if reads == "heatmaps" else None)
+        if isinstance(layers, (str, Mapping)) or not layers:
+            raise TermConfigError(f"term {name!r}: layers must be a non-empty list, got {layers!r}")
+        pairs = tuple(LayerPair.parse(layer, name) for layer in layers)
+        labels = [p.label for p in pairs]
+        if len(set(labels)) != len(labels):
+            raise TermConfigError(f"term {name!r} has two layers with one label: {labels}")
+        if not isinstance(spec.get("mask", False), bool):
+            raise TermConfigError(f"term {name!r}: mask must be True or False (whether the loss "
+                                  f"takes the foreground mask), got {spec['mask']!r}")
+        if spec.get("cells") is not None and reads != "cells":
+            raise TermConfigError(f"term {name!r}: cells=... needs reads='cells'")
+        connector = spec.get("connector")
+        try:
+            schedule = WeightSchedule(**dict(spec["schedule"])) if spec.get("schedule") else None
+        except TypeError as exc:
+            raise TermConfigError(f"term {name!r} schedule: {exc}") from exc
+        return cls(
+            name=name, loss=spec["loss"], pairs=pairs,
+            weight=check_weight(f"term {name!r} weight", spec.get("weight", 1.0)),
+            student_connector=spec.get("student_connector") or connector,
+            teacher_connector=spec.get("teacher_connector") or connector,
+            reads=reads, mask=spec.get("mask", False), cells=spec.get("cells"),
+            schedule=schedule, spatial_only=bool(spec.get("spatial_only", False)),
+        )
+
+    def hooks(self, side: str) -> list[str]:
+        """The ``side`` ('student'/'teacher') layers this term reads, in order."""
+        return list(dict.fromkeys(p.student if side == "student" else p.teacher
+                                  for p in self.pairs))
+
+    def resolve(self, student: Mapping[str, str], teacher: Mapping[str, str]) -> TermSpec:
+        """The spec with layer names renamed per side (``'heatmap'`` -> the head a driver names)."""
+        pairs = tuple(dataclasses.replace(p, student=student.get(p.student, p.student),
+                                          teacher=teacher.get(p.teacher, p.teacher))
+                      for p in self.pairs)
+        return dataclasses.replace(self, pairs=pairs)
+
+    def live(self) -> TermSpec:
+        """The spec without its weight-0 layers (they build, hook and compute nothing)."""
+        return dataclasses.replace(self, pairs=tuple(p for p in self.pairs
+                                                     if self.weight * p.weight > 0))
+
+    def factor(self, iteration: int) -> float:
+        """The term's weight times its schedule at ``iteration``."""
+        return self.weight * (self.schedule.factor(iteration) if self.schedule else 1.0)
+
+
+def parse_terms(terms: Sequence[Any]) -> list[TermSpec]:
+    """Every term spec parsed once; two terms of one name are an error."""
+    if isinstance(terms, (str, Mapping)):
+        raise TermConfigError(f"terms must be a list of term dicts, got {terms!r}")
+    specs = [t.spec if isinstance(t, DistillationTerm) else TermSpec.parse(t) for t in terms]
+    names = [s.name for s in specs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise TermConfigError(f"two terms are named {twice}; rename one")
+    return specs
+
+
+def build_part(cfg: Any, what: str, **fill: Any) -> nn.Module:
+    """A registered module from ``dict(type=...)``, with ``fill`` arguments its constructor takes."""
+    register_builtin_parts()
+    if isinstance(cfg, nn.Module):
+        return cfg
+    if not isinstance(cfg, Mapping) or "type" not in cfg:
+        raise TermConfigError(f"{what} must be dict(type=<registered name>, ...), got {cfg!r}")
+    cls = MODELS.get(cfg["type"]) if isinstance(cfg["type"], str) else cfg["type"]
+    if cls is None:
+        raise TermConfigError(
+            f"{what}: no module named {cfg['type']!r} in mmengine's MODELS registry. Register "
+            "yours with @MODELS.register_module() and import it (custom_imports in the config)"
+        )
+    params = inspect.signature(cls).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    args = {k: v for k, v in cfg.items() if k != "type"}
+    args.update({k: v for k, v in fill.items() if k not in args and (k in params or takes_any)})
+    try:
+        return cls(**args)
+    except TypeError as exc:
+        raise TermConfigError(f"{what}: {cls.__name__}(**{args}) failed: {exc}") from exc
+
+
 class DistillationTerm(nn.Module):
     """One term: per layer pair, ``weight * pair.weight * schedule(iter) * loss(s', t')``.
 
-    ``s'`` and ``t'`` are the features after each side's connector; the teacher is detached.
-    Pairs whose weight is 0 build no loss and no connector (DDP rejects parameters that never
-    receive a gradient).
+    ``s'`` and ``t'`` are what the term reads, after each side's connector; the teacher is
+    detached. Pairs whose weight is 0 build no loss and no connector (DDP rejects parameters
+    that never receive a gradient).
     """
 
-    def __init__(
-        self,
-        name: str,
-        loss: Mapping[str, Any],
-        layers: Sequence[Any],
-        student_channels: Mapping[str, int],
-        teacher_channels: Mapping[str, int],
-        weight: float = 1.0,
-        connector: Mapping[str, Any] | None = None,
-        student_connector: Mapping[str, Any] | None = None,
-        teacher_connector: Mapping[str, Any] | None = None,
-        reads: str = "features",
-        schedule: Mapping[str, Any] | None = None,
-        spatial_only: bool = False,
-    ):
+    def __init__(self, spec: TermSpec | Mapping[str, Any], student_channels: Mapping[str, int],
+                 teacher_channels: Mapping[str, int]):
         super().__init__()
-        if not isinstance(name, str) or not name.isidentifier():
-            raise TermConfigError(f"a term's name must be an identifier like 'kl', got {name!r}")
-        if reads not in READS:
-            raise TermConfigError(f"term {name!r}: reads must be one of {READS}, got {reads!r}")
-        if isinstance(layers, (str, Mapping)) or not layers:
-            raise TermConfigError(f"term {name!r}: layers must be a non-empty list, got {layers!r}")
-        self.name, self.reads, self.spatial_only = name, reads, bool(spatial_only)
-        self.weight = check_weight(f"term {name!r} weight", weight)
+        spec = TermSpec.parse(spec).live()
+        self.spec, self.name = spec, spec.name
         try:
-            self.schedule = WeightSchedule(**dict(schedule)) if schedule else None
-        except TypeError as exc:
-            raise TermConfigError(f"term {name!r} schedule: {exc}") from exc
-        pairs = [LayerPair.parse(spec, name) for spec in layers]
-        self.pairs = tuple(p for p in pairs if self.weight * p.weight > 0)
-        labels = [p.label for p in self.pairs]
-        if len(set(labels)) != len(labels):
-            raise TermConfigError(f"term {name!r} has two layers with one label: {labels}")
+            self.sampler = CellSampler(**dict(spec.cells or {})) if spec.reads == "cells" else None
+        except (TypeError, ValueError) as exc:
+            raise TermConfigError(f"term {spec.name!r} cells: {exc}") from exc
         self.losses = nn.ModuleDict()
         self.channels: dict[tuple[str, str], int | None] = {}  # (side, layer) -> channels
         self.student_connectors = nn.ModuleDict()
         self.teacher_connectors = nn.ModuleDict()
-        for pair in self.pairs:
+        for pair in spec.pairs:
             s_ch = self._channels(student_channels, pair.student, "student")
             t_ch = self._channels(teacher_channels, pair.teacher, "teacher")
             self.channels[("student", pair.student)] = s_ch
             self.channels[("teacher", pair.teacher)] = t_ch
             key = module_key(pair.label)
-            self.losses[key] = build_part(loss, f"term {name!r} loss",
+            self.losses[key] = build_part(spec.loss, f"term {spec.name!r} loss",
                                           student_channels=s_ch, teacher_channels=t_ch)
             for side, cfg, ch, store in (
-                ("student", student_connector or connector, s_ch, self.student_connectors),
-                ("teacher", teacher_connector or connector, t_ch, self.teacher_connectors),
+                ("student", spec.student_connector, s_ch, self.student_connectors),
+                ("teacher", spec.teacher_connector, t_ch, self.teacher_connectors),
             ):
                 if cfg is not None:
-                    store[key] = build_part(cfg, f"term {name!r} {side} connector",
+                    store[key] = build_part(cfg, f"term {spec.name!r} {side} connector",
                                             in_dim=ch, in_channels=ch)
-        self.loss_keys = tuple(f"loss_{name}.{label}" for label in labels)
+        self.loss_keys = tuple(f"loss_{spec.name}.{p.label}" for p in spec.pairs)
+
+    @property
+    def pairs(self) -> tuple[LayerPair, ...]:
+        return self.spec.pairs
+
+    @property
+    def weight(self) -> float:
+        return self.spec.weight
+
+    @property
+    def schedule(self) -> WeightSchedule | None:
+        return self.spec.schedule
 
     def _channels(self, channels: Mapping[str, int], layer: str, side: str) -> int | None:
-        if self.reads == "outputs":
+        if self.spec.reads == "heatmaps":
             return None
         if layer not in channels:
             raise TermConfigError(
@@ -270,7 +362,7 @@ class DistillationTerm(nn.Module):
     def layers(self) -> tuple[str, ...]:
         return tuple(p.student for p in self.pairs)
 
-    def _input(self, features: Mapping[str, Any], layer: str, side: str, module: nn.Module):
+    def _input(self, features: Mapping[str, Any], layer: str, side: str):
         if not isinstance(features, Mapping):
             raise TypeError(
                 f"{side}_features must be a dict layer name -> tensor (what the wrapper returns), "
@@ -281,7 +373,7 @@ class DistillationTerm(nn.Module):
                 f"{side} features have no {layer!r} (present: {sorted(features)}). Capture it "
                 f"(hook points of the wrapper/recorder) or build term {self.name!r} without it."
             )
-        if self.reads == "outputs":
+        if self.spec.reads == "heatmaps":
             return _fp32(heatmap_logits(features[layer], who=f"{side} {layer!r}"))
         x = _fp32(as_feature(layer, features[layer], side))
         expected = self.channels[(side, layer)]
@@ -292,47 +384,49 @@ class DistillationTerm(nn.Module):
                 f"it with {x.shape[1]} (build_bevfusion_distillation infers channels by a dry "
                 "forward) or check that the right module is hooked"
             )
-        if getattr(module, "requires_bev_map", False) and x.dim() != 4:
+        if self.spec.reads == "cells" and x.dim() != 4:
             raise ValueError(
-                f"{side} feature {layer!r} has shape {tuple(x.shape)}; term {self.name!r} "
-                f"({type(module).__name__}) needs a BEV map [B, C, H, W]. Distil another layer "
-                "or give this layer weight 0"
+                f"{side} feature {layer!r} has shape {tuple(x.shape)}; term {self.name!r} reads "
+                "cells and needs a BEV map [B, C, H, W]. Distil another layer or give this layer "
+                "weight 0"
             )
         return x
 
     def forward(self, student_features: Mapping[str, Any], teacher_features: Mapping[str, Any],
-                foreground: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        factor = self.weight * (self.schedule.factor(current_iteration()) if self.schedule else 1.0)
+                mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        factor = self.spec.factor(current_iteration())
         out: dict[str, torch.Tensor] = {}
         for pair, key in zip(self.pairs, self.loss_keys, strict=True):
-            loss = self.losses[module_key(pair.label)]
-            s = self._input(student_features, pair.student, "student", loss)
-            t = self._input(teacher_features, pair.teacher, "teacher", loss).detach()
+            s = self._input(student_features, pair.student, "student")
+            t = self._input(teacher_features, pair.teacher, "teacher").detach()
             if s.shape[0] != t.shape[0]:
                 raise ValueError(
                     f"{pair.student!r}: student batch size {s.shape[0]} differs from the "
                     f"teacher's {t.shape[0]}; both models must see the same samples"
                 )
-            if self.spatial_only and not (s.dim() in (4, 5) and t.dim() in (4, 5)):
+            if self.spec.spatial_only and not (s.dim() in (4, 5) and t.dim() in (4, 5)):
                 continue  # e.g. attention transfer on pooled features: nothing spatial to match
-            out[key] = factor * pair.weight * self._call(loss, pair, key, s, t, foreground)
+            if factor == 0:  # faded out by its schedule: nothing to compute
+                out[key] = s.new_zeros(())
+                continue
+            out[key] = factor * pair.weight * self._call(pair, key, s, t, mask)
         return out
 
-    def _call(self, loss: nn.Module, pair: LayerPair, key: str, s, t, foreground):
+    def _call(self, pair: LayerPair, key: str, s, t, mask):
         ckey = module_key(pair.label)
-        s_conn = self.student_connectors[ckey] if ckey in self.student_connectors else None
-        t_conn = self.teacher_connectors[ckey] if ckey in self.teacher_connectors else None
-        kwargs: dict[str, Any] = {}
-        if foreground is not None:
-            mask_arg = next((a for a in ("foreground", "mask") if _takes(loss, a)), None)
-            if mask_arg:
-                kwargs[mask_arg] = _fp32(foreground.detach())
+        mask = _fp32(mask.detach()) if self.spec.mask and mask is not None else None
+        kwargs = {"mask": mask} if self.spec.mask and self.sampler is None else {}
         try:
-            if getattr(loss, "applies_connectors", False):
-                return loss(s, t, student_connector=s_conn, teacher_connector=t_conn, **kwargs)
-            s = s_conn(s) if s_conn is not None else s
-            t = t_conn(t) if t_conn is not None else t
-            return loss(s, t, **kwargs)
+            if self.sampler is not None:
+                cells = self.sampler(s, t, mask)
+                if cells is None:
+                    return s.sum() * 0.0
+                s, t = cells
+            if ckey in self.student_connectors:
+                s = self.student_connectors[ckey](s)
+            if ckey in self.teacher_connectors:
+                t = self.teacher_connectors[ckey](t)
+            return self.losses[ckey](s, t, **kwargs)
         except LossInputError as exc:
             raise type(exc)(f"{key}: {exc}") from exc
 
@@ -340,19 +434,18 @@ class DistillationTerm(nn.Module):
 class DistillationTerms(nn.Module):
     """Every term of a recipe, summed by mmengine: ``{loss_<term>.<label>: weighted loss}``.
 
-    ``terms``: term configs (see the module docstring) or built :class:`DistillationTerm`
-    modules. ``student_channels``/``teacher_channels``: channels of every captured layer.
+    ``terms``: term configs (see the module docstring), parsed :class:`TermSpec` or built
+    :class:`DistillationTerm` modules. ``student_channels``/``teacher_channels``: channels of
+    every captured layer.
     """
 
     def __init__(self, terms: Sequence[Any], student_channels: Mapping[str, int],
                  teacher_channels: Mapping[str, int]):
         super().__init__()
         self.terms = nn.ModuleDict()
-        for spec in terms:
-            term = spec if isinstance(spec, DistillationTerm) else build_term(
+        for given, spec in zip(terms, parse_terms(terms), strict=True):  # all checked first
+            term = given if isinstance(given, DistillationTerm) else DistillationTerm(
                 spec, student_channels, teacher_channels)
-            if term.name in self.terms:
-                raise TermConfigError(f"two terms are named {term.name!r}; rename one")
             if term.pairs:
                 self.terms[term.name] = term
 
@@ -361,12 +454,18 @@ class DistillationTerms(nn.Module):
         """Every key :meth:`forward` can return, for logs and tables (never a hard-coded list)."""
         return tuple(k for term in self.terms.values() for k in term.loss_keys)
 
+    def active(self, iteration: int | None = None) -> bool:
+        """Whether any term weighs more than 0 at ``iteration`` (default: the Runner's): when
+        none does, a step needs no teacher forward."""
+        it = current_iteration() if iteration is None else iteration
+        return any(term.spec.factor(it) > 0 for term in self.terms.values())
+
     def forward(self, student_features: Mapping[str, Any], teacher_features: Mapping[str, Any],
-                foreground: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        return self.sum_terms(student_features, teacher_features, foreground)
+                mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return self.sum_terms(student_features, teacher_features, mask)
 
     def sum_terms(self, student_features: Mapping[str, Any], teacher_features: Mapping[str, Any],
-                  foreground: torch.Tensor | None = None, skip: set[str] | frozenset = frozenset(),
+                  mask: torch.Tensor | None = None, skip: set[str] | frozenset = frozenset(),
                   ) -> dict[str, torch.Tensor]:
         """Every term but ``skip``, in float32 even under autocast."""
         first = next((v for v in student_features.values() if isinstance(v, torch.Tensor)), None)
@@ -375,38 +474,15 @@ class DistillationTerms(nn.Module):
         with torch.autocast(device_type=device_type, enabled=False):
             for name, term in self.terms.items():
                 if name not in skip:
-                    losses.update(term(student_features, teacher_features, foreground))
+                    losses.update(term(student_features, teacher_features, mask))
         return losses
 
 
-def build_term(spec: Mapping[str, Any], student_channels: Mapping[str, int],
-               teacher_channels: Mapping[str, int]) -> DistillationTerm:
-    """A :class:`DistillationTerm` from its config dict (``name``, ``loss``, ``layers``, ...)."""
-    if not isinstance(spec, Mapping) or "name" not in spec or "loss" not in spec:
-        raise TermConfigError(
-            "a term is dict(name='kl', loss=dict(type=...), layers=['pts_neck'], weight=1.0, "
-            f"connector=None, schedule=None); got {spec!r}"
-        )
-    args = dict(spec)
-    try:
-        return DistillationTerm(student_channels=student_channels,
-                                teacher_channels=teacher_channels, **args)
-    except TypeError as exc:
-        raise TermConfigError(f"term {spec.get('name')!r}: {exc}") from exc
-
-
-def term_layers(terms: Sequence[Mapping[str, Any]], side: str) -> tuple[list[str], list[str]]:
-    """The ``side`` ('student'/'teacher') hooks that ``terms`` read: (feature maps, outputs)."""
+def term_layers(terms: Sequence[Any], side: str) -> tuple[list[str], list[str]]:
+    """The ``side`` ('student'/'teacher') hooks that ``terms`` read: (feature maps, heatmaps)."""
     features: list[str] = []
-    outputs: list[str] = []
-    for spec in terms:
-        if not isinstance(spec, Mapping):
-            raise TermConfigError(f"a term must be a dict, got {spec!r}")
-        name = spec.get("name", "?")
-        into = outputs if spec.get("reads", "features") == "outputs" else features
-        for layer in spec.get("layers") or ():
-            pair = LayerPair.parse(layer, name)
-            hook = pair.student if side == "student" else pair.teacher
-            if hook not in into:
-                into.append(hook)
-    return features, outputs
+    heatmaps: list[str] = []
+    for spec in parse_terms(terms):
+        into = heatmaps if spec.reads == "heatmaps" else features
+        into.extend(h for h in spec.hooks(side) if h not in into)
+    return features, heatmaps

@@ -148,7 +148,7 @@ def attention_gradient_map(
     fn = loss if loss is not None else AttentionTransferLoss()
     s = feature_map(student, what="student feature").clone().requires_grad_(True)
     t = feature_map(teacher, what="teacher feature")
-    value = fn(s, t) if mask is None else fn(s, t, mask)
+    value = fn(s, t) if mask is None else fn(s, t, mask=mask)
     (grad,) = torch.autograd.grad(value, s)
     return sample_of(grad, sample).norm(dim=0).numpy()
 

@@ -97,7 +97,7 @@ def attention_maps(
     (``[B, H, W]`` when ``sample`` is None), ``loss`` (sum of squared differences: the
     :class:`~bevdistill.AttentionTransferLoss` value of that sample, or of the batch mean) and
     ``grid`` (H, W). ``mask`` (a foreground mask or class probabilities, any grid) weights the
-    cells before the normalisation, as ``AttentionTransferLoss(...)(s, t, mask)`` does.
+    cells before the normalisation, as ``AttentionTransferLoss(...)(s, t, mask=mask)`` does.
     """
     s, t = feature_map(student, what="student feature"), feature_map(teacher, what="teacher feature")
     if s.shape[0] != t.shape[0]:

@@ -7,7 +7,6 @@ model = dict(
     teacher="{{fileDirname}}/train_teacher_ci.py",
     student="{{fileDirname}}/train_student_ci.py",
     teacher_ckpt=None,
-    distill=dict(feat_dim=16, num_samples=32),
 )
 train_dataset = dict(num_samples=16, point_cloud_range=point_cloud_range)
 val_dataset = dict(num_samples=4, point_cloud_range=point_cloud_range)

@@ -26,6 +26,7 @@ student_config = (
     "bevfusion_lidar_voxel0075_second_secfpn_8xb4-cyclic-20e_nus-3d.py"
 )
 
+LAYERS = ["pts_backbone", "pts_neck"]
 model = dict(
     _delete_=True,
     type="BEVDistiller",
@@ -35,10 +36,17 @@ model = dict(
     # Layers both models have. The teacher's backbone and neck come after its fusion layer, so
     # they carry what the cameras added; 180 x 180 BEV on both sides. (A narrower lidar-camera
     # student could add "fusion_layer"; hook points name the same module on both models.)
-    hook_points=["pts_backbone", "pts_neck"],
-    select={"pts_backbone": -1},
-    kd_hook="bbox_head.heatmap_head",  # TransFusion's class heatmap, before its query selection
     # The teacher's camera branch needs real images for the dry forward: one validation sample
-    probe=dict(dataset={{_base_.val_dataloader.dataset}}),
-    distill=dict(contrastive="spatial", alpha_crd=1.0, alpha_at=2.0, alpha_kd=5.0, feat_dim=128),
+    driver=dict(type="mmdet3d", select={"pts_backbone": -1},
+                probe=dict(dataset={{_base_.val_dataloader.dataset}})),
+    # kd reads TransFusion's class heatmap (bbox_head.heatmap_head), before its query selection
+    terms=[
+        dict(name="crd", loss=dict(type="CellInfoNCE", temperature=0.07), reads="cells",
+             cells=dict(num_samples=256), mask=True, layers=LAYERS,
+             connector=dict(type="SpatialProjector", hidden_dim=256, out_dim=128), weight=1.0),
+        dict(name="at", loss=dict(type="AttentionTransferLoss"), mask=True, layers=LAYERS,
+             weight=2.0),
+        # the heads' class heatmaps, wherever the mmdet3d driver finds them
+        dict(name="kd", loss=dict(type="HeatmapDistillationLoss"), reads="heatmaps", weight=5.0),
+    ],
 )

@@ -86,15 +86,22 @@ def centerpoint_pillar(pillar, channels, layer_nums, neck):
 teacher_model = centerpoint_pillar(0.2, [32, 64, 128], [3, 5, 5], 64)
 student_model = centerpoint_pillar(0.4, [16, 32, 64], [1, 2, 2], 32)
 
+LAYERS = ["pts_middle_encoder", "pts_backbone", "pts_neck"]
 model = dict(
     type="BEVDistiller",
     teacher=teacher_model,
     teacher_ckpt=None,  # set to the trained teacher's checkpoint (None: untrained, tests only)
     student=student_model,
-    hook_points=["pts_middle_encoder", "pts_backbone", "pts_neck"],
-    select={"pts_backbone": -1},
-    kd_hook="pts_bbox_head",  # CenterHead's per-task heatmaps, concatenated
-    distill=dict(contrastive="spatial", alpha_crd=1.0, alpha_at=2.0, alpha_kd=5.0, feat_dim=64),
+    driver=dict(type="mmdet3d", select={"pts_backbone": -1}),
+    terms=[
+        dict(name="crd", loss=dict(type="CellInfoNCE", temperature=0.07), reads="cells",
+             cells=dict(num_samples=256), mask=True, layers=LAYERS,
+             connector=dict(type="SpatialProjector", hidden_dim=256, out_dim=64), weight=1.0),
+        dict(name="at", loss=dict(type="AttentionTransferLoss"), mask=True, layers=LAYERS,
+             weight=2.0),
+        # the heads' class heatmaps, wherever the mmdet3d driver finds them
+        dict(name="kd", loss=dict(type="HeatmapDistillationLoss"), reads="heatmaps", weight=5.0),
+    ],
 )
 
 # --- data: mmdet3d's own NuScenesDataset and transforms ------------------------------------

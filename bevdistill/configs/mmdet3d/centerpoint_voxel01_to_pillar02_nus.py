@@ -12,6 +12,7 @@ _base_ = ["mmdet3d::centerpoint/centerpoint_pillar02_second_secfpn_8xb4-cyclic-2
 custom_imports = dict(imports=["bevdistill.mmdet3d.distiller"], allow_failed_imports=False)
 default_scope = "mmdet3d"
 
+LAYERS = ["pts_middle_encoder", "pts_backbone", "pts_neck"]
 model = dict(
     _delete_=True,
     type="BEVDistiller",
@@ -21,8 +22,15 @@ model = dict(
     student={{_base_.model}},
     # Both BEV maps are 128 x 128 at the neck (strides 8 and 4 of 0.1 m and 0.2 m cells):
     # teacher neck 512 channels, student 384; the projectors' sizes come from a dry forward.
-    hook_points=["pts_middle_encoder", "pts_backbone", "pts_neck"],
-    select={"pts_backbone": -1},
-    kd_hook="pts_bbox_head",  # the six task heatmaps, same classes and order on both sides
-    distill=dict(contrastive="spatial", alpha_crd=1.0, alpha_at=2.0, alpha_kd=5.0, feat_dim=128),
+    driver=dict(type="mmdet3d", select={"pts_backbone": -1}),
+    # kd reads the six task heatmaps (pts_bbox_head), same classes and order on both sides
+    terms=[
+        dict(name="crd", loss=dict(type="CellInfoNCE", temperature=0.07), reads="cells",
+             cells=dict(num_samples=256), mask=True, layers=LAYERS,
+             connector=dict(type="SpatialProjector", hidden_dim=256, out_dim=128), weight=1.0),
+        dict(name="at", loss=dict(type="AttentionTransferLoss"), mask=True, layers=LAYERS,
+             weight=2.0),
+        # the heads' class heatmaps, wherever the mmdet3d driver finds them
+        dict(name="kd", loss=dict(type="HeatmapDistillationLoss"), reads="heatmaps", weight=5.0),
+    ],
 )
