@@ -24,7 +24,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,9 +119,13 @@ class TaughtLoss(nn.Module):
         self.loss, self.kd_hook = loss, kd_hook
         self.loss_keys: tuple[str, ...] = ()  # known after the first step
 
+    def active(self, iteration: int | None = None) -> bool:
+        """A step-5 loss has no schedule: every step runs the teacher."""
+        return True
+
     def forward(self, student_features: Mapping[str, Any], teacher_features: Mapping[str, Any],
-                foreground: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        if foreground is not None:
+                mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if mask is not None:
             raise ValueError("a step-5 loss weights no cells: build the Distiller without "
                              "foreground=")
         s_feats, t_feats = dict(student_features), dict(teacher_features)
@@ -131,19 +135,37 @@ class TaughtLoss(nn.Module):
         return losses
 
 
-def loss_arguments(loss_cls: type, distill: Mapping[str, Any]) -> dict[str, Any]:
-    """The experiment's ``model.distill`` settings that ``loss_cls`` accepts (a learner's class
-    takes the step-5 contract's: ``feat_dim``, ``temperature`` and the alphas)."""
+def tutorial_settings(terms: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The step-5 arguments an experiment's ``terms`` stand for: ``alpha_<name>`` is the weight
+    of the term named ``crd``, ``at`` or ``kd``; ``feat_dim`` and ``temperature`` are the
+    contrastive term's projector width and loss temperature."""
+    settings: dict[str, Any] = {}
+    for term in terms:
+        name = term.get("name")
+        if name in ("crd", "at", "kd"):
+            settings[f"alpha_{name}"] = float(term.get("weight", 1.0))
+        if name == "crd":
+            connector = term.get("connector") or {}
+            if "out_dim" in connector:
+                settings["feat_dim"] = int(connector["out_dim"])
+            if "temperature" in (term.get("loss") or {}):
+                settings["temperature"] = float(term["loss"]["temperature"])
+    return settings
+
+
+def loss_arguments(loss_cls: type, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The step-5 settings that ``loss_cls`` accepts (a learner's class takes the step-5
+    contract's: ``feat_dim``, ``temperature`` and the alphas)."""
     accepted = inspect.signature(loss_cls).parameters
-    return {k: v for k, v in distill.items() if k in accepted}
+    return {k: v for k, v in settings.items() if k in accepted}
 
 
-def install_loss(distiller, loss_cls: type, distill: Mapping[str, Any]) -> TaughtLoss:
-    """Put ``loss_cls``, built on the distiller's measured channels and the config's ``distill``
-    weights, in place of the loss the distiller's config built. Call it before
+def install_loss(distiller, loss_cls: type, terms: Sequence[Mapping[str, Any]]) -> TaughtLoss:
+    """Put ``loss_cls``, built on the distiller's measured channels and the weights of the
+    config's ``terms``, in place of the loss the distiller's config built. Call it before
     ``runner.train()``: the optimiser is built there, from the parameters (the new projectors
     among them)."""
-    settings = loss_arguments(loss_cls, distill)
+    settings = loss_arguments(loss_cls, tutorial_settings(terms))
     loss = loss_cls(dict(distiller.student_channels), dict(distiller.teacher_channels), **settings)
     distiller.distill_loss = TaughtLoss(loss, distiller.kd_hook or KD_HOOK)
     return distiller.distill_loss
@@ -204,7 +226,7 @@ def train_run(name: str, experiment: str, mode: str, work_dir: str | Path,
     runner = make_runner(exp, work_dir / name, max_iters=max_iters)
     loss = ""
     if loss_cls is not None:
-        install_loss(runner.model, loss_cls, dict(exp.model.get("distill") or {}))
+        install_loss(runner.model, loss_cls, list(exp.model.get("terms") or []))
         loss = loss_cls.__name__
     # The runner's progress bars redraw many times a second on stderr: kept out of a notebook.
     with contextlib.redirect_stderr(io.StringIO()):

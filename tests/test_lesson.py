@@ -62,7 +62,8 @@ def test_taught_loss_hands_the_heatmaps_apart():
     assert seen["s_heat"] is heat and float(seen["t_heat"].mean()) == 1.0
     assert loss.loss_keys == ("loss_at.pts_neck",) and set(out) == {"loss_at.pts_neck"}
     with pytest.raises(ValueError, match="foreground"):
-        loss({"pts_neck": 1}, {"pts_neck": 2}, foreground=heat)
+        loss({"pts_neck": 1}, {"pts_neck": 2}, mask=heat)
+    assert loss.active()  # no schedule: every step runs the teacher
 
 
 def test_loss_arguments_keep_what_the_class_accepts():
@@ -75,6 +76,19 @@ def test_loss_arguments_keep_what_the_class_accepts():
 
     assert lesson.loss_arguments(Learner, distill) == {"feat_dim": 64, "alpha_kd": 5.0}
     assert lesson.loss_arguments(BEVFusionDistillationLoss, distill) == distill
+
+
+def test_tutorial_settings_read_the_experiments_terms():
+    from bevdistill.engine import load_experiment
+
+    terms = load_experiment("distill").model["terms"]
+    settings = lesson.tutorial_settings(terms)
+    by_name = {t["name"]: t for t in terms}
+    assert settings == {"alpha_crd": by_name["crd"]["weight"], "alpha_at": by_name["at"]["weight"],
+                        "alpha_kd": by_name["kd"]["weight"],
+                        "feat_dim": by_name["crd"]["connector"]["out_dim"],
+                        "temperature": by_name["crd"]["loss"]["temperature"]}
+    assert lesson.tutorial_settings([dict(name="mse", weight=2.0)]) == {}
 
 
 def test_a_short_pair_trains_the_loss_and_reports_no_map(tmp_path):

@@ -111,7 +111,7 @@ def test_every_layer_a_term_reads_is_hooked_and_only_those():
 def test_the_old_recipe_keys_are_converted_with_the_new_keys_named():
     """distill=dict(alpha_*), hook_points and kd_hook edit the shipped terms as they edited the
     recipe before, and the warning names the --cfg-options keys to write instead."""
-    from bevdistill._warnings import reset_warnings
+    from warnings_support import reset_warnings
 
     register_modules()
     reset_warnings()
