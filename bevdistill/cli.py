@@ -31,28 +31,33 @@ from pathlib import Path
 
 from mmengine.config import DictAction
 
-from bevdistill.engine.checkpoint import (
-    CheckpointMismatchError,
-    ChecksumError,
-    CorruptCheckpointError,
-    MissingCheckpointError,
-)
-from bevdistill.engine.hooks import DivergenceError
-from bevdistill.engine.runner import ExperimentConfigError, LaunchError
+from bevdistill.engine.checkpoint import MissingCheckpointError
+from bevdistill.errors import ExperimentConfigError, UserError
 
 
-class WorkDirError(ValueError):
+class WorkDirError(UserError, ValueError):
     """``--work-dir`` is a file, or a folder that cannot be created."""
 
 
-USER_ERRORS = (ExperimentConfigError, LaunchError, MissingCheckpointError, CheckpointMismatchError,
-               CorruptCheckpointError, ChecksumError, DivergenceError, WorkDirError)
-# Loaded on demand (they import the models): errors raised while building or feeding them.
-LAZY_USER_ERRORS = {
-    "bevdistill.distiller": ("TeacherCheckpointError", "DistillerBuildError"),
-    "bevdistill.losses._checks": ("LossInputError",),
-    "bevdistill.data.nuscenes": ("InfoFileError", "PointFileError"),
-}
+class CfgOptionsAction(DictAction):
+    """mmengine's ``DictAction`` with a usage error, not a traceback, for an entry without '='."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        bad = [v for v in values if "=" not in v]
+        if bad:
+            raise argparse.ArgumentError(
+                self, f"{bad[0]!r} is not KEY=VALUE; write e.g. {option_string} "
+                f"{bad[0]}=VALUE (a dotted key such as schedule.lr=1e-3)")
+        super().__call__(parser, namespace, values, option_string)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Usage errors in two lines, as every other user error (argparse prints the whole usage)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` shows the usage)\n")
+
+
 # Python-form advice in library messages, and its command-line form.
 CLI_FORM = {
     "pass strict_teacher=False": "pass --cfg-options model.strict_teacher=False",
@@ -71,7 +76,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="continue from WORK_DIR/last_checkpoint (exactly, after a crash)")
     p.add_argument("--launcher", choices=("none", "pytorch"), default="none",
                    help="'pytorch' under torchrun for DDP (gloo on CPU, nccl on GPU)")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
+    p.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, default={},
                    help="override config keys, e.g. schedule.lr=1e-3 data.num_workers=2")
     _add_debug(p)
 
@@ -83,7 +88,7 @@ def _add_debug(p: argparse.ArgumentParser, default=argparse.SUPPRESS) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="bevdistill",
         description="Knowledge distillation for BEV detectors:" + __doc__.split(":", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -107,14 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-samples", type=int, help="evaluate on the first N val samples")
     evaluate.add_argument("--work-dir", help="output folder (default: work_dirs/eval_<config>)")
     evaluate.add_argument("--launcher", choices=("none", "pytorch"), default="none")
-    evaluate.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+    evaluate.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, default={})
     _add_debug(evaluate)
 
     export = sub.add_parser("export", help="student-only checkpoint from a distillation checkpoint")
     export.add_argument("config", help="the distill config the checkpoint was trained with")
     export.add_argument("checkpoint")
     export.add_argument("out")
-    export.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+    export.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, default={})
     _add_debug(export)
 
     _add_debug(sub.add_parser("list", help="list the shipped experiment configs"))
@@ -380,23 +385,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _is_user_error(exc: BaseException) -> bool:
-    if isinstance(exc, USER_ERRORS):
-        return True
-    for module, names in LAZY_USER_ERRORS.items():
-        loaded = sys.modules.get(module)  # not imported: none of its errors can have been raised
-        if loaded is not None and isinstance(exc, tuple(getattr(loaded, n) for n in names)):
-            return True
-    return False
-
-
 def user_error_message(exc: BaseException) -> str | None:
     """The message for an error the user can fix, in one line plus at most one line of fix;
     None for a bug (shown as a traceback)."""
-    if isinstance(exc, OSError) and not _is_user_error(exc):
+    if isinstance(exc, OSError) and not isinstance(exc, UserError):
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror or exc}{where}"
-    if not _is_user_error(exc):
+    if not isinstance(exc, UserError):
         return None
     message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     for python_form, cli_form in CLI_FORM.items():

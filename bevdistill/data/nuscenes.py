@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bevdistill.errors import UserError
+
 from .classes import LABEL_OF
 from .geometry import count_points_in_boxes
 from .transforms import rotate_z
@@ -41,11 +43,11 @@ COUNT_TOLERANCE = (5, 0.25)  # |counted - num_lidar_pts| allowed: max(5 points, 
 POINT_BYTES = 4  # float32, the only dtype of nuScenes .pcd.bin sweeps
 
 
-class InfoFileError(ValueError):
+class InfoFileError(UserError, ValueError):
     """An info file cannot be read safely: corrupt, not a pickle, or it asks for other objects."""
 
 
-class PointFileError(ValueError):
+class PointFileError(UserError, ValueError):
     """A LiDAR sweep does not hold what its info declares (size, rings, intensity, counts)."""
 
 

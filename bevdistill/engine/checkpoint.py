@@ -54,6 +54,7 @@ from mmengine.logging import HistoryBuffer
 from mmengine.registry import HOOKS
 
 from bevdistill._io import atomic_replace_from, atomic_write_bytes, temp_name  # noqa: F401 (re-exported)
+from bevdistill.errors import UserError
 
 _HISTORY_BUFFER_METHODS = ("min", "max", "current", "mean")
 # A pickled np.dtype is rebuilt as an instance of its class (numpy.dtypes.Float64DType...),
@@ -168,7 +169,7 @@ class AtomicCheckpointHook(CheckpointHook):
                 self.file_backend.remove(old)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint cannot be used: the one type every checkpoint reader and loader raises
     (the subclasses below say which way it is wrong)."""
 

@@ -50,12 +50,13 @@ from bevdistill.engine.checkpoint import (
     remove_stale_temp_files,
 )
 from bevdistill.engine.hooks import DIVERGENCE_CAUSES, DivergenceError, nonfinite_tensors
+from bevdistill.engine.validate import ROLES, check_experiment, check_section, load_config_file
+from bevdistill.errors import ExperimentConfigError, UserError
 from bevdistill.losses._checks import NonFiniteLossError
 from bevdistill.models.build import CONFIG_DIR, list_presets
 
 EXPERIMENT_DIR = CONFIG_DIR / "experiments"
 LAUNCHERS = ("none", "pytorch")
-ROLES = ("teacher", "student", "distill")
 
 DEFAULT_DATA = dict(batch_size=4, val_batch_size=4, num_workers=0)
 DEFAULT_SCHEDULE = dict(
@@ -74,11 +75,7 @@ DEFAULT_SCHEDULE = dict(
 )
 
 
-class ExperimentConfigError(ValueError):
-    """An experiment config is missing, unknown, or inconsistent."""
-
-
-class LaunchError(ValueError):
+class LaunchError(UserError, ValueError):
     """``--launcher pytorch`` was used outside torchrun (its environment variables are missing)."""
 
 
@@ -113,9 +110,15 @@ def load_experiment(
 ) -> Config:
     """Load an experiment config and apply ``--cfg-options`` style overrides."""
     path = resolve_config(name_or_path)
-    cfg = Config.fromfile(str(path))
+    cfg = load_config_file(path)
+    file_keys = set(cfg)
     if cfg_options:
-        cfg.merge_from_dict(dict(cfg_options))
+        try:
+            cfg.merge_from_dict(dict(cfg_options))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ExperimentConfigError(
+                f"--cfg-options {dict(cfg_options)} cannot be applied to {path.name}: {exc}"
+            ) from exc
     missing = [k for k in ("model", "val_dataset") if k not in cfg]
     if missing:
         raise ExperimentConfigError(
@@ -125,6 +128,8 @@ def load_experiment(
     role = cfg.get("role")
     if role not in ROLES:
         raise ExperimentConfigError(f"{path}: role must be one of {ROLES}, got {role!r}")
+    register_modules()  # the registered classes' signatures are the known model keys
+    check_experiment(cfg, file_keys)
     return cfg
 
 
@@ -184,13 +189,8 @@ def device_description() -> str:
 
 
 def _merged(defaults: Mapping[str, Any], given: Mapping[str, Any] | None, what: str) -> dict:
-    given = dict(given or {})
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ExperimentConfigError(
-            f"unknown {what} keys {unknown}; known: {sorted(defaults)}"
-        )
-    return {**defaults, **given}
+    check_section(what, given)
+    return {**defaults, **dict(given or {})}
 
 
 _RUNS_IN_PROCESS = itertools.count()

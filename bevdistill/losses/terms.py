@@ -40,6 +40,7 @@ from mmengine.logging import MessageHub
 from mmengine.registry import MODELS
 from torch import nn
 
+from bevdistill.errors import UserError
 from bevdistill.losses._checks import LossInputError
 from bevdistill.losses.registry import register_builtin_parts
 from bevdistill.losses.response import heatmap_logits
@@ -48,7 +49,7 @@ _HALF = (torch.float16, torch.bfloat16)
 READS = ("features", "outputs")  # feature maps (channel-checked) or head outputs (heatmaps)
 
 
-class TermConfigError(ValueError):
+class TermConfigError(UserError, ValueError):
     """A distillation term's config is wrong (unknown loss, bad layer, weight or schedule)."""
 
 
