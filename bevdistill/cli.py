@@ -32,6 +32,7 @@ from pathlib import Path
 from mmengine.config import DictAction
 
 from bevdistill.engine.checkpoint import MissingCheckpointError
+from bevdistill.engine.lock import work_dir_lock
 from bevdistill.errors import ExperimentConfigError, UserError
 
 
@@ -178,33 +179,30 @@ def cmd_train_mmdet3d(args: argparse.Namespace, argv: Sequence[str], config: str
             f"an mmdet3d config is the whole job: `bevdistill train {config}` takes no second "
             f"config (got {args.config!r})"
         )
-    work_dir = Path(args.work_dir or Path("work_dirs") / Path(config).stem)
-    runner = make_mmdet3d_runner(config, work_dir, launcher=args.launcher, resume=args.resume,
-                                 max_iters=args.max_iters, cfg_options=args.cfg_options)
-    runner.train()
-    last = work_dir / "last_checkpoint"
-    logs = runner.message_hub.log_scalars
-    metrics = {k: round(float(v.current()), 6) for k, v in logs.items() if k.startswith("train/")}
-    record = run_record(
-        command=args.command, argv=argv, config=Path(config).stem, config_path=config,
-        started=started, metrics=metrics, seed=runner.seed,
-        extra=dict(work_dir=str(work_dir), max_iters=runner.max_iters, iters_done=runner.iter,
-                   resumed=bool(args.resume), world_size=runner.world_size, scope="mmdet3d",
-                   cfg_options=dict(args.cfg_options),
-                   checkpoint=last.read_text().strip() if last.is_file() else None),
-    )
-    if is_main_process():
-        path = write_json(work_dir / "metrics.json", record)
-        print(f"bevdistill: last training losses {metrics} -> {path}")
+    work_dir = _prepare_work_dir(Path(args.work_dir or Path("work_dirs") / Path(config).stem))
+    with work_dir_lock(work_dir, argv):
+        runner = make_mmdet3d_runner(config, work_dir, launcher=args.launcher, resume=args.resume,
+                                     max_iters=args.max_iters, cfg_options=args.cfg_options)
+        runner.train()
+        last = work_dir / "last_checkpoint"
+        logs = runner.message_hub.log_scalars
+        metrics = {k: round(float(v.current()), 6) for k, v in logs.items() if k.startswith("train/")}
+        record = run_record(
+            command=args.command, argv=argv, config=Path(config).stem, config_path=config,
+            started=started, metrics=metrics, seed=runner.seed,
+            extra=dict(work_dir=str(work_dir), max_iters=runner.max_iters, iters_done=runner.iter,
+                       resumed=bool(args.resume), world_size=runner.world_size, scope="mmdet3d",
+                       cfg_options=dict(args.cfg_options),
+                       checkpoint=last.read_text().strip() if last.is_file() else None),
+        )
+        if is_main_process():
+            path = write_json(work_dir / "metrics.json", record)
+            print(f"bevdistill: last training losses {metrics} -> {path}")
     _finish_distributed()
     return record
 
 
 def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
-    from mmengine.dist import is_main_process
-
-    from bevdistill.engine.hooks import LastMetricsHook
-    from bevdistill.engine.report import run_record, write_json
     from bevdistill.engine.runner import experiment_name, load_experiment, make_runner
 
     mmdet3d_config = _mmdet3d_config(args)
@@ -227,9 +225,21 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     if role == "distill":
         _check_teacher_ckpt(exp)
     work_dir = _prepare_work_dir(Path(args.work_dir or Path("work_dirs") / name))
-    runner = make_runner(exp, work_dir, launcher=args.launcher, resume=args.resume,
-                         max_iters=args.max_iters)
-    runner.train()
+    with work_dir_lock(work_dir, argv):
+        runner = make_runner(exp, work_dir, launcher=args.launcher, resume=args.resume,
+                             max_iters=args.max_iters)
+        runner.train()
+        return _write_train_record(args, argv, exp, runner, work_dir, started, role)
+
+
+def _write_train_record(args, argv, exp, runner, work_dir: Path, started: float, role: str) -> dict:
+    from mmengine.dist import is_main_process
+
+    from bevdistill.engine.hooks import LastMetricsHook
+    from bevdistill.engine.report import run_record, write_json
+    from bevdistill.engine.runner import experiment_name
+
+    name = experiment_name(exp)
     metrics = next(h.metrics for h in runner.hooks if isinstance(h, LastMetricsHook))
     last = work_dir / "last_checkpoint"
     record = run_record(
@@ -267,16 +277,17 @@ def cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         exp.val_dataset.num_samples = args.num_samples
     name = experiment_name(exp)
     work_dir = _prepare_work_dir(Path(args.work_dir or Path("work_dirs") / f"eval_{name}"))
-    metrics = evaluate_checkpoint(exp, args.checkpoint, work_dir, launcher=args.launcher)
-    record = run_record(
-        command="evaluate", argv=argv, config=name, config_path=exp.filename, started=started,
-        metrics=metrics, seed=exp.get("seed", 0),
-        extra=dict(checkpoint=str(Path(args.checkpoint).resolve()),
-                   num_samples=exp.val_dataset.get("num_samples"), work_dir=str(work_dir)),
-    )
-    if is_main_process():
-        path = write_json(work_dir / "metrics.json", record)
-        print(f"bevdistill: metrics {record['metrics']} -> {path}")
+    with work_dir_lock(work_dir, argv):
+        metrics = evaluate_checkpoint(exp, args.checkpoint, work_dir, launcher=args.launcher)
+        record = run_record(
+            command="evaluate", argv=argv, config=name, config_path=exp.filename, started=started,
+            metrics=metrics, seed=exp.get("seed", 0),
+            extra=dict(checkpoint=str(Path(args.checkpoint).resolve()),
+                       num_samples=exp.val_dataset.get("num_samples"), work_dir=str(work_dir)),
+        )
+        if is_main_process():
+            path = write_json(work_dir / "metrics.json", record)
+            print(f"bevdistill: metrics {record['metrics']} -> {path}")
     _finish_distributed()
     return record
 
