@@ -345,6 +345,8 @@ class BEVRunner(Runner):
     """mmengine ``Runner`` whose checkpoints are written atomically (temp file + ``os.replace``),
     never hold non-finite weights, and are resumed from the newest complete one."""
 
+    resume_report: dict | None = None  # what --resume continued, for the run record
+
     def train(self):
         """Train; NaN/inf in a loss is reported as divergence with its iteration (in a distill
         run the losses check their inputs, so it stops inside the forward, before DivergenceHook)."""
@@ -379,6 +381,23 @@ class BEVRunner(Runner):
 
             model = self.model.module if is_model_wrapper(self.model) else self.model
             self.logger.info(f"init_from: {load_weights(model, init_from, what='init_from')}")
+
+    def resume(self, filename: str, resume_optimizer: bool = True,
+               resume_param_scheduler: bool = True, map_location="default") -> None:
+        """mmengine's resume, after checking the checkpoint is this experiment's; a changed
+        learning-rate schedule is rebuilt for the new settings (see :mod:`.resume`)."""
+        from bevdistill.engine.resume import check_resumable, rebuild_lr_schedule
+
+        now = self.cfg.get("experiment", {})
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        changes = check_resumable(filename, now, model)
+        rebuild = bool(changes["lr_schedule"])
+        super().resume(filename, resume_optimizer,
+                       resume_param_scheduler and not rebuild, map_location)
+        self.resume_report = dict(checkpoint=filename, from_iter=self.iter, **changes)
+        if any(changes.values()):
+            self.logger.warning(rebuild_lr_schedule(self, now["schedule"], changes))
+        self.resume_report["lr_at_resume"] = self.optim_wrapper.get_lr()["lr"][0]
 
     def _complete_checkpoint(self) -> str | None:
         path, skipped = newest_complete_checkpoint(self.work_dir)
