@@ -19,12 +19,15 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from bevdistill.errors import UserError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TEACHER_WEIGHTS = ASSETS / "teacher.pth"
@@ -35,6 +38,40 @@ SUBSET_SAMPLES = 48  # the fixed validation subset the card's reproducible mAP i
 
 class TeacherNotShippedError(FileNotFoundError):
     """The package was installed without its teacher asset."""
+
+
+class ModelCardError(UserError, ValueError):
+    """A model card is unreadable, lacks a key, or has no usable ``weights_sha256``."""
+
+
+CARD_KEYS = ("preset", "weights_sha256")  # what loading a shipped model reads from its card
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """A model card, with :data:`CARD_KEYS` present and a well-formed ``weights_sha256``;
+    every problem raises :class:`ModelCardError` naming the file and the key."""
+    path = Path(path)
+    try:
+        card = json.loads(path.read_text())
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ModelCardError(
+            f"model card {path} is not valid JSON ({exc}): it is truncated or corrupt. Restore it "
+            "(reinstall the package or `git checkout` it)") from exc
+    if not isinstance(card, dict):
+        raise ModelCardError(f"model card {path} holds a {type(card).__name__}, not a JSON object")
+    missing = [k for k in CARD_KEYS if not card.get(k)]
+    if missing:
+        raise ModelCardError(
+            f"model card {path} lacks {missing[0]!r} (or it is empty): "
+            + ("its weights cannot be checked against their SHA-256, so they are not loaded"
+               if missing[0] == "weights_sha256" else "the model cannot be built from it")
+            + ". Restore the card, or ship the weights again with "
+            "`python -m bevdistill.pretrained RUN_DIR`, which writes it")
+    if not isinstance(card["weights_sha256"], str) or not _SHA256.match(card["weights_sha256"]):
+        raise ModelCardError(f"model card {path}: 'weights_sha256' = {card['weights_sha256']!r} "
+                             "is not a SHA-256 (64 hex digits); restore the card")
+    return card
 
 
 def teacher_available() -> bool:
@@ -53,7 +90,7 @@ def _require_teacher() -> None:
 def teacher_card() -> dict[str, Any]:
     """The model card: how the shipped teacher was trained and how well it detects."""
     _require_teacher()
-    return json.loads(TEACHER_CARD.read_text())
+    return read_card(TEACHER_CARD)
 
 
 def card_path(weights: str | Path) -> Path:
@@ -62,16 +99,20 @@ def card_path(weights: str | Path) -> Path:
     return weights.with_name(f"{weights.stem}_card.json")
 
 
-def verify_shipped_weights(weights: str | Path) -> None:
-    """Check ``weights`` against the SHA-256 in its model card, where it has a card with one."""
+def verify_shipped_weights(weights: str | Path, shipped: bool = False) -> None:
+    """Check ``weights`` against the SHA-256 in its model card. Weights with a card beside them
+    are shipped weights, and so are all ``shipped`` ones: their card must be there and readable
+    and record a checksum (an empty one is an error, not a skipped check)."""
     from bevdistill.engine.checkpoint import verify_sha256
 
     card = card_path(weights)
     if not card.is_file():
+        if shipped:
+            raise ModelCardError(f"shipped weights {weights} have no model card {card.name} beside "
+                                 "them, so their SHA-256 cannot be checked; restore the card")
         return
-    expected = json.loads(card.read_text()).get("weights_sha256")
-    if expected:
-        verify_sha256(weights, expected, f"shipped weights (card {card.name})")
+    expected = read_card(card)["weights_sha256"]
+    verify_sha256(weights, expected, f"shipped weights (card {card.name})")
 
 
 def load_teacher(device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -80,7 +121,7 @@ def load_teacher(device: str | torch.device = "cpu") -> torch.nn.Module:
     from bevdistill.models import build_detector
 
     _require_teacher()
-    verify_shipped_weights(TEACHER_WEIGHTS)
+    verify_shipped_weights(TEACHER_WEIGHTS, shipped=True)
     model = build_detector(teacher_card()["preset"])
     model.load_state_dict(read_state_dict(TEACHER_WEIGHTS, "shipped teacher"), strict=True)
     return model.to(device).eval()
@@ -135,7 +176,7 @@ def shipped_card(name: str) -> dict[str, Any]:
         raise TeacherNotShippedError(
             f"{name} is not in {ASSETS}; make it with the command in its card's 'shipped_with' "
             f"(python -m bevdistill.pretrained RUN_DIR --name {name})")
-    return json.loads((ASSETS / f"{name}_card.json").read_text())
+    return read_card(ASSETS / f"{name}_card.json")
 
 
 def load_shipped(name: str, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -145,7 +186,7 @@ def load_shipped(name: str, device: str | torch.device = "cpu") -> torch.nn.Modu
 
     card = shipped_card(name)
     weights = ASSETS / f"{name}.pth"
-    verify_shipped_weights(weights)
+    verify_shipped_weights(weights, shipped=True)
     model = build_detector(card["preset"])
     model.load_state_dict(read_state_dict(weights, f"shipped {name}"), strict=True)
     return model.to(device).eval()

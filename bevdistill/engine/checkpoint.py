@@ -345,4 +345,28 @@ def read_state_dict(
             f"{what} {source}: expected a state dict of tensors (or a dict with a 'state_dict' "
             f"entry), but {not_tensors[:5]} are not tensors; top-level keys: {list(loaded)[:10]}"
         )
+    check_finite_weights(state, f"{what} {source}")
     return dict(state)
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """A checkpoint holds NaN or inf weights: scores and exports from it would be garbage."""
+
+
+def check_finite_weights(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`NonFiniteWeightsError` naming the first tensor that holds a NaN or inf.
+
+    Every reader of weights calls this (through :func:`read_state_dict`): a NaN BatchNorm
+    statistic otherwise evaluates to mAP 0 and exits 0, and exports or teaches garbage.
+    """
+    bad = [k for k, v in state.items()
+           if v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all())]
+    if bad:
+        first = state[bad[0]]
+        count = int((~torch.isfinite(first)).sum())
+        raise NonFiniteWeightsError(
+            f"{source} holds non-finite weights: {bad[0]!r} has {count} NaN/inf of "
+            f"{first.numel()} values ({len(bad)} of {len(state)} tensors are affected). It is "
+            "from a diverged run or a corrupt file: use an earlier checkpoint of the run "
+            "(iter_*.pth) or train again with a lower schedule.lr"
+        )
