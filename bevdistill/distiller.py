@@ -52,6 +52,12 @@ from bevdistill.teacher_weights import (  # noqa: F401 (TeacherCheckpointError: 
     load_teacher_checkpoint,
 )
 
+NO_GRAD_HINT = (
+    "the student's losses were computed under torch.no_grad() (or with gradients off): they "
+    "have no gradient, so backward() fails and nothing trains. Only the teacher runs without "
+    "gradients, and the Distiller does that itself: call loss() with gradients on"
+)
+
 
 class _Frozen:
     """Holds the teacher so that nn.Module does not register it (see the module docstring)."""
@@ -361,6 +367,8 @@ class Distiller(BaseModel):
                 UserWarning,
             )
             self.teacher.eval()
+        if self.training and not torch.is_grad_enabled():
+            warn_once("distiller.no-grad", NO_GRAD_HINT, UserWarning)
         with torch.no_grad(), self._teacher_rec.recording() as captured:
             self.teacher_forward(inputs, data_samples)
         teacher_features = dict(captured)

@@ -75,6 +75,10 @@ DEFAULT_SCHEDULE = dict(
 )
 
 
+class NoGradientError(UserError, RuntimeError):
+    """The training loss has no gradient: the model computed it with gradients off."""
+
+
 class LaunchError(UserError, ValueError):
     """``--launcher pytorch`` was used outside torchrun (its environment variables are missing)."""
 
@@ -352,6 +356,14 @@ class BEVRunner(Runner):
         run the losses check their inputs, so it stops inside the forward, before DivergenceHook)."""
         try:
             return super().train()
+        except RuntimeError as exc:
+            if "does not require grad" not in str(exc):
+                raise
+            raise NoGradientError(
+                f"training step {self.iter + 1}: the loss has no gradient ({exc}). The model's "
+                "loss() ran with gradients off: a torch.no_grad() around the student's forward, or "
+                "requires_grad_(False) on all its parameters. Only a teacher may run without them"
+            ) from exc
         except NonFiniteLossError as exc:
             last = self.message_hub.get_info("last_ckpt")
             raise DivergenceError(
