@@ -44,11 +44,13 @@ class CfgOptionsAction(DictAction):
     """mmengine's ``DictAction`` with a usage error, not a traceback, for an entry without '='."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        bad = [v for v in values if "=" not in v]
+        bad = [v for v in values if "=" not in v or not v.split("=", 1)[0].strip()]
         if bad:
+            fix = (f"write e.g. {option_string} {bad[0]}=VALUE" if "=" not in bad[0]
+                   else "the key before '=' is empty")
             raise argparse.ArgumentError(
-                self, f"{bad[0]!r} is not KEY=VALUE; write e.g. {option_string} "
-                f"{bad[0]}=VALUE (a dotted key such as schedule.lr=1e-3)")
+                self, f"{bad[0]!r} is not KEY=VALUE; {fix} (a dotted key such as "
+                "schedule.lr=1e-3)")
         super().__call__(parser, namespace, values, option_string)
 
 

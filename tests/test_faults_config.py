@@ -83,22 +83,40 @@ def test_values_are_checked_by_type_and_range_before_anything_is_built(
 @pytest.mark.parametrize("content, causes", [
     ("schedule = dict(lr=1e-3\n", ["line 2", "syntax error", "never closed"]),
     ("schedule = dict(lr=lrr)\n", ["NameError", "lrr"]),
-], ids=["syntax", "name"])
+    ("steps = 1000 // 0\n", ["ZeroDivisionError"]),
+], ids=["syntax", "name", "raises"])
 def test_a_config_file_that_does_not_parse(faults, tmp_path, capsys, content, causes):
     path = tmp_path / "broken.py"
     path.write_text(f"_base_ = ['{EXPERIMENT_DIR / 'train_student_ci.py'}']\n{content}")
     faults.cli(["train", "student", str(path)], capsys, str(path), *causes)
 
 
-def test_a_broken_json_config(faults, tmp_path, capsys):
-    path = tmp_path / "broken.json"
-    path.write_text('{"role": "student", "model": {')
-    faults.cli(["train", "student", str(path)], capsys, str(path), "JSON")
+@pytest.mark.parametrize("name, content, kind", [
+    ("broken.json", '{"role": "student", "model": {', "JSON"),
+    ("broken.yaml", "role: student\nmodel: [unclosed\n", "YAML"),
+])
+def test_a_broken_json_or_yaml_config(faults, tmp_path, capsys, name, content, kind):
+    path = tmp_path / name
+    path.write_text(content)
+    faults.cli(["train", "student", str(path)], capsys, str(path), kind)
 
 
-def test_cfg_options_without_an_equals_sign(faults, tmp_path, capsys):
-    faults.cli(["train", "student", "train_student_ci", "--cfg-options", "seed"], capsys,
-               "'seed' is not KEY=VALUE", "--cfg-options seed=VALUE")
+@pytest.mark.parametrize("option, causes", [
+    ("seed", ["'seed' is not KEY=VALUE", "--cfg-options seed=VALUE"]),
+    ("=5", ["'=5' is not KEY=VALUE", "the key before '=' is empty"]),
+])
+def test_cfg_options_without_a_key_and_a_value(faults, tmp_path, capsys, option, causes):
+    faults.cli(["train", "student", "train_student_ci", "--cfg-options", option], capsys, *causes)
+
+
+@pytest.mark.parametrize("option, causes", [
+    ("model.voxel_size=[0,1,8]", ["model cannot be built", "voxel_size", "[0.0, 1.0, 8.0]"]),
+    ("train_dataset.num_samples=0", ["train_dataset cannot be built", "num_samples"]),
+    ("val_dataset.min_points=-1", ["val_dataset cannot be built", "min_points"]),
+])
+def test_a_value_only_its_constructor_checks_ends_in_two_lines(faults, tmp_path, capsys, option,
+                                                                 causes):
+    faults.cli(_train(tmp_path, option, "log_level=WARNING"), capsys, *causes)
 
 
 def test_the_validation_tables_match_what_the_runner_reads():

@@ -145,6 +145,7 @@ def test_an_empty_checksum_does_not_let_swapped_weights_through_the_cli(faults, 
     ("distill_into_student_eval", ["distillation checkpoint", "bevdistill export"]),
     ("bare_tensor", ["contains no state dict"]),
     ("optimizer_only", ["are not tensors"]),
+    ("text", ["not a PyTorch checkpoint", "b'just som'"]),
 ])
 def test_the_wrong_kind_of_checkpoint(faults, tmp_path, capsys, distill_run, case, causes):
     if case == "detector_into_export":
@@ -155,8 +156,11 @@ def test_the_wrong_kind_of_checkpoint(faults, tmp_path, capsys, distill_run, cas
                 "--work-dir", str(tmp_path / "ev")]
     else:
         path = tmp_path / "odd.pth"
-        torch.save(torch.ones(3) if case == "bare_tensor" else
-                   {"optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}}, path)
+        if case == "text":
+            path.write_text("just some notes\n")
+        else:
+            torch.save(torch.ones(3) if case == "bare_tensor" else
+                       {"optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}}, path)
         argv = ["evaluate", "train_student_ci", str(path), "--work-dir", str(tmp_path / "ev")]
     faults.cli(argv, capsys, *causes)
 
@@ -178,6 +182,7 @@ def _edit_info(tmp_path: Path, edit) -> Path:
     ("nan_centre", ["instance 1", "NaN or inf"]),
     ("short_box", ["instance 0", "has 5 numbers"]),
     ("no_label", ["instance 2", "bbox_label_3d"]),
+    ("instances_none", ["instances must be a list", "NoneType"]),
     ("zero_lidar2ego", ["lidar2ego", "not a rotation"]),
     ("scaled_lidar2ego", ["lidar2ego", "not a rotation"]),
     ("mirrored_lidar2ego", ["lidar2ego", "not a rotation"]),
@@ -196,6 +201,8 @@ def test_corrupt_samples_name_the_file_the_sample_and_the_key(faults, tmp_path, 
             boxes[0]["bbox_3d"] = boxes[0]["bbox_3d"][:5]
         elif case == "no_label":
             del boxes[2]["bbox_label_3d"]
+        elif case == "instances_none":
+            sample["instances"] = None
         else:
             m = np.eye(4)
             m[:3, :3] = {"zero_lidar2ego": 0.0, "scaled_lidar2ego": 2.0 * np.eye(3),

@@ -227,3 +227,20 @@ def test_a_distiller_loss_under_no_grad_warns(faults):
     messages = [str(w.message) for w in caught if "no_grad" in str(w.message)]
     assert messages, [str(w.message) for w in caught]
     faults.check_message(messages[0], ["torch.no_grad()", "nothing trains"])
+
+
+def test_a_detector_loss_under_no_grad_warns(faults):
+    import torch
+
+    from bevdistill._warnings import reset_warnings
+    from bevdistill.data import SyntheticBEVDataset, bev_collate
+    from bevdistill.models import build_detector
+
+    exp = load_experiment("train_student_ci")
+    model = build_detector(exp.model).train()
+    data = SyntheticBEVDataset(num_samples=2, point_cloud_range=exp.train_dataset.point_cloud_range)
+    batch = model.data_preprocessor(bev_collate([data[0], data[1]]), True)
+    reset_warnings()
+    with pytest.warns(UserWarning, match="no_grad") as caught, torch.no_grad():
+        model(**batch, mode="loss")
+    faults.check_message(str(caught[0].message), ["torch.no_grad()", "nothing trains"])

@@ -307,6 +307,9 @@ class NuScenesReader:
 
     def _boxes(self, index: int, instances: list) -> np.ndarray:
         """The instances' boxes ``[M, 7]``; corrupt ones raise (see the module docstring)."""
+        if not isinstance(instances, (list, tuple)):
+            raise InfoFileError(f"{self._where(index)}: instances must be a list of dicts, got "
+                                f"{type(instances).__name__}")
         boxes = []
         for k, inst in enumerate(instances):
             where = f"{self._where(index)}, instance {k}"
@@ -387,7 +390,8 @@ class NuScenesReader:
                 f"negative size (instances {np.flatnonzero(degenerate)[:5].tolist()}); "
                 f"{len(self.dropped_boxes)} sample(s) of this info file had boxes dropped so far",
                 DataSanityWarning, stacklevel=2)
-        annotated = np.array([int(i.get("num_lidar_pts", -1)) for i in instances], dtype=np.int64)
+        annotated = np.array([int(i.get("num_lidar_pts", -1)) for i in instances],
+                             dtype=np.int64).reshape(-1)
         counted = count_points_in_boxes(points, all_boxes)
         annotated[degenerate] = -1  # nothing to count in a box without volume
         self._check_counts(index, annotated, counted)

@@ -274,7 +274,8 @@ def load_checkpoint_file(
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile,
-            OSError) as exc:
+            OSError, KeyError, AttributeError, ImportError, IndexError, TypeError) as exc:
+        # arbitrary bytes fail in torch's legacy unpickler with any of these (a text file: KeyError)
         raise _unreadable(path, what, exc) from exc
 
 

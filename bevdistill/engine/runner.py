@@ -31,7 +31,8 @@ import copy
 import itertools
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -345,11 +346,38 @@ def build_runner_config(
 # --- the runner ---------------------------------------------------------------------------------
 
 
+@contextmanager
+def _built_from_config(section: str) -> Iterator[None]:
+    """A constructor's ValueError/TypeError/KeyError while mmengine builds ``section`` from the
+    config is a config value no check caught (``model.voxel_size=[0, 1, 8]``): a user error."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise ExperimentConfigError(
+            f"the experiment's {section} cannot be built from its config: {message}. Fix the "
+            f"value in the config file or with --cfg-options {section}.KEY=VALUE"
+        ) from exc
+
+
 class BEVRunner(Runner):
     """mmengine ``Runner`` whose checkpoints are written atomically (temp file + ``os.replace``),
     never hold non-finite weights, and are resumed from the newest complete one."""
 
     resume_report: dict | None = None  # what --resume continued, for the run record
+
+    def build_model(self, model):
+        with _built_from_config("model"):
+            return super().build_model(model)
+
+    @staticmethod
+    def build_dataloader(dataloader, seed=None, diff_rank_seed=False):
+        section = dataloader.get("dataset", {}) if isinstance(dataloader, dict) else {}
+        with _built_from_config("train_dataset" if section.get("type") == "KeyedDataset"
+                                else "val_dataset"):
+            return Runner.build_dataloader(dataloader, seed, diff_rank_seed)
 
     def train(self):
         """Train; NaN/inf in a loss is reported as divergence with its iteration (in a distill

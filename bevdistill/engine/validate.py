@@ -173,11 +173,11 @@ def load_config_file(path: str | os.PathLike) -> Config:
         raise ExperimentConfigError(
             f"config {path}: a file it reads does not exist ({exc.filename or exc}); check its "
             "_base_ paths, which are relative to the config file") from exc
-    except (NameError, ValueError, TypeError, KeyError, AttributeError, ImportError,
-            IndexError, AssertionError) as exc:  # json.JSONDecodeError is a ValueError
-        kind = "JSON" if path.endswith(".json") else "Python"
+    except Exception as exc:  # noqa: BLE001 - the file is the user's code: whatever it raises
+        kind = {".json": "JSON", ".yaml": "YAML", ".yml": "YAML"}.get(Path(path).suffix, "Python")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ExperimentConfigError(
-            f"config {path} cannot be read ({kind}: {type(exc).__name__}: {exc}); fix the "
+            f"config {path} cannot be read ({kind}: {type(exc).__name__}: {first}); fix the "
             "file") from exc
 
 
@@ -284,6 +284,7 @@ def check_experiment(cfg: Config, file_keys: set[str] | None = None) -> None:
     docstring). ``file_keys``: the top-level names the config file itself defines; None takes
     every key of ``cfg`` as defined by the file."""
     file_keys = set(cfg) if file_keys is None else set(file_keys)
+    typos = []  # names the file defines that look like misspelt experiment keys
     for key, value in cfg.items():
         if key in TOP_LEVEL:
             check_value(key, value, TOP_LEVEL[key])
@@ -295,9 +296,11 @@ def check_experiment(cfg: Config, file_keys: set[str] | None = None) -> None:
             raise _unknown("", key, TOP_LEVEL, " (experiment keys only, or a name the config "
                                                "file defines)")
         if close:
-            raise ExperimentConfigError(
-                f"config {Path(cfg.filename or '').name or 'file'} defines {key!r}, which is not "
-                f"an experiment key; did you mean {close[0]!r}?")
+            typos.append(f"{key!r} (did you mean {close[0]!r}?)")
+    if typos:
+        raise ExperimentConfigError(
+            f"config {Path(cfg.filename or '').name or 'file'} defines {', '.join(typos)}, "
+            "which are not experiment keys; rename them")
     for name in SECTIONS:
         check_section(name, cfg.get(name))
     for key, registry in (("model", MODELS), ("train_dataset", DATASETS),
