@@ -31,28 +31,36 @@ from pathlib import Path
 
 from mmengine.config import DictAction
 
-from bevdistill.engine.checkpoint import (
-    CheckpointMismatchError,
-    ChecksumError,
-    CorruptCheckpointError,
-    MissingCheckpointError,
-)
-from bevdistill.engine.hooks import DivergenceError
-from bevdistill.engine.runner import ExperimentConfigError, LaunchError
+from bevdistill.engine.checkpoint import MissingCheckpointError
+from bevdistill.engine.lock import work_dir_lock
+from bevdistill.errors import ExperimentConfigError, UserError
 
 
-class WorkDirError(ValueError):
+class WorkDirError(UserError, ValueError):
     """``--work-dir`` is a file, or a folder that cannot be created."""
 
 
-USER_ERRORS = (ExperimentConfigError, LaunchError, MissingCheckpointError, CheckpointMismatchError,
-               CorruptCheckpointError, ChecksumError, DivergenceError, WorkDirError)
-# Loaded on demand (they import the models): errors raised while building or feeding them.
-LAZY_USER_ERRORS = {
-    "bevdistill.distiller": ("TeacherCheckpointError", "DistillerBuildError"),
-    "bevdistill.losses._checks": ("LossInputError",),
-    "bevdistill.data.nuscenes": ("InfoFileError", "PointFileError"),
-}
+class CfgOptionsAction(DictAction):
+    """mmengine's ``DictAction`` with a usage error, not a traceback, for an entry without '='."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        bad = [v for v in values if "=" not in v or not v.split("=", 1)[0].strip()]
+        if bad:
+            fix = (f"write e.g. {option_string} {bad[0]}=VALUE" if "=" not in bad[0]
+                   else "the key before '=' is empty")
+            raise argparse.ArgumentError(
+                self, f"{bad[0]!r} is not KEY=VALUE; {fix} (a dotted key such as "
+                "schedule.lr=1e-3)")
+        super().__call__(parser, namespace, values, option_string)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Usage errors in two lines, as every other user error (argparse prints the whole usage)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` shows the usage)\n")
+
+
 # Python-form advice in library messages, and its command-line form.
 CLI_FORM = {
     "pass driver=dict(strict_teacher=False)": "pass --cfg-options model.driver.strict_teacher=False",
@@ -71,7 +79,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="continue from WORK_DIR/last_checkpoint (exactly, after a crash)")
     p.add_argument("--launcher", choices=("none", "pytorch"), default="none",
                    help="'pytorch' under torchrun for DDP (gloo on CPU, nccl on GPU)")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
+    p.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, default={},
                    help="override config keys, e.g. schedule.lr=1e-3 data.num_workers=2")
     _add_debug(p)
 
@@ -83,7 +91,7 @@ def _add_debug(p: argparse.ArgumentParser, default=argparse.SUPPRESS) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="bevdistill",
         description="Knowledge distillation for BEV detectors:" + __doc__.split(":", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -107,14 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-samples", type=int, help="evaluate on the first N val samples")
     evaluate.add_argument("--work-dir", help="output folder (default: work_dirs/eval_<config>)")
     evaluate.add_argument("--launcher", choices=("none", "pytorch"), default="none")
-    evaluate.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+    evaluate.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, default={})
     _add_debug(evaluate)
 
     export = sub.add_parser("export", help="student-only checkpoint from a distillation checkpoint")
     export.add_argument("config", help="the distill config the checkpoint was trained with")
     export.add_argument("checkpoint")
     export.add_argument("out")
-    export.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+    export.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, default={})
     _add_debug(export)
 
     _add_debug(sub.add_parser("list", help="list the shipped experiment configs"))
@@ -173,34 +181,31 @@ def cmd_train_mmdet3d(args: argparse.Namespace, argv: Sequence[str], config: str
             f"an mmdet3d config is the whole job: `bevdistill train {config}` takes no second "
             f"config (got {args.config!r})"
         )
-    work_dir = Path(args.work_dir or Path("work_dirs") / Path(config).stem)
-    runner = make_mmdet3d_runner(config, work_dir, launcher=args.launcher, resume=args.resume,
-                                 max_iters=args.max_iters, cfg_options=args.cfg_options)
-    runner.train()
-    last = work_dir / "last_checkpoint"
-    logs = runner.message_hub.log_scalars
-    metrics = {k: round(float(v.current()), 6) for k, v in logs.items() if k.startswith("train/")}
-    record = run_record(
-        command=args.command, argv=argv, config=Path(config).stem, config_path=config,
-        started=started, metrics=metrics, seed=runner.seed,
-        extra=dict(work_dir=str(work_dir), max_iters=runner.max_iters, iters_done=runner.iter,
-                   resumed=bool(args.resume), world_size=runner.world_size, scope="mmdet3d",
-                   cfg_options=dict(args.cfg_options),
-                   checkpoint=last.read_text().strip() if last.is_file() else None),
-    )
-    if is_main_process():
-        path = write_json(work_dir / "metrics.json", record)
-        print(f"bevdistill: last training losses {metrics} -> {path}")
+    work_dir = _prepare_work_dir(Path(args.work_dir or Path("work_dirs") / Path(config).stem))
+    with work_dir_lock(work_dir, argv):
+        runner = make_mmdet3d_runner(config, work_dir, launcher=args.launcher, resume=args.resume,
+                                     max_iters=args.max_iters, cfg_options=args.cfg_options)
+        runner.train()
+        last = work_dir / "last_checkpoint"
+        logs = runner.message_hub.log_scalars
+        metrics = {k: round(float(v.current()), 6) for k, v in logs.items() if k.startswith("train/")}
+        record = run_record(
+            command=args.command, argv=argv, config=Path(config).stem, config_path=config,
+            started=started, metrics=metrics, seed=runner.seed,
+            extra=dict(work_dir=str(work_dir), max_iters=runner.max_iters, iters_done=runner.iter,
+                       resumed=bool(args.resume), world_size=runner.world_size, scope="mmdet3d",
+                       cfg_options=dict(args.cfg_options),
+                       checkpoint=last.read_text().strip() if last.is_file() else None),
+        )
+        if is_main_process():
+            path = write_json(work_dir / "metrics.json", record)
+            print(f"bevdistill: last training losses {metrics} -> {path}")
     _finish_distributed()
     return record
 
 
 def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
-    from mmengine.dist import is_main_process
-
     import bevdistill.distiller  # noqa: F401  registers Distiller whatever custom_imports says
-    from bevdistill.engine.hooks import LastMetricsHook
-    from bevdistill.engine.report import run_record, write_json
     from bevdistill.engine.runner import experiment_name, load_experiment, make_runner
 
     mmdet3d_config = _mmdet3d_config(args)
@@ -223,9 +228,21 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     if role == "distill":
         _check_teacher_ckpt(exp)
     work_dir = _prepare_work_dir(Path(args.work_dir or Path("work_dirs") / name))
-    runner = make_runner(exp, work_dir, launcher=args.launcher, resume=args.resume,
-                         max_iters=args.max_iters)
-    runner.train()
+    with work_dir_lock(work_dir, argv):
+        runner = make_runner(exp, work_dir, launcher=args.launcher, resume=args.resume,
+                             max_iters=args.max_iters)
+        runner.train()
+        return _write_train_record(args, argv, exp, runner, work_dir, started, role)
+
+
+def _write_train_record(args, argv, exp, runner, work_dir: Path, started: float, role: str) -> dict:
+    from mmengine.dist import is_main_process
+
+    from bevdistill.engine.hooks import LastMetricsHook
+    from bevdistill.engine.report import run_record, write_json
+    from bevdistill.engine.runner import experiment_name
+
+    name = experiment_name(exp)
     metrics = next(h.metrics for h in runner.hooks if isinstance(h, LastMetricsHook))
     last = work_dir / "last_checkpoint"
     record = run_record(
@@ -233,7 +250,8 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         metrics=metrics, seed=exp.get("seed", 0),
         extra=dict(
             role=role, work_dir=str(work_dir), max_iters=runner.max_iters, iters_done=runner.iter,
-            resumed=bool(args.resume), world_size=runner.world_size,
+            resumed=bool(args.resume), resume=runner.resume_report,
+            schedule=runner.cfg.experiment.schedule, world_size=runner.world_size,
             amp=runner.cfg.experiment.amp, cfg_options=dict(args.cfg_options),
             checkpoint=last.read_text().strip() if last.is_file() else None,
             teacher_ckpt=exp.model.get("teacher_ckpt") if role == "distill" else None,
@@ -264,16 +282,17 @@ def cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         exp.val_dataset.num_samples = args.num_samples
     name = experiment_name(exp)
     work_dir = _prepare_work_dir(Path(args.work_dir or Path("work_dirs") / f"eval_{name}"))
-    metrics = evaluate_checkpoint(exp, args.checkpoint, work_dir, launcher=args.launcher)
-    record = run_record(
-        command="evaluate", argv=argv, config=name, config_path=exp.filename, started=started,
-        metrics=metrics, seed=exp.get("seed", 0),
-        extra=dict(checkpoint=str(Path(args.checkpoint).resolve()),
-                   num_samples=exp.val_dataset.get("num_samples"), work_dir=str(work_dir)),
-    )
-    if is_main_process():
-        path = write_json(work_dir / "metrics.json", record)
-        print(f"bevdistill: metrics {record['metrics']} -> {path}")
+    with work_dir_lock(work_dir, argv):
+        metrics = evaluate_checkpoint(exp, args.checkpoint, work_dir, launcher=args.launcher)
+        record = run_record(
+            command="evaluate", argv=argv, config=name, config_path=exp.filename, started=started,
+            metrics=metrics, seed=exp.get("seed", 0),
+            extra=dict(checkpoint=str(Path(args.checkpoint).resolve()),
+                       num_samples=exp.val_dataset.get("num_samples"), work_dir=str(work_dir)),
+        )
+        if is_main_process():
+            path = write_json(work_dir / "metrics.json", record)
+            print(f"bevdistill: metrics {record['metrics']} -> {path}")
     _finish_distributed()
     return record
 
@@ -383,23 +402,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _is_user_error(exc: BaseException) -> bool:
-    if isinstance(exc, USER_ERRORS):
-        return True
-    for module, names in LAZY_USER_ERRORS.items():
-        loaded = sys.modules.get(module)  # not imported: none of its errors can have been raised
-        if loaded is not None and isinstance(exc, tuple(getattr(loaded, n) for n in names)):
-            return True
-    return False
-
-
 def user_error_message(exc: BaseException) -> str | None:
     """The message for an error the user can fix, in one line plus at most one line of fix;
     None for a bug (shown as a traceback)."""
-    if isinstance(exc, OSError) and not _is_user_error(exc):
+    if isinstance(exc, OSError) and not isinstance(exc, UserError):
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror or exc}{where}"
-    if not _is_user_error(exc):
+    if not isinstance(exc, UserError):
         return None
     message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     for python_form, cli_form in CLI_FORM.items():

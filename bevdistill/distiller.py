@@ -58,6 +58,12 @@ DRIVER_KEYS = ("select", "example_inputs", "data_preprocessor", "strict_teacher"
                "trust_teacher_ckpt", "probe")  # now the driver's settings: moved there
 FOREGROUNDS = (None, "teacher_heatmap")
 
+NO_GRAD_HINT = (
+    "the student's losses were computed under torch.no_grad() (or with gradients off): they "
+    "have no gradient, so backward() fails and nothing trains. Only the teacher runs without "
+    "gradients, and the Distiller does that itself: call loss() with gradients on"
+)
+
 
 class _Frozen:
     """Holds the teacher so that nn.Module does not register it (see the module docstring)."""
@@ -277,6 +283,8 @@ class Distiller(BaseModel):
                 UserWarning,
             )
             self.teacher.eval()
+        if self.training and not torch.is_grad_enabled():
+            warn_once("distiller.no-grad", NO_GRAD_HINT, UserWarning)
         if not self.distill_loss.active():
             det_losses = self.driver.student_loss(self.student, inputs, data_samples)
             zero = next(iter(det_losses.values())).new_zeros(()).detach()

@@ -12,10 +12,12 @@ from typing import Any
 
 from torch import nn
 
+from bevdistill.errors import UserError
+
 _ABSENT = object()
 
 
-class HookPointError(KeyError):
+class HookPointError(UserError, KeyError):
     """A hook point does not name a module of the model (a failed name lookup)."""
 
     def __str__(self) -> str:  # KeyError would quote and escape a multi-line message

@@ -17,12 +17,13 @@ beside a card ``NAME_card.json`` are checked against it whenever they are loaded
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from bevdistill.engine.checkpoint import ModelCardError, read_card  # noqa: F401  (re-exported)
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TEACHER_WEIGHTS = ASSETS / "teacher.pth"
@@ -51,7 +52,7 @@ def _require_teacher() -> None:
 def teacher_card() -> dict[str, Any]:
     """The model card: how the shipped teacher was trained and how well it detects."""
     _require_teacher()
-    return json.loads(TEACHER_CARD.read_text())
+    return read_card(TEACHER_CARD)
 
 
 def load_teacher(device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -60,7 +61,7 @@ def load_teacher(device: str | torch.device = "cpu") -> torch.nn.Module:
     from bevdistill.models import build_detector
 
     _require_teacher()
-    verify_shipped_weights(TEACHER_WEIGHTS)
+    verify_shipped_weights(TEACHER_WEIGHTS, shipped=True)
     model = build_detector(teacher_card()["preset"])
     model.load_state_dict(read_state_dict(TEACHER_WEIGHTS, "shipped teacher"), strict=True)
     return model.to(device).eval()
@@ -115,7 +116,7 @@ def shipped_card(name: str) -> dict[str, Any]:
         raise TeacherNotShippedError(
             f"{name} is not in {ASSETS}; make it with the command in its card's 'shipped_with' "
             f"(python -m benchmarks.ship RUN_DIR --name {name})")
-    return json.loads((ASSETS / f"{name}_card.json").read_text())
+    return read_card(ASSETS / f"{name}_card.json")
 
 
 def load_shipped(name: str, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -125,7 +126,7 @@ def load_shipped(name: str, device: str | torch.device = "cpu") -> torch.nn.Modu
 
     card = shipped_card(name)
     weights = ASSETS / f"{name}.pth"
-    verify_shipped_weights(weights)
+    verify_shipped_weights(weights, shipped=True)
     model = build_detector(card["preset"])
     model.load_state_dict(read_state_dict(weights, f"shipped {name}"), strict=True)
     return model.to(device).eval()

@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from bevdistill.capture import FeatureRecorder
+from bevdistill.errors import UserError
 from bevdistill.losses.terms import as_feature
 
 
-class DistillerBuildError(ValueError):
+class DistillerBuildError(UserError, ValueError):
     """The models' captured layers cannot be fed to the distillation loss."""
 
 

@@ -15,7 +15,7 @@ def pytest_configure(config):
 # --- the fault suite's one-line summary (tests/test_faults.py) ---------------------------------
 # Each fault case records its outcome with record_property("fault", outcome); the counts are
 # taken from the test reports, so the summary is right under pytest-xdist too.
-FAULT_OUTCOMES = ("clear", "handled", "silent", "lost")
+FAULT_OUTCOMES = ("clear", "handled", "silent", "lost", "traceback", "hang")
 _fault_counts = dict.fromkeys(FAULT_OUTCOMES, 0)
 
 
@@ -29,10 +29,11 @@ def pytest_runtest_logreport(report):
 
 def pytest_terminal_summary(terminalreporter):
     c = _fault_counts
-    tried = c["clear"] + c["handled"] + c["silent"]
+    tried = c["clear"] + c["handled"] + c["silent"] + c["traceback"] + c["hang"]
     if tried or c["lost"]:
         terminalreporter.write_line(
             f"fault suite: {tried} cases tried, {c['clear']} clear errors, {c['handled']} "
             f"recovered or computed correctly, {c['silent']} silent results (goal 0), "
-            f"{c['lost']} data lost (goal 0)"
+            f"{c['lost']} data lost (goal 0), {c['traceback']} raw tracebacks (goal 0), "
+            f"{c['hang']} hangs (goal 0)"
         )

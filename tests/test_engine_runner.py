@@ -117,8 +117,12 @@ def test_config_resolution_and_errors(tmp_path):
     bad.write_text("model = dict(type='PillarBEVDetector')\nval_dataset = dict()\nrole = 'x'\n")
     with pytest.raises(ExperimentConfigError, match="role"):
         load_experiment(bad)
-    with pytest.raises(ExperimentConfigError, match="unknown schedule keys"):
-        build_runner_config(load_experiment("train_student_ci", {"schedule.lrr": 1}), tmp_path)
+    with pytest.raises(ExperimentConfigError, match="unknown config key 'schedule.lrr'"):
+        load_experiment("train_student_ci", {"schedule.lrr": 1})
+    exp = load_experiment("train_student_ci")
+    exp.schedule.lrr = 1  # a key set after loading is still refused when the runner is built
+    with pytest.raises(ExperimentConfigError, match="did you mean 'schedule.lr'"):
+        build_runner_config(exp, tmp_path)
 
 
 def test_distill_config_points_at_the_shipped_teacher():

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -35,7 +36,7 @@ from bevdistill._io import atomic_write_with
 
 from .classes import CLASS_NAMES
 from .lidar import LidarSimulator
-from .nuscenes import NuScenesReader
+from .nuscenes import DataSanityWarning, NuScenesReader
 from .scene import SceneConfig
 from .synthetic import simulate_sample
 from .transforms import GlobalAugment
@@ -91,6 +92,7 @@ class _LidarBEVDataset(Dataset):
         self.cache = bool(cache)
         self._cache: dict[int, dict] = {}
         self.labelled_samples: int | None = None
+        self.empty_scans: set[int] = set()  # scenes whose scan had no point in range
 
     @property
     def metainfo(self) -> dict:
@@ -141,6 +143,8 @@ class _LidarBEVDataset(Dataset):
         for key, cloud in views.items():
             inside = np.all((cloud[:, :3] >= lo) & (cloud[:, :3] < hi), axis=1)
             inputs[key] = torch.from_numpy(np.ascontiguousarray(cloud[inside], dtype=np.float32))
+        if len(inputs["points"]) == 0:
+            self._empty_scan(scene, raw)
         keep = np.all((boxes[:, :2] >= lo[:2]) & (boxes[:, :2] < hi[:2]), axis=1)
         visible = raw["num_points"] >= self.min_points
         if not self.keep_invisible:
@@ -159,6 +163,18 @@ class _LidarBEVDataset(Dataset):
             "labelled": labelled,
         }
         return {"inputs": inputs, "data_samples": sample}
+
+    def _empty_scan(self, scene: int, raw: dict) -> None:
+        """Warn (once a scene) and count: a scan with no point in range teaches nothing, and
+        many of them mean a wrong point_cloud_range or sensor frame."""
+        if scene in self.empty_scans:
+            return
+        self.empty_scans.add(scene)
+        warnings.warn(
+            f"{self.source} sample {raw.get('sample_idx', scene)} (scene {scene}) has no LiDAR "
+            f"point inside point_cloud_range {list(self.point_cloud_range)}; "
+            f"{len(self.empty_scans)} such scan(s) so far in this dataset. Check the range and "
+            "the sensor frame (nuScenes: align_forward)", DataSanityWarning, stacklevel=3)
 
     def is_labelled(self, scene: int) -> bool:
         """Whether ``scene`` comes with its boxes (see ``labelled_samples``)."""

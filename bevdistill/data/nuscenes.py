@@ -18,6 +18,17 @@ info's ``num_lidar_pts`` (within ``max(5, 25%)``: the annotation's own counting 
 little). A float64 file, 4 values a point or a truncated file fails one of these checks with
 :class:`PointFileError` instead of being read as garbage or as fewer points.
 
+What is wrong with the data itself follows one rule. A fault that makes a whole sample or file
+meaningless is an error (:class:`InfoFileError`, naming the file, the sample and the key): a
+sample without ``lidar_points.lidar_path``, an instance without ``bbox_3d``/``bbox_label_3d``,
+a box with fewer than 7 numbers or a NaN/inf in one (corruption, not an annotation), and a
+``lidar2ego`` that is not a finite 4 x 4 rigid transform (all zeros, a rotation that is not
+orthonormal with determinant +1), since it would turn every box wrongly. A fault of one object
+is not: a box with a zero or negative size is dropped with a :class:`DataSanityWarning` naming
+the sample, and counted in ``NuScenesReader.dropped_boxes`` (sample index -> boxes dropped).
+A scan with no point inside ``point_cloud_range`` is warned about and counted the same way by
+the dataset (:attr:`~bevdistill.data.dataset.NuScenesBEVDataset.empty_scans`).
+
 The one real frame used by tests is found through ONE setting, :func:`demo_frame_dir`.
 """
 
@@ -26,9 +37,12 @@ from __future__ import annotations
 import builtins
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
+
+from bevdistill.errors import UserError
 
 from .classes import LABEL_OF
 from .geometry import count_points_in_boxes
@@ -41,12 +55,39 @@ COUNT_TOLERANCE = (5, 0.25)  # |counted - num_lidar_pts| allowed: max(5 points, 
 POINT_BYTES = 4  # float32, the only dtype of nuScenes .pcd.bin sweeps
 
 
-class InfoFileError(ValueError):
+class InfoFileError(UserError, ValueError):
     """An info file cannot be read safely: corrupt, not a pickle, or it asks for other objects."""
 
 
-class PointFileError(ValueError):
+class PointFileError(UserError, ValueError):
     """A LiDAR sweep does not hold what its info declares (size, rings, intensity, counts)."""
+
+
+class DataSanityWarning(UserWarning):
+    """A sample was used with a fault of one object dropped, or holds no point in range."""
+
+
+ROTATION_TOLERANCE = 1e-3  # |R^T R - I| and |det R - 1| allowed in lidar2ego
+
+
+def check_lidar2ego(matrix: object, where: str) -> np.ndarray:
+    """``lidar2ego`` as a float 4 x 4 rigid transform; :class:`InfoFileError` otherwise."""
+    try:
+        m = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InfoFileError(f"{where}: lidar_points.lidar2ego is not a 4 x 4 matrix of numbers "
+                            f"({exc})") from exc
+    if m.shape != (4, 4) or not np.isfinite(m).all():
+        raise InfoFileError(f"{where}: lidar_points.lidar2ego must be a finite 4 x 4 matrix, got "
+                            f"shape {m.shape}" + ("" if m.shape != (4, 4) else " with NaN or inf"))
+    rot = m[:3, :3]
+    off = max(np.abs(rot.T @ rot - np.eye(3)).max(), abs(np.linalg.det(rot) - 1.0))
+    if off > ROTATION_TOLERANCE:
+        raise InfoFileError(
+            f"{where}: lidar_points.lidar2ego's rotation is not a rotation (R^T R or det R off "
+            f"by {off:.3g}; all zeros, a scale or a mirror?), so it would turn every box wrongly. "
+            "Regenerate the infos, or pass align_forward=False to keep nuScenes' LiDAR frame")
+    return m
 
 
 _SAFE_BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "int", "float", "complex",
@@ -219,6 +260,7 @@ class NuScenesReader:
         self.lidar_prefix = lidar_prefix
         self.min_points = int(min_points)
         self.align_forward = align_forward
+        self.dropped_boxes: dict[int, int] = {}  # sample index -> degenerate boxes dropped
         self.class_map = dict(DEFAULT_CLASS_MAP if class_map is None else class_map)
         bad = {v for v in self.class_map.values() if v not in LABEL_OF}
         if bad:
@@ -240,26 +282,67 @@ class NuScenesReader:
     def __len__(self) -> int:
         return len(self.data_list)
 
-    def lidar_path(self, index: int) -> Path:
+    def _where(self, index: int) -> str:
         info = self.data_list[index]
+        name = info.get("sample_idx", index) if isinstance(info, dict) else index
+        return f"{self.info_path}, sample {index} (sample_idx {name})"
+
+    def _info(self, index: int) -> dict:
+        """Sample ``index``'s info, with the keys this reader needs (else InfoFileError)."""
+        info = self.data_list[index]
+        if not isinstance(info, dict):
+            raise InfoFileError(f"{self._where(index)}: data_list entries must be dicts, got "
+                                f"{type(info).__name__}")
+        lidar = info.get("lidar_points")
+        if not isinstance(lidar, dict) or not isinstance(lidar.get("lidar_path"), str):
+            raise InfoFileError(
+                f"{self._where(index)}: no lidar_points.lidar_path (the sweep file); an mmdet3d "
+                "1.x info has lidar_points=dict(lidar_path=..., num_pts_feats=5, lidar2ego=...)")
+        return info
+
+    def lidar_path(self, index: int) -> Path:
+        info = self._info(index)
         return _resolve_lidar_path(info["lidar_points"]["lidar_path"], self.roots,
                                    self.lidar_prefix)
 
-    def _forward_yaw(self, info: dict) -> float:
+    def _boxes(self, index: int, instances: list) -> np.ndarray:
+        """The instances' boxes ``[M, 7]``; corrupt ones raise (see the module docstring)."""
+        if not isinstance(instances, (list, tuple)):
+            raise InfoFileError(f"{self._where(index)}: instances must be a list of dicts, got "
+                                f"{type(instances).__name__}")
+        boxes = []
+        for k, inst in enumerate(instances):
+            where = f"{self._where(index)}, instance {k}"
+            if not isinstance(inst, dict) or "bbox_3d" not in inst or "bbox_label_3d" not in inst:
+                raise InfoFileError(f"{where}: an instance needs bbox_3d and bbox_label_3d")
+            try:
+                box = np.asarray(inst["bbox_3d"], dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError) as exc:
+                raise InfoFileError(f"{where}: bbox_3d is not a list of numbers ({exc})") from exc
+            if box.size < 7:
+                raise InfoFileError(f"{where}: bbox_3d has {box.size} numbers, not 7 "
+                                    "(x, y, z, l, w, h, yaw)")
+            if not np.isfinite(box[:7]).all():
+                raise InfoFileError(f"{where}: bbox_3d holds NaN or inf ({box[:7].tolist()}); the "
+                                    "info file is corrupt: regenerate it")
+            boxes.append(box[:7])
+        return np.array(boxes, dtype=np.float64).reshape(-1, 7)
+
+    def _forward_yaw(self, index: int, info: dict) -> float:
         """Heading of the ego car's +x axis in the LiDAR frame (about +90 deg in nuScenes)."""
         lidar2ego = info["lidar_points"].get("lidar2ego")
         if lidar2ego is None:
-            raise KeyError(
-                f"sample {info.get('sample_idx')} has no lidar_points.lidar2ego; "
+            raise InfoFileError(
+                f"{self._where(index)}: no lidar_points.lidar2ego; "
                 "pass align_forward=False to keep nuScenes' LiDAR frame"
             )
-        rot = np.asarray(lidar2ego, dtype=np.float64)[:3, :3]
+        rot = check_lidar2ego(lidar2ego, self._where(index))[:3, :3]
         forward = rot.T @ np.array([1.0, 0.0, 0.0])  # ego +x seen from the LiDAR
         return float(np.arctan2(forward[1], forward[0]))
 
     def load_points(self, index: int) -> np.ndarray:
         """The key-frame sweep as float32 ``[N, 5]`` (x, y, z, intensity, ring), LiDAR frame."""
-        info = self.data_list[index]
+        info = self._info(index)
         feats = int(info["lidar_points"].get("num_pts_feats", 5))
         if feats < 5:
             raise ValueError(
@@ -295,23 +378,32 @@ class NuScenesReader:
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"sample {index} out of range: the info file has {len(self)}")
-        info = self.data_list[index]
+        info = self._info(index)
         points = self.load_points(index)
         instances = info.get("instances", [])
-        all_boxes = np.array([np.asarray(i["bbox_3d"], dtype=np.float64)[:7] for i in instances],
-                             dtype=np.float64).reshape(-1, 7)
-        annotated = np.array([int(i.get("num_lidar_pts", -1)) for i in instances], dtype=np.int64)
+        all_boxes = self._boxes(index, instances)
+        degenerate = (all_boxes[:, 3:6] <= 0).any(axis=1)
+        if degenerate.any():
+            self.dropped_boxes[index] = int(degenerate.sum())
+            warnings.warn(
+                f"{self._where(index)}: dropped {int(degenerate.sum())} box(es) with a zero or "
+                f"negative size (instances {np.flatnonzero(degenerate)[:5].tolist()}); "
+                f"{len(self.dropped_boxes)} sample(s) of this info file had boxes dropped so far",
+                DataSanityWarning, stacklevel=2)
+        annotated = np.array([int(i.get("num_lidar_pts", -1)) for i in instances],
+                             dtype=np.int64).reshape(-1)
         counted = count_points_in_boxes(points, all_boxes)
+        annotated[degenerate] = -1  # nothing to count in a box without volume
         self._check_counts(index, annotated, counted)
-        kept = [k for k, i in enumerate(instances)
-                if self._label_of_id.get(int(i["bbox_label_3d"]), -1) >= 0]
+        kept = [k for k, i in enumerate(instances) if not degenerate[k]
+                and self._label_of_id.get(int(i["bbox_label_3d"]), -1) >= 0]
         boxes = all_boxes[kept]
         labels = [self._label_of_id[int(instances[k]["bbox_label_3d"])] for k in kept]
         num_points = annotated[kept]
         missing = num_points < 0  # infos without num_lidar_pts: the counts from the sweep
         num_points[missing] = counted[kept][missing]
         if self.align_forward:
-            points, boxes = rotate_z(points, boxes, -self._forward_yaw(info))
+            points, boxes = rotate_z(points, boxes, -self._forward_yaw(index, info))
         return {
             "points": points.astype(np.float32),
             "gt_boxes": boxes.astype(np.float32),

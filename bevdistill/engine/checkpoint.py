@@ -38,12 +38,14 @@ the hash in their model card (bit flips load silently otherwise).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import os.path as osp
 import pickle
 import re
 import zipfile
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +56,7 @@ from mmengine.logging import HistoryBuffer
 from mmengine.registry import HOOKS
 
 from bevdistill._io import atomic_replace_from, atomic_write_bytes, temp_name  # noqa: F401 (re-exported)
+from bevdistill.errors import UserError
 
 _HISTORY_BUFFER_METHODS = ("min", "max", "current", "mean")
 # A pickled np.dtype is rebuilt as an instance of its class (numpy.dtypes.Float64DType...),
@@ -168,7 +171,7 @@ class AtomicCheckpointHook(CheckpointHook):
                 self.file_backend.remove(old)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint cannot be used: the one type every checkpoint reader and loader raises
     (the subclasses below say which way it is wrong)."""
 
@@ -200,17 +203,53 @@ def card_path(weights: str | os.PathLike) -> str:
     return f"{root}_card.json"
 
 
-def verify_shipped_weights(weights: str | os.PathLike) -> None:
-    """Check ``weights`` against the SHA-256 in its model card, where it has a card with one."""
-    import json
-
+def verify_shipped_weights(weights: str | os.PathLike, shipped: bool = False) -> None:
+    """Check ``weights`` against the SHA-256 in its model card. Weights with a card beside them
+    are shipped weights, and so are all ``shipped`` ones: their card must be there and readable
+    and record a checksum (an empty one is an error, not a skipped check)."""
     card = card_path(weights)
     if not osp.isfile(card):
+        if shipped:
+            raise ModelCardError(f"shipped weights {os.fspath(weights)} have no model card "
+                                 f"{osp.basename(card)} beside them, so their SHA-256 cannot be "
+                                 "checked; restore the card")
         return
-    with open(card) as f:
-        expected = json.load(f).get("weights_sha256")
-    if expected:
-        verify_sha256(weights, expected, f"shipped weights (card {osp.basename(card)})")
+    expected = read_card(card)["weights_sha256"]
+    verify_sha256(weights, expected, f"shipped weights (card {osp.basename(card)})")
+
+
+class ModelCardError(UserError, ValueError):
+    """A model card is unreadable, lacks a key, or has no usable ``weights_sha256``."""
+
+
+CARD_KEYS = ("preset", "weights_sha256")  # what loading a shipped model reads from its card
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """A model card, with :data:`CARD_KEYS` present and a well-formed ``weights_sha256``;
+    every problem raises :class:`ModelCardError` naming the file and the key."""
+    path = Path(path)
+    try:
+        card = json.loads(path.read_text())
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ModelCardError(
+            f"model card {path} is not valid JSON ({exc}): it is truncated or corrupt. Restore it "
+            "(reinstall the package or `git checkout` it)") from exc
+    if not isinstance(card, dict):
+        raise ModelCardError(f"model card {path} holds a {type(card).__name__}, not a JSON object")
+    missing = [k for k in CARD_KEYS if not card.get(k)]
+    if missing:
+        raise ModelCardError(
+            f"model card {path} lacks {missing[0]!r} (or it is empty): "
+            + ("its weights cannot be checked against their SHA-256, so they are not loaded"
+               if missing[0] == "weights_sha256" else "the model cannot be built from it")
+            + ". Restore the card, or ship the weights again with "
+            "`python -m benchmarks.ship RUN_DIR`, which writes it")
+    if not isinstance(card["weights_sha256"], str) or not _SHA256.match(card["weights_sha256"]):
+        raise ModelCardError(f"model card {path}: 'weights_sha256' = {card['weights_sha256']!r} "
+                             "is not a SHA-256 (64 hex digits); restore the card")
+    return card
 
 
 def verify_sha256(path: str | os.PathLike, expected: str, what: str = "file") -> None:
@@ -292,7 +331,8 @@ def load_checkpoint_file(
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile,
-            OSError) as exc:
+            OSError, KeyError, AttributeError, ImportError, IndexError, TypeError) as exc:
+        # arbitrary bytes fail in torch's legacy unpickler with any of these (a text file: KeyError)
         raise _unreadable(path, what, exc) from exc
 
 
@@ -363,4 +403,28 @@ def read_state_dict(
             f"{what} {source}: expected a state dict of tensors (or a dict with a 'state_dict' "
             f"entry), but {not_tensors[:5]} are not tensors; top-level keys: {list(loaded)[:10]}"
         )
+    check_finite_weights(state, f"{what} {source}")
     return dict(state)
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """A checkpoint holds NaN or inf weights: scores and exports from it would be garbage."""
+
+
+def check_finite_weights(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`NonFiniteWeightsError` naming the first tensor that holds a NaN or inf.
+
+    Every reader of weights calls this (through :func:`read_state_dict`): a NaN BatchNorm
+    statistic otherwise evaluates to mAP 0 and exits 0, and exports or teaches garbage.
+    """
+    bad = [k for k, v in state.items()
+           if v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all())]
+    if bad:
+        first = state[bad[0]]
+        count = int((~torch.isfinite(first)).sum())
+        raise NonFiniteWeightsError(
+            f"{source} holds non-finite weights: {bad[0]!r} has {count} NaN/inf of "
+            f"{first.numel()} values ({len(bad)} of {len(state)} tensors are affected). It is "
+            "from a diverged run or a corrupt file: use an earlier checkpoint of the run "
+            "(iter_*.pth) or train again with a lower schedule.lr"
+        )

@@ -26,6 +26,7 @@ from rich.progress import (
 )
 
 from bevdistill._jupyter import in_jupyter_kernel
+from bevdistill.errors import UserError
 
 
 def make_progress(disable: bool = False) -> Progress:
@@ -179,7 +180,7 @@ class CrashHook(Hook):
             os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(UserError, RuntimeError):
     """Training produced a non-finite loss, gradient norm or weight; the run was stopped."""
 
 

@@ -31,7 +31,8 @@ import copy
 import itertools
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -50,12 +51,13 @@ from bevdistill.engine.checkpoint import (
     remove_stale_temp_files,
 )
 from bevdistill.engine.hooks import DIVERGENCE_CAUSES, DivergenceError, nonfinite_tensors
+from bevdistill.engine.validate import ROLES, check_experiment, check_section, load_config_file
+from bevdistill.errors import ExperimentConfigError, UserError
 from bevdistill.losses._checks import NonFiniteLossError
 from bevdistill.models.build import CONFIG_DIR, list_presets
 
 EXPERIMENT_DIR = CONFIG_DIR / "experiments"
 LAUNCHERS = ("none", "pytorch")
-ROLES = ("teacher", "student", "distill")
 
 DEFAULT_DATA = dict(batch_size=4, val_batch_size=4, num_workers=0)
 DEFAULT_SCHEDULE = dict(
@@ -74,11 +76,11 @@ DEFAULT_SCHEDULE = dict(
 )
 
 
-class ExperimentConfigError(ValueError):
-    """An experiment config is missing, unknown, or inconsistent."""
+class NoGradientError(UserError, RuntimeError):
+    """The training loss has no gradient: the model computed it with gradients off."""
 
 
-class LaunchError(ValueError):
+class LaunchError(UserError, ValueError):
     """``--launcher pytorch`` was used outside torchrun (its environment variables are missing)."""
 
 
@@ -113,9 +115,15 @@ def load_experiment(
 ) -> Config:
     """Load an experiment config and apply ``--cfg-options`` style overrides."""
     path = resolve_config(name_or_path)
-    cfg = Config.fromfile(str(path))
+    cfg = load_config_file(path)
+    file_keys = set(cfg)
     if cfg_options:
-        cfg.merge_from_dict(dict(cfg_options))
+        try:
+            cfg.merge_from_dict(dict(cfg_options))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ExperimentConfigError(
+                f"--cfg-options {dict(cfg_options)} cannot be applied to {path.name}: {exc}"
+            ) from exc
     missing = [k for k in ("model", "val_dataset") if k not in cfg]
     if missing:
         raise ExperimentConfigError(
@@ -126,6 +134,8 @@ def load_experiment(
     if role not in ROLES:
         raise ExperimentConfigError(f"{path}: role must be one of {ROLES}, got {role!r}")
     check_model_registered(cfg, path)
+    register_modules()  # the registered classes' signatures are the known model keys
+    check_experiment(cfg, file_keys)
     return cfg
 
 
@@ -204,13 +214,8 @@ def device_description() -> str:
 
 
 def _merged(defaults: Mapping[str, Any], given: Mapping[str, Any] | None, what: str) -> dict:
-    given = dict(given or {})
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ExperimentConfigError(
-            f"unknown {what} keys {unknown}; known: {sorted(defaults)}"
-        )
-    return {**defaults, **given}
+    check_section(what, given)
+    return {**defaults, **dict(given or {})}
 
 
 _RUNS_IN_PROCESS = itertools.count()
@@ -361,15 +366,52 @@ def build_runner_config(
 # --- the runner ---------------------------------------------------------------------------------
 
 
+@contextmanager
+def _built_from_config(section: str) -> Iterator[None]:
+    """A constructor's ValueError/TypeError/KeyError while mmengine builds ``section`` from the
+    config is a config value no check caught (``model.voxel_size=[0, 1, 8]``): a user error."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise ExperimentConfigError(
+            f"the experiment's {section} cannot be built from its config: {message}. Fix the "
+            f"value in the config file or with --cfg-options {section}.KEY=VALUE"
+        ) from exc
+
+
 class BEVRunner(Runner):
     """mmengine ``Runner`` whose checkpoints are written atomically (temp file + ``os.replace``),
     never hold non-finite weights, and are resumed from the newest complete one."""
+
+    resume_report: dict | None = None  # what --resume continued, for the run record
+
+    def build_model(self, model):
+        with _built_from_config("model"):
+            return super().build_model(model)
+
+    @staticmethod
+    def build_dataloader(dataloader, seed=None, diff_rank_seed=False):
+        section = dataloader.get("dataset", {}) if isinstance(dataloader, dict) else {}
+        with _built_from_config("train_dataset" if section.get("type") == "KeyedDataset"
+                                else "val_dataset"):
+            return Runner.build_dataloader(dataloader, seed, diff_rank_seed)
 
     def train(self):
         """Train; NaN/inf in a loss is reported as divergence with its iteration (in a distill
         run the losses check their inputs, so it stops inside the forward, before DivergenceHook)."""
         try:
             return super().train()
+        except RuntimeError as exc:
+            if "does not require grad" not in str(exc):
+                raise
+            raise NoGradientError(
+                f"training step {self.iter + 1}: the loss has no gradient ({exc}). The model's "
+                "loss() ran with gradients off: a torch.no_grad() around the student's forward, or "
+                "requires_grad_(False) on all its parameters. Only a teacher may run without them"
+            ) from exc
         except NonFiniteLossError as exc:
             last = self.message_hub.get_info("last_ckpt")
             raise DivergenceError(
@@ -399,6 +441,23 @@ class BEVRunner(Runner):
 
             model = self.model.module if is_model_wrapper(self.model) else self.model
             self.logger.info(f"init_from: {load_weights(model, init_from, what='init_from')}")
+
+    def resume(self, filename: str, resume_optimizer: bool = True,
+               resume_param_scheduler: bool = True, map_location="default") -> None:
+        """mmengine's resume, after checking the checkpoint is this experiment's; a changed
+        learning-rate schedule is rebuilt for the new settings (see :mod:`.resume`)."""
+        from bevdistill.engine.resume import check_resumable, rebuild_lr_schedule
+
+        now = self.cfg.get("experiment", {})
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        changes = check_resumable(filename, now, model)
+        rebuild = bool(changes["lr_schedule"])
+        super().resume(filename, resume_optimizer,
+                       resume_param_scheduler and not rebuild, map_location)
+        self.resume_report = dict(checkpoint=filename, from_iter=self.iter, **changes)
+        if any(changes.values()):
+            self.logger.warning(rebuild_lr_schedule(self, now["schedule"], changes))
+        self.resume_report["lr_at_resume"] = self.optim_wrapper.get_lr()["lr"][0]
 
     def _complete_checkpoint(self) -> str | None:
         path, skipped = newest_complete_checkpoint(self.work_dir)

@@ -13,10 +13,12 @@ from contextlib import AbstractContextManager
 
 import torch
 
+from bevdistill.errors import UserError
+
 _HALF = (torch.float16, torch.bfloat16)
 
 
-class LossInputError(ValueError, TypeError):
+class LossInputError(UserError, ValueError, TypeError):
     """A loss got an input it cannot use (wrong dtype, empty batch or grid, NaN or inf).
 
     A ``ValueError`` as the issue asks; also a ``TypeError`` so that code written against the

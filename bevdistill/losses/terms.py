@@ -48,6 +48,7 @@ from mmengine.logging import MessageHub
 from mmengine.registry import MODELS
 from torch import nn
 
+from bevdistill.errors import UserError
 from bevdistill.losses._checks import LossInputError
 from bevdistill.losses.cells import CellSampler
 from bevdistill.losses.registry import register_builtin_parts
@@ -60,7 +61,7 @@ TERM_KEYS = ("name", "loss", "layers", "weight", "connector", "student_connector
              "teacher_connector", "reads", "mask", "cells", "schedule", "spatial_only")
 
 
-class TermConfigError(ValueError):
+class TermConfigError(UserError, ValueError):
     """A distillation term's config is wrong (unknown loss, bad layer, weight or schedule)."""
 
 

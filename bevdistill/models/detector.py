@@ -20,12 +20,18 @@ import torch
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
+from bevdistill._warnings import warn_once
 from bevdistill.data.classes import CLASS_NAMES
 from bevdistill.models import centerpoint_head, pillar_encoder, scatter, second  # noqa: F401 (registers)
 from bevdistill.models.geometry import BEVGrid, as_int_stride
 from bevdistill.models.voxelize import PillarVoxelizer, check_points
 
 MODES = ("loss", "predict", "tensor")
+NO_GRAD_HINT = (
+    "the detector's losses were computed under torch.no_grad() (or with gradients off) in train "
+    "mode: they have no gradient, so backward() fails and nothing trains. Compute the loss of "
+    "the model you train with gradients on (only a frozen teacher runs under no_grad)"
+)
 
 
 def _fill(cfg: Mapping, what: str, **derived: Any) -> dict:
@@ -139,6 +145,8 @@ class PillarBEVDetector(BaseModel):
     # ------------------------------------------------------------------ mmengine API
     def loss(self, inputs: Mapping, data_samples: Sequence[Mapping]) -> dict[str, torch.Tensor]:
         """``{'loss_heatmap', 'loss_bbox'}`` for the batch."""
+        if self.training and not torch.is_grad_enabled():
+            warn_once("detector.no-grad", NO_GRAD_HINT, UserWarning)
         return self.bbox_head.loss(self.bbox_head(self.extract_feat(inputs)), data_samples)
 
     def predict(self, inputs: Mapping, data_samples: Sequence[Mapping] | None = None) -> list[dict]:
