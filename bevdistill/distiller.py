@@ -131,6 +131,8 @@ class Distiller(BaseModel):
             warning that says how to write them now.
     """
 
+    LEGACY_KEYS = RECIPE_KEYS + DRIVER_KEYS  # what **old converts (the config check reads it)
+
     def __init__(
         self,
         teacher: Any,

@@ -22,11 +22,12 @@ from test_faults import QUIET, Faults, _frame
 from bevdistill import pretrained
 from bevdistill.data import NuScenesReader
 from bevdistill.data.nuscenes import DataSanityWarning, InfoFileError
-from bevdistill.distiller import TeacherCheckpointError, load_teacher_checkpoint
+from bevdistill.distiller import TeacherCheckpointError
 from bevdistill.engine.checkpoint import NonFiniteWeightsError, file_sha256, verify_shipped_weights
 from bevdistill.engine.runner import load_experiment, make_runner
 from bevdistill.models import build_detector
 from bevdistill.pretrained import ModelCardError
+from bevdistill.teacher_weights import load_teacher_checkpoint
 
 
 @pytest.fixture

@@ -213,8 +213,8 @@ def test_no_grad_around_the_loss_is_explained(faults, tmp_path, monkeypatch):
 def test_a_distiller_loss_under_no_grad_warns(faults):
     import torch
     from mmengine.registry import MODELS
+    from warnings_support import reset_warnings
 
-    from bevdistill._warnings import reset_warnings
     from bevdistill.data import SyntheticBEVDataset, bev_collate
 
     exp = load_experiment("distill_ci")
@@ -231,8 +231,8 @@ def test_a_distiller_loss_under_no_grad_warns(faults):
 
 def test_a_detector_loss_under_no_grad_warns(faults):
     import torch
+    from warnings_support import reset_warnings
 
-    from bevdistill._warnings import reset_warnings
     from bevdistill.data import SyntheticBEVDataset, bev_collate
     from bevdistill.models import build_detector
 

@@ -128,8 +128,13 @@ def test_the_old_recipe_keys_are_converted_with_the_new_keys_named():
 
 
 def test_an_unknown_old_key_names_the_recipe_language():
+    from bevdistill.errors import ExperimentConfigError
+
     register_modules()
-    cfg = load_experiment("distill_ci", {"model.distill.alpha_zz": 1.0}).model
+    with pytest.raises(ExperimentConfigError, match=r"model.distill.alpha_zz'; did you mean"):
+        load_experiment("distill_ci", {"model.distill.alpha_zz": 1.0})  # the config check
+    cfg = load_experiment("distill_ci", {"model.distill.alpha_kd": 1.0}).model
+    cfg.distill["alpha_zz"] = 1.0  # past the config check: the Distiller's conversion says it
     with pytest.raises(TermConfigError, match=r"unknown keys \[.alpha_zz.\]; write the recipe as terms"):
         MODELS.build(cfg)
 

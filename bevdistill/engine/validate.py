@@ -152,7 +152,7 @@ NESTED: dict[tuple[str, str], str] = {
     ("PillarBEVDetector", "pts_voxel_layer"): "bevdistill.models.voxelize:PillarVoxelizer",
     ("CenterPointHead", "train_cfg"): "bevdistill.models.centerpoint_head:DEFAULT_TRAIN_CFG",
     ("CenterPointHead", "test_cfg"): "bevdistill.models.centerpoint_head:DEFAULT_TEST_CFG",
-    ("Distiller", "distill"): "bevdistill.losses.combined:BEVFusionDistillationLoss",
+    ("Distiller", "distill"): "bevdistill.losses.recipe:TUTORIAL_DEFAULTS",  # converted
 }
 
 
@@ -230,16 +230,20 @@ def _resolve(spec: str) -> Any:
 
 
 def known_keys(target: Any) -> set[str] | None:
-    """The keyword arguments ``target`` takes (None: any, it has ``**kwargs``)."""
+    """The keyword arguments ``target`` takes (None: any, it has ``**kwargs``). A class whose
+    ``**kwargs`` only converts keys it used to take names them in ``LEGACY_KEYS``."""
     if isinstance(target, Mapping):
         return set(target)
     if dataclasses.is_dataclass(target):
         return {f.name for f in dataclasses.fields(target)}
     params = inspect.signature(target).parameters.values()
+    named = {p.name for p in params if p.kind not in (inspect.Parameter.VAR_POSITIONAL,
+                                                      inspect.Parameter.VAR_KEYWORD)
+             and p.name != "self"}
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL
-            and p.name != "self"}
+        legacy = getattr(target, "LEGACY_KEYS", None)
+        return None if legacy is None else named | set(legacy)
+    return named
 
 
 def _registered(registry, type_name: Any, where: str) -> type | None:
