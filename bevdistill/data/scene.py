@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from .classes import LABEL_OF
+from .classes import CLASS_NAMES, LABEL_OF
 from .clutter import CLUTTER_KINDS, add_roadworks, add_street_furniture, add_structure
 from .parts import RECIPES, SIZE_RANGES, place_parts
 from .placement import Builder, add_cyclists, add_pedestrians, add_traffic
@@ -30,9 +30,13 @@ from .road import Ground, RoadLayout, sample_layout
 # The generator's public names; the pieces live in road (street and ground), parts (object
 # recipes), placement (footprints and labelled objects) and clutter (everything unlabelled).
 __all__ = [
-    "CLUTTER_KINDS", "SIZE_RANGES", "Ground", "RoadLayout", "Scene", "SceneConfig", "custom_scene",
+    "CLUTTER_KINDS", "OBJECT_KINDS", "SIZE_RANGES", "Ground", "RoadLayout", "Scene", "SceneConfig", "custom_scene",
     "generate_scene", "scene_rng", "settings_from_dict",
 ]
+
+#: What a primitive belongs to, in ``Scene.box_tags`` / ``cyl_tags`` kind codes: the labelled
+#: classes first (so a code below NUM_CLASSES is a label), then clutter, then custom obstacles.
+OBJECT_KINDS: tuple[str, ...] = (*CLASS_NAMES, *CLUTTER_KINDS, "obstacle")
 
 
 def settings_from_dict(cls: type, cfg: dict, what: str) -> dict:
@@ -97,6 +101,11 @@ class Scene:
     ground: Ground
     clutter_kinds: list[str] = field(default_factory=list)
     clutter_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 7), np.float32))
+    # Per primitive (kind, object, part) int32: kind indexes OBJECT_KINDS; object indexes
+    # ``boxes`` for a labelled kind, else ``clutter_boxes``; part is the part's index in its
+    # recipe. Cameras paint by these; the LiDAR does not need them.
+    box_tags: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int32))
+    cyl_tags: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int32))
 
 
 def _finalise(b: Builder, ground: Ground, seed, index) -> Scene:
@@ -104,7 +113,7 @@ def _finalise(b: Builder, ground: Ground, seed, index) -> Scene:
     lay = b.layout
     c, s = np.cos(lay.yaw), np.sin(lay.yaw)
     boxes, labels, kinds, clutter = [], [], [], []
-    box_prims, cyl_prims = [], []
+    box_prims, cyl_prims, box_tags, cyl_tags = [], [], [], []
     for obj in b.objects:
         x = c * obj["x"] - s * obj["y"]
         y = s * obj["x"] + c * obj["y"]
@@ -113,12 +122,15 @@ def _finalise(b: Builder, ground: Ground, seed, index) -> Scene:
         length, width, height = obj["dims"]
         box = (x, y, bottom + height / 2, length, width, height, _wrap(yaw))
         if obj["label"] >= 0:
+            tag = (obj["label"], len(boxes))
             boxes.append(box)
             labels.append(obj["label"])
         else:
+            tag = (OBJECT_KINDS.index(obj["kind"]), len(clutter))
             kinds.append(obj["kind"])
             clutter.append(box)
         place_parts(obj["parts"], x, y, bottom, yaw, box_prims, cyl_prims)
+        _tag_parts(obj["parts"], *tag, box_tags, cyl_tags)
     return Scene(
         seed=seed,
         index=index,
@@ -129,7 +141,15 @@ def _finalise(b: Builder, ground: Ground, seed, index) -> Scene:
         ground=ground,
         clutter_kinds=kinds,
         clutter_boxes=np.array(clutter, dtype=np.float32).reshape(-1, 7),
+        box_tags=np.array(box_tags, dtype=np.int32).reshape(-1, 3),
+        cyl_tags=np.array(cyl_tags, dtype=np.int32).reshape(-1, 3),
     )
+
+
+def _tag_parts(parts, kind: int, obj: int, box_tags: list, cyl_tags: list) -> None:
+    """(kind, object, part) of each primitive, in the order :func:`place_parts` appends them."""
+    for j, part in enumerate(parts):
+        (box_tags if part[0] == "b" else cyl_tags).append((kind, obj, j))
 
 
 def _wrap(angle: float) -> float:
@@ -187,17 +207,19 @@ def custom_scene(
     boxes (walls, say) that are not labelled.
     """
     rng = np.random.default_rng(seed)
-    boxes, labels, box_prims, cyl_prims = [], [], [], []
+    boxes, labels, box_prims, cyl_prims, box_tags, cyl_tags = [], [], [], [], [], []
     for name, box in objects:
         if name not in RECIPES:
             raise ValueError(f"unknown class {name!r}; use one of {sorted(RECIPES)}")
         x, y, z, length, width, height, yaw = (float(v) for v in box)
+        parts = RECIPES[name](rng, length, width, height)
+        _tag_parts(parts, LABEL_OF[name], len(boxes), box_tags, cyl_tags)
         boxes.append((x, y, z, length, width, height, yaw))
         labels.append(LABEL_OF[name])
-        place_parts(RECIPES[name](rng, length, width, height), x, y, z - height / 2, yaw,
-                     box_prims, cyl_prims)
-    for box in obstacles:
+        place_parts(parts, x, y, z - height / 2, yaw, box_prims, cyl_prims)
+    for k, box in enumerate(obstacles):
         box_prims.append((*(float(v) for v in box), 0.2, 0.0))
+        box_tags.append((OBJECT_KINDS.index("obstacle"), k, 0))
     return Scene(
         seed=None,
         index=None,
@@ -208,4 +230,6 @@ def custom_scene(
         ground=Ground(height=sensor_height),
         clutter_kinds=["obstacle"] * len(obstacles),
         clutter_boxes=np.array(obstacles, dtype=np.float32).reshape(-1, 7),
+        box_tags=np.array(box_tags, dtype=np.int32).reshape(-1, 3),
+        cyl_tags=np.array(cyl_tags, dtype=np.int32).reshape(-1, 3),
     )
