@@ -1,9 +1,10 @@
-"""The BEV world's data: a synthetic LiDAR street world, a nuScenes-format reader, datasets.
+"""The BEV world's data: a synthetic LiDAR and camera street world, a nuScenes-format reader, datasets.
 
 Importing this package registers ``SyntheticBEVDataset`` and ``NuScenesBEVDataset`` in
 mmengine's DATASETS registry and ``bev_collate`` in its FUNCTIONS registry.
 """
 
+from .camera import CAMERA_NAMES, CameraConfig, CameraRig
 from .classes import CLASS_NAMES, LABEL_OF, NUM_CLASSES
 from .dataset import (
     DEFAULT_POINT_CLOUD_RANGE,
@@ -20,7 +21,7 @@ from .synthetic import simulate_sample
 from .transforms import GlobalAugment, flip, rotate_z, scale
 
 __all__ = [
-    "CLASS_NAMES", "CLUTTER_KINDS", "DEFAULT_POINT_CLOUD_RANGE", "GlobalAugment", "LABEL_OF",
+    "CAMERA_NAMES", "CLASS_NAMES", "CameraConfig", "CameraRig", "CLUTTER_KINDS", "DEFAULT_POINT_CLOUD_RANGE", "GlobalAugment", "LABEL_OF",
     "LidarConfig", "LidarSimulator", "NUM_CLASSES", "NuScenesBEVDataset", "NuScenesReader",
     "SIZE_RANGES", "Scene", "SceneConfig", "SyntheticBEVDataset", "bev_collate",
     "count_points_in_boxes", "custom_scene", "demo_frame_dir", "demo_info_path", "demo_missing_message",

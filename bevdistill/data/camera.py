@@ -295,7 +295,7 @@ def _role_colour(role: str, u: np.ndarray, refl: float) -> tuple[np.ndarray, int
         "cone_band": (_rgb(0.95, 0.42, 0.05), STRIPES), "bin": (_rgb(0.12, 0.26, 0.16), PLAIN),
         "bollard": (_rgb(0.2, 0.2, 0.21), PLAIN), "wood": (_rgb(0.45, 0.3, 0.16), NOISE),
         "cabinet": (_rgb(0.45, 0.5, 0.46), PLAIN), "bus": (pick(BUS, u[0]), WINDOWS),
-        "concrete": (_rgb(0.55, 0.55, 0.53), NOISE),
+        "concrete": (_rgb(0.55, 0.55, 0.55), NOISE),
     }
     return table[role]
 
