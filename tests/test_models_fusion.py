@@ -152,3 +152,21 @@ def test_a_few_training_steps_through_the_runner(tmp_path):
     assert math.isfinite(loss)
     after = runner.model.img_backbone.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the cameras trained
+
+
+def test_the_distiller_runs_a_fusion_teacher_into_a_lidar_student(batch):
+    """The pillar-detector contract holds: the Distiller takes the fusion teacher as it is,
+    given a dry-run batch with cameras (the teacher's own example_inputs)."""
+    from bevdistill import Distiller
+
+    teacher = _build()
+    example = teacher.example_inputs()
+    assert example["imgs"].shape == (2, 6, 3, 48, 96) and example["lidar2cam"].shape == (2, 6, 4, 4)
+    student = load_experiment("train_teacher_ci").model.to_dict()
+    student.pop("_delete_", None)
+    distiller = Distiller(teacher=teacher, student=student, example_inputs=example,
+                          hook_points=["pts_neck"])
+    losses = distiller(batch["inputs"], batch["data_samples"], mode="loss")
+    assert "loss_crd.pts_neck" in losses and all(torch.isfinite(v) for v in losses.values())
+    camera_off = _build(**dict.fromkeys(CAMERA_MODULES))
+    assert set(camera_off.example_inputs()) == {"points"}

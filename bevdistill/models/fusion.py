@@ -26,6 +26,8 @@ import torch
 from mmengine.registry import MODELS
 from torch import nn
 
+from bevdistill.data.camera import CameraRig
+from bevdistill.example_inputs import random_points
 from bevdistill.models import image, lss  # noqa: F401 (registers the camera modules)
 from bevdistill.models._layers import conv_bn_relu
 from bevdistill.models.detector import PillarBEVDetector, _fill
@@ -94,6 +96,23 @@ class BEVFusionDetector(PillarBEVDetector):
         self.fusion_layer = MODELS.build(_fill(
             fusion_layer, "fusion_layer", in_channels=[self.view_transform.out_channels, lidar],
             out_channels=lidar))
+
+    def example_inputs(self, batch_size: int = 2, num_points: int = 2048, seed: int = 0) -> dict:
+        """A random batch this model accepts (the dry forward's): points in its range and,
+        with the camera branch, random images with the synthetic rig's calibration."""
+        device = next(self.parameters()).device
+        points = [p.to(device) for p in random_points(self.grid.point_cloud_range, batch_size,
+                                                        num_points, seed)]
+        if not self.with_camera:
+            return {"points": points}
+        rig = CameraRig()
+        n, (w, h) = len(rig.names), (rig.config.width, rig.config.height)
+        gen = torch.Generator().manual_seed(seed)
+        imgs = torch.randint(0, 256, (batch_size, n, 3, h, w), generator=gen, dtype=torch.uint8)
+        cal = {k: torch.from_numpy(rig.calibration()[k]).expand(batch_size, -1, -1, -1)
+               for k in ("cam2img", "lidar2cam")}
+        return {"points": points, "imgs": imgs.to(device),
+                **{k: v.contiguous().to(device) for k, v in cal.items()}}
 
     @staticmethod
     def _camera_inputs(inputs: Mapping) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
