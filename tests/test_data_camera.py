@@ -26,6 +26,27 @@ BACK = CAMERA_NAMES.index("CAM_BACK")
 GROUND_Z = -1.84
 
 
+def test_every_primitive_is_tagged_with_its_object():
+    """The (kind, object, part) tags the cameras paint by: a labelled object's parts lie inside
+    its label box, and the parts of one object are numbered 0, 1, 2, ... in recipe order."""
+    from bevdistill.data import points_in_boxes
+
+    assert len(SCENE.box_tags) == len(SCENE.box_prims)
+    assert len(SCENE.cyl_tags) == len(SCENE.cyl_prims)
+    centres = np.concatenate([SCENE.box_prims[:, :3],
+                              np.c_[SCENE.cyl_prims[:, :2], SCENE.cyl_prims[:, 2:4].mean(1)]])
+    tags = np.concatenate([SCENE.box_tags, SCENE.cyl_tags])
+    labelled = tags[:, 0] < 3
+    assert labelled.sum() > 20 and (~labelled).sum() > 20
+    inside = points_in_boxes(centres[labelled], SCENE.boxes)
+    assert np.array_equal(inside.argmax(1), tags[labelled, 1]) and inside.sum(1).max() == 1
+    assert np.array_equal(SCENE.labels[tags[labelled, 1]], tags[labelled, 0])
+    for kind, obj in {tuple(t[:2]) for t in tags}:
+        parts = np.sort(tags[(tags[:, 0] == kind) & (tags[:, 1] == obj), 2])
+        assert np.array_equal(parts, np.arange(len(parts)))
+    assert {OBJECT_KINDS[k] for k in tags[~labelled, 0]} <= set(SCENE.clutter_kinds)
+
+
 def test_calibration_has_nuscenes_form_and_layout():
     cal = RIG.calibration()
     assert cal["cam2img"].shape == (6, 3, 3) and cal["lidar2cam"].shape == (6, 4, 4)
