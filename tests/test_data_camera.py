@@ -250,3 +250,40 @@ def test_renders_are_cached_with_the_scan(tmp_path, monkeypatch):
     again = SyntheticBEVDataset(**kwargs, cache_dir=tmp_path, cameras=True)[0]
     for key in ("imgs", "cam2img", "lidar2cam"):
         assert torch.equal(first["inputs"][key], again["inputs"][key]), key
+
+
+def test_the_real_frame_gives_the_same_camera_inputs():
+    """The real nuScenes frame's six images, at the synthetic cameras' size and crop, with a
+    calibration that takes the reader's (x-forward) LiDAR frame to the right pixels: the same
+    as projecting nuScenes' own frame through its full-size calibration, then scaling."""
+    from bevdistill.data import (
+        NuScenesBEVDataset,
+        NuScenesReader,
+        demo_info_path,
+        demo_missing_message,
+    )
+    from bevdistill.data.nuscenes import load_infos
+    from bevdistill.data.nuscenes_cameras import load_cameras
+
+    info_path = demo_info_path()
+    if info_path is None:
+        pytest.skip(demo_missing_message())
+    aligned = NuScenesReader(info_path)
+    cams = load_cameras(aligned, 0)
+    assert cams["imgs"].shape == (6, 3, 48, 96) and cams["imgs"].dtype == np.uint8
+    assert cams["imgs"].std() > 20  # a photograph, not a blank
+    raw_points = NuScenesReader(info_path, align_forward=False).load_points(0)[:, :3].astype(float)
+    points = aligned[0]["points"][:, :3].astype(float)
+    info = load_infos(info_path)["data_list"][0]["images"]
+    for i, name in enumerate(CAMERA_NAMES):
+        l2c, k = np.asarray(info[name]["lidar2cam"]), np.asarray(info[name]["cam2img"])
+        q = raw_points @ l2c[:3, :3].T + l2c[:3, 3]
+        front = q[:, 2] > 1
+        full = (q[front] @ k.T)[:, :2] / q[front, 2:3]
+        expected = full * 96 / 1600 - np.array([0.0, 54 - 48])  # scale, then crop 6 rows
+        q2 = points @ cams["lidar2cam"][i, :3, :3].T + cams["lidar2cam"][i, :3, 3]
+        got = (q2[front] @ cams["cam2img"][i].T)[:, :2] / q2[front, 2:3]
+        np.testing.assert_allclose(got, expected, atol=0.02)
+    ds = NuScenesBEVDataset(str(info_path), point_cloud_range=RANGE, cameras=True)
+    batch = bev_collate([ds[0]])
+    assert batch["inputs"]["imgs"].shape == (1, 6, 3, 48, 96)

@@ -33,10 +33,11 @@ from torch.utils.data import Dataset
 
 from bevdistill._io import atomic_write_with
 
-from .camera import CameraRig
+from .camera import CameraConfig, CameraRig
 from .classes import CLASS_NAMES
 from .lidar import LidarSimulator
 from .nuscenes import NuScenesReader
+from .nuscenes_cameras import load_cameras
 from .scene import SceneConfig
 from .synthetic import simulate_sample
 from .transforms import GlobalAugment
@@ -312,7 +313,10 @@ class NuScenesBEVDataset(_LidarBEVDataset):
     """Samples of an mmdet3d 1.x nuScenes info file through :class:`NuScenesReader`.
 
     ``num_points`` comes from the annotations' ``num_lidar_pts``. ``seed`` only seeds the
-    augmentation.
+    augmentation. ``cameras`` (True or CameraConfig fields) adds the six camera images, resized
+    and cropped as the synthetic cameras are rendered, with their calibration
+    (:func:`~bevdistill.data.nuscenes_cameras.load_cameras`): the same camera inputs as
+    :class:`SyntheticBEVDataset` gives.
     """
 
     source = "nuscenes"
@@ -330,9 +334,11 @@ class NuScenesBEVDataset(_LidarBEVDataset):
         lidar_prefix: str | None = None,
         align_forward: bool = True,
         seed: int = 0,
+        cameras: bool | dict | None = None,
     ):
         super().__init__(point_cloud_range, augment, min_points, keep_invisible,
                          aug_seed=int(seed), cache=cache)
+        self.cameras = None if cameras in (None, False) else CameraConfig.from_dict(cameras)
         self.reader = NuScenesReader(info_path, data_root=data_root, class_map=class_map,
                                      lidar_prefix=lidar_prefix, min_points=min_points,
                                      align_forward=align_forward)
@@ -341,7 +347,10 @@ class NuScenesBEVDataset(_LidarBEVDataset):
         return len(self.reader)
 
     def _load(self, index: int) -> dict:
-        return self.reader[index]
+        sample = self.reader[index]
+        if self.cameras is not None:
+            sample.update(load_cameras(self.reader, index, self.cameras))
+        return sample
 
 
 @FUNCTIONS.register_module(name="bev_collate")
