@@ -53,7 +53,8 @@ class CameraConfig:
     """Image size and appearance. The default, 96 x 48 per camera (nuScenes' frame scaled by
     0.06, the top 6 rows of sky cropped), is 27.6 k rays for six cameras, fewer than one
     32-beam scan (34.7 k): rendering costs about what scanning does (benchmarks.camera_speed),
-    and a car at 30 m is still 3 px tall and 7 px long."""
+    and in the front camera (focal length 76 px) a car at 30 m is still about 4 px tall and up
+    to 11 px long, a pedestrian at 20 m 6 px tall."""
 
     width: int = 96
     height: int = 48  # rows kept from the bottom of the scaled 16:9 frame
