@@ -88,7 +88,8 @@ class LidarConfig:
 
 
 class _Grid:
-    """Per-beam state, shaped [azimuth, ring]: nearest hit, cos(incidence), reflectivity, dropout."""
+    """Per-beam state, shaped [azimuth, ring]: nearest hit, cos(incidence), reflectivity, dropout,
+    and which primitive was hit (its row in ``Scene.prim_ids()``; -1: the ground or nothing)."""
 
     def __init__(self, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray):
         self.dx, self.dy, self.dz = dx, dy, dz
@@ -97,8 +98,10 @@ class _Grid:
         self.cos = np.ones(shape)
         self.refl = np.zeros(shape)
         self.drop = np.zeros(shape)
+        self.prim = np.full(shape, -1, dtype=np.int64)
 
-    def update(self, cols: slice, rows: slice, t: np.ndarray, cos, refl, drop) -> None:
+    def update(self, cols: slice, rows: slice, t: np.ndarray, cos, refl, drop,
+               prim: int = -1) -> None:
         """Keep the new hits ``t`` (inf = miss) that are nearer than the current ones."""
         cur = self.t[cols, rows]
         better = t < cur
@@ -108,6 +111,7 @@ class _Grid:
         self.cos[cols, rows][better] = cos[better]
         self.refl[cols, rows][better] = refl
         self.drop[cols, rows][better] = drop
+        self.prim[cols, rows][better] = prim
 
 
 def _column_slices(lo: int, hi: int, width: int) -> list[slice]:
@@ -152,7 +156,8 @@ class LidarSimulator:
         return r0, r1, c0, c1, dmin, reachable
 
     # -- narrow phase -------------------------------------------------------------------
-    def _cast_box(self, g: _Grid, prim: np.ndarray, rows: slice, cols: list, dmin: float):
+    def _cast_box(self, g: _Grid, prim: np.ndarray, rows: slice, cols: list, dmin: float,
+                  k: int = -1):
         cx, cy, cz, length, width, height, yaw, refl, drop = prim
         c, s = np.cos(yaw), np.sin(yaw)
         # Sensor position in the box frame (the sensor is the origin of the LiDAR frame).
@@ -179,9 +184,10 @@ class LidarSimulator:
                         near = np.maximum(near, tmin)
                         far = np.minimum(far, tmax)
             t = np.where((near <= far) & (near > 0), near, np.inf)
-            g.update(col, rows, t, cos, refl, drop)
+            g.update(col, rows, t, cos, refl, drop, k)
 
-    def _cast_cylinder(self, g: _Grid, prim: np.ndarray, rows: slice, cols: list, dmin: float):
+    def _cast_cylinder(self, g: _Grid, prim: np.ndarray, rows: slice, cols: list, dmin: float,
+                       k: int = -1):
         cx, cy, z0, z1, radius, refl, drop = prim
         c2 = cx * cx + cy * cy - radius * radius
         for col in cols:
@@ -205,7 +211,7 @@ class LidarSimulator:
                     cap_ok = (t_cap > 0) & (qx * qx + qy * qy <= radius * radius) & (t_cap < t)
                     t = np.where(cap_ok, t_cap, t)
                     cos = np.where(cap_ok, np.abs(dz), cos)
-            g.update(col, rows, t, cos, refl, drop)
+            g.update(col, rows, t, cos, refl, drop, k)
 
     def _cast_primitives(self, g: _Grid, scene: Scene, phase: float, far: float) -> None:
         """Narrow-phase tests, nearest primitives first so that occluded ones are skipped."""
@@ -221,13 +227,19 @@ class LidarSimulator:
             rows = slice(int(r0[k]), int(r1[k]))
             cols = _column_slices(int(c0[k]), int(c1[k]), width)
             if k < n_box:
-                self._cast_box(g, bp[k], rows, cols, float(dmin[k]))
+                self._cast_box(g, bp[k], rows, cols, float(dmin[k]), int(k))
             else:
-                self._cast_cylinder(g, cp[k - n_box], rows, cols, float(dmin[k]))
+                self._cast_cylinder(g, cp[k - n_box], rows, cols, float(dmin[k]), int(k))
 
     # -- full scan ----------------------------------------------------------------------
-    def scan(self, scene: Scene, rng: np.random.Generator) -> np.ndarray:
-        """Simulate one sweep of ``scene``; returns float32 ``[N, 5]`` (x, y, z, intensity, ring)."""
+    def scan(self, scene: Scene, rng: np.random.Generator, return_hits: bool = False):
+        """Simulate one sweep of ``scene``; returns float32 ``[N, 5]`` (x, y, z, intensity, ring).
+
+        ``return_hits=True`` returns ``(points, hits)`` instead, ``hits`` int64 ``[N]`` the row
+        of ``scene.prim_ids()`` (boxes first, then cylinders) each point's beam hit, -1 for the
+        ground; ``scene.prim_ids()[hits]`` gives each point's class label and part id. The points
+        are the same either way.
+        """
         cfg = self.config
         phase = float(rng.uniform(0.0, self._step))  # where this sweep's first column points
         az = phase + self._step * np.arange(cfg.n_azimuth)
@@ -265,4 +277,6 @@ class LidarSimulator:
         out[:, 2] = t * dz.ravel()[beam]
         out[:, 3] = np.clip(np.rint(raw[keep]), 0, 255)
         out[:, 4] = beam % cfg.n_rings
+        if return_hits:
+            return out, g.prim.ravel()[beam]
         return out

@@ -1,7 +1,11 @@
 """Object recipes: the ray-castable parts a car, pedestrian, cyclist or large vehicle is made of.
 
+These are world version 1's recipes, nearly the same seen from the front and from the back;
+version 2's (:mod:`bevdistill.data.parts_v2`) give objects a front and a back.
+
 Parts are in the object's frame (u forward, v left, z up from its bottom). A box part is
 ("b", u, v, z_bottom, l, w, h, refl, drop); a cylinder ("c", u, v, z0, z1, r, refl, drop).
+Either may end with the part's name (one of ``PART_NAMES``; version 1's parts carry none).
 Every part lies ``INSET`` inside the object's label box, so range noise rarely pushes a
 surface point out of its box.
 """
@@ -18,6 +22,14 @@ SIZE_RANGES: dict[str, tuple[tuple[float, float], ...]] = {
 }
 
 INSET = 0.03  # parts stay this far inside their label box
+
+# Part ids, as a scene's ``box_ids``/``cyl_ids`` and a scan's hit ids give them: 0 is a part
+# without a name (clutter, and every part of world version 1).
+PART_NAMES: tuple[str, ...] = (
+    "unnamed", "body", "bonnet", "cabin", "windscreen", "mirror", "wheel", "leg", "foot", "torso",
+    "arm", "head", "backpack", "frame", "handlebar",
+)
+PART_ID: dict[str, int] = {name: i for i, name in enumerate(PART_NAMES)}
 
 
 def _paint(rng: np.random.Generator) -> float:
@@ -114,14 +126,23 @@ def sample_dims(rng, name: str) -> tuple[float, float, float]:
 
 
 def place_parts(parts, x: float, y: float, bottom: float, yaw: float, box_prims: list,
-                cyl_prims: list) -> None:
-    """Append an object's parts as LiDAR-frame primitives (object pose x, y, bottom, yaw)."""
+                cyl_prims: list, box_ids: list | None = None, cyl_ids: list | None = None,
+                label: int = -1) -> None:
+    """Append an object's parts as LiDAR-frame primitives (object pose x, y, bottom, yaw).
+
+    With ``box_ids``/``cyl_ids``, also append each primitive's ``(label, part id)``: the
+    object's class label (-1: unlabelled) and the index of its part's name in ``PART_NAMES``.
+    """
     c, s = np.cos(yaw), np.sin(yaw)
     for part in parts:
         px, py = x + c * part[1] - s * part[2], y + s * part[1] + c * part[2]
         if part[0] == "b":
-            _, _, _, zb, pl, pw, ph, refl, drop = part
+            _, _, _, zb, pl, pw, ph, refl, drop = part[:9]
             box_prims.append((px, py, bottom + zb + ph / 2, pl, pw, ph, yaw, refl, drop))
+            ids, name = box_ids, part[9] if len(part) > 9 else "unnamed"
         else:
-            _, _, _, z0, z1, r, refl, drop = part
+            _, _, _, z0, z1, r, refl, drop = part[:8]
             cyl_prims.append((px, py, bottom + z0, bottom + z1, r, refl, drop))
+            ids, name = cyl_ids, part[8] if len(part) > 8 else "unnamed"
+        if ids is not None:
+            ids.append((label, PART_ID[name]))

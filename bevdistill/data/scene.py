@@ -13,6 +13,12 @@ cylinders. A car is a body, wheels and a glassy cabin; a pedestrian has legs, to
 head; a cyclist a bicycle and a rider; so their returns are not plain box outlines. Every part
 lies a few centimetres inside the object's label box, so range noise rarely pushes a surface
 point out of its box. Nothing overlaps (an oriented-rectangle test on footprints).
+
+``world_version`` picks the labelled objects' recipes: 2 (the default) gives cars, pedestrians
+and cyclists a front and a back, so heading can be learnt from a scan; 1 is the older, nearly
+front/back symmetric world that the models shipped before version 2 were trained on (their
+cards carry no ``world_version``, which means 1). Every primitive also carries ``(label, part
+id)`` (``box_ids``/``cyl_ids``), so a ray that hits it knows the class and part it hit.
 """
 
 from __future__ import annotations
@@ -23,14 +29,21 @@ import numpy as np
 
 from .classes import LABEL_OF
 from .clutter import CLUTTER_KINDS, add_roadworks, add_street_furniture, add_structure
-from .parts import RECIPES, SIZE_RANGES, place_parts
-from .placement import Builder, add_cyclists, add_pedestrians, add_traffic
+from .parts import SIZE_RANGES, place_parts
+from .placement import (
+    WORLD_VERSION,
+    Builder,
+    add_cyclists,
+    add_pedestrians,
+    add_traffic,
+    recipes_of_world,
+)
 from .road import Ground, RoadLayout, sample_layout
 
 # The generator's public names; the pieces live in road (street and ground), parts (object
 # recipes), placement (footprints and labelled objects) and clutter (everything unlabelled).
 __all__ = [
-    "CLUTTER_KINDS", "SIZE_RANGES", "Ground", "RoadLayout", "Scene", "SceneConfig", "custom_scene",
+    "CLUTTER_KINDS", "SIZE_RANGES", "WORLD_VERSION", "Ground", "RoadLayout", "Scene", "SceneConfig", "custom_scene",
     "generate_scene", "scene_rng", "settings_from_dict",
 ]
 
@@ -64,8 +77,10 @@ class SceneConfig:
     pedestrians: tuple[int, int] = (2, 16)
     cyclists: tuple[int, int] = (0, 4)
     clutter: bool = True  # False: only road, sidewalks and labelled objects
+    world_version: int = WORLD_VERSION  # 1: symmetric objects (older models), 2: front and back
 
     def __post_init__(self):
+        recipes_of_world(self.world_version)  # raises, naming the versions, if unknown
         for name in ("traffic_gap", "parking_occupancy", "pedestrians", "cyclists"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
@@ -97,14 +112,33 @@ class Scene:
     ground: Ground
     clutter_kinds: list[str] = field(default_factory=list)
     clutter_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 7), np.float32))
+    # Per primitive (same rows as box_prims / cyl_prims): (class label, -1 unlabelled; part id,
+    # an index into bevdistill.data.parts.PART_NAMES).
+    box_ids: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    cyl_ids: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    world_version: int = WORLD_VERSION
+
+    def prim_ids(self) -> np.ndarray:
+        """``[P + Q, 2]`` (label, part id) of every primitive, boxes first: the rows a scan's
+        hit index (``LidarSimulator.scan(..., return_hits=True)``) points into."""
+        ids = np.concatenate([self.box_ids.reshape(-1, 2), self.cyl_ids.reshape(-1, 2)])
+        if len(ids) != len(self.box_prims) + len(self.cyl_prims):
+            raise ValueError(f"the scene has {len(self.box_prims)} box and {len(self.cyl_prims)} "
+                             f"cylinder primitives but {len(ids)} id rows; build it with "
+                             "place_parts(..., box_ids=..., cyl_ids=...)")
+        return ids.astype(np.int64)
 
 
-def _finalise(b: Builder, ground: Ground, seed, index) -> Scene:
+def _ids(rows: list) -> np.ndarray:
+    return np.array(rows, dtype=np.int64).reshape(-1, 2)
+
+
+def _finalise(b: Builder, ground: Ground, seed, index, world_version: int) -> Scene:
     """Turn road-frame objects into LiDAR-frame label boxes and ray-castable primitives."""
     lay = b.layout
     c, s = np.cos(lay.yaw), np.sin(lay.yaw)
     boxes, labels, kinds, clutter = [], [], [], []
-    box_prims, cyl_prims = [], []
+    box_prims, cyl_prims, box_ids, cyl_ids = [], [], [], []
     for obj in b.objects:
         x = c * obj["x"] - s * obj["y"]
         y = s * obj["x"] + c * obj["y"]
@@ -118,7 +152,8 @@ def _finalise(b: Builder, ground: Ground, seed, index) -> Scene:
         else:
             kinds.append(obj["kind"])
             clutter.append(box)
-        place_parts(obj["parts"], x, y, bottom, yaw, box_prims, cyl_prims)
+        place_parts(obj["parts"], x, y, bottom, yaw, box_prims, cyl_prims, box_ids, cyl_ids,
+                    obj["label"])
     return Scene(
         seed=seed,
         index=index,
@@ -129,6 +164,9 @@ def _finalise(b: Builder, ground: Ground, seed, index) -> Scene:
         ground=ground,
         clutter_kinds=kinds,
         clutter_boxes=np.array(clutter, dtype=np.float32).reshape(-1, 7),
+        box_ids=_ids(box_ids),
+        cyl_ids=_ids(cyl_ids),
+        world_version=world_version,
     )
 
 
@@ -169,7 +207,7 @@ def generate_scene(seed: int, index: int, config: SceneConfig | dict | None = No
         add_street_furniture(rng, b, cfg.extent)
     add_pedestrians(rng, b, cfg)
     add_cyclists(rng, b, cfg)
-    return _finalise(b, ground, seed, index)
+    return _finalise(b, ground, seed, index, cfg.world_version)
 
 
 
@@ -179,25 +217,28 @@ def custom_scene(
     obstacles: list[list[float]] = (),
     sensor_height: float = 1.84,
     seed: int = 0,
+    world_version: int = WORLD_VERSION,
 ) -> Scene:
     """A hand-made scene on flat open ground (for tests, notebooks and what-if studies).
 
     ``objects``: (class name, box (x, y, z, l, w, h, yaw)) pairs, built from the same part
-    recipes as generated scenes (random details drawn from ``seed``); ``obstacles``: plain
-    boxes (walls, say) that are not labelled.
+    recipes as generated scenes of ``world_version`` (random details drawn from ``seed``);
+    ``obstacles``: plain boxes (walls, say) that are not labelled.
     """
     rng = np.random.default_rng(seed)
-    boxes, labels, box_prims, cyl_prims = [], [], [], []
+    recipes = recipes_of_world(world_version)
+    boxes, labels, box_prims, cyl_prims, box_ids, cyl_ids = [], [], [], [], [], []
     for name, box in objects:
-        if name not in RECIPES:
-            raise ValueError(f"unknown class {name!r}; use one of {sorted(RECIPES)}")
+        if name not in recipes:
+            raise ValueError(f"unknown class {name!r}; use one of {sorted(recipes)}")
         x, y, z, length, width, height, yaw = (float(v) for v in box)
         boxes.append((x, y, z, length, width, height, yaw))
         labels.append(LABEL_OF[name])
-        place_parts(RECIPES[name](rng, length, width, height), x, y, z - height / 2, yaw,
-                     box_prims, cyl_prims)
+        place_parts(recipes[name](rng, length, width, height), x, y, z - height / 2, yaw,
+                    box_prims, cyl_prims, box_ids, cyl_ids, LABEL_OF[name])
     for box in obstacles:
         box_prims.append((*(float(v) for v in box), 0.2, 0.0))
+        box_ids.append((-1, 0))
     return Scene(
         seed=None,
         index=None,
@@ -208,4 +249,7 @@ def custom_scene(
         ground=Ground(height=sensor_height),
         clutter_kinds=["obstacle"] * len(obstacles),
         clutter_boxes=np.array(obstacles, dtype=np.float32).reshape(-1, 7),
+        box_ids=_ids(box_ids),
+        cyl_ids=_ids(cyl_ids),
+        world_version=world_version,
     )
