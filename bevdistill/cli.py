@@ -198,6 +198,7 @@ def cmd_train_mmdet3d(args: argparse.Namespace, argv: Sequence[str], config: str
 def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from mmengine.dist import is_main_process
 
+    from bevdistill.data import world_version_of
     from bevdistill.engine.hooks import LastMetricsHook
     from bevdistill.engine.report import run_record, write_json
     from bevdistill.engine.runner import experiment_name, load_experiment, make_runner
@@ -236,6 +237,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
             amp=runner.cfg.experiment.amp, cfg_options=dict(args.cfg_options),
             checkpoint=last.read_text().strip() if last.is_file() else None,
             teacher_ckpt=exp.model.get("teacher_ckpt") if role == "distill" else None,
+            world_version=world_version_of(exp.train_dataset) if "train_dataset" in exp else None,
         ),
     )
     if is_main_process():
@@ -248,14 +250,19 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 def cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from mmengine.dist import is_main_process
 
+    from bevdistill.data import world_version_of
     from bevdistill.engine.evaluate import evaluate_checkpoint
     from bevdistill.engine.report import run_record, write_json
     from bevdistill.engine.runner import experiment_name, load_experiment
-    from bevdistill.pretrained import verify_shipped_weights
+    from bevdistill.pretrained import shipped_world_version, verify_shipped_weights
 
     started = time.time()
     exp = load_experiment(args.config, args.cfg_options)
     verify_shipped_weights(args.checkpoint)  # a shipped model: its card's SHA-256
+    world = shipped_world_version(args.checkpoint)
+    if world is not None and not any("world_version" in key for key in args.cfg_options):
+        exp.val_dataset.world_version = world  # its card's scores are on its own world
+        print(f"bevdistill: scoring a shipped model on its card's world (world_version={world})")
     if args.num_samples is not None:
         if args.num_samples < 1:
             raise ExperimentConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
@@ -267,7 +274,8 @@ def cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         command="evaluate", argv=argv, config=name, config_path=exp.filename, started=started,
         metrics=metrics, seed=exp.get("seed", 0),
         extra=dict(checkpoint=str(Path(args.checkpoint).resolve()),
-                   num_samples=exp.val_dataset.get("num_samples"), work_dir=str(work_dir)),
+                   num_samples=exp.val_dataset.get("num_samples"), work_dir=str(work_dir),
+                   world_version=world_version_of(exp.val_dataset)),
     )
     if is_main_process():
         path = write_json(work_dir / "metrics.json", record)

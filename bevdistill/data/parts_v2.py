@@ -19,8 +19,6 @@ stairs of boxes, since the ray caster casts boxes turned about z and vertical cy
 
 from __future__ import annotations
 
-import numpy as np
-
 from .parts import INSET, _paint
 
 

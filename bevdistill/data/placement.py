@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import parts, parts_v2
 from .classes import LABEL_OF
 from .geometry import bev_corners, corners_overlap
-from . import parts, parts_v2
 from .parts import large_vehicle_parts, sample_dims
 from .road import RoadLayout
 
