@@ -100,6 +100,23 @@ def summarise(rows: list) -> dict:
     return out
 
 
+def car_table(sources: dict, metrics: dict, results: dict) -> str:
+    """One row per model: its world, head and schedule, the metric's car AP and AOE, and how the
+    matched cars' headings err."""
+    lines = ["| model | world | direction bin | iterations | AP car | AOE car (rad) | heading "
+             "error median | axis error median | flipped | \\|(sin, cos)\\| median |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, src in sources.items():
+        car = results[name].get("car", {})
+        lines.append(
+            f"| {name} | {src['world_version']} | {'yes' if src['dir_classifier'] else 'no'} | "
+            f"{src.get('iters_done')} | {metrics[name]['AP_car']:.3f} | "
+            f"{metrics[name]['AOE_car']:.2f} | {car.get('error_median_rad', math.nan):.2f} | "
+            f"{car.get('axis_error_median_rad', math.nan):.2f} | "
+            f"{car.get('flipped_share', math.nan):.0%} | {car.get('sincos_length_median', math.nan):.2f} |")
+    return "\n".join(lines)
+
+
 def load_run(run_dir: Path):
     """A finished run's network with its last checkpoint, its view, world and provenance."""
     from bevdistill.engine.checkpoint import read_state_dict
@@ -167,14 +184,17 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.models:
         card = pretrained.shipped_card(name)
         models[name] = (pretrained.load_shipped(name).eval(), VIEWS.get(name, "points"),
-                        pretrained.card_world_version(card), {"shipped": name})
+                        pretrained.card_world_version(card),
+                        {"shipped": name, "iters_done": card.get("iters"),
+                         "commit": card.get("commit")})
     for name, run_dir in runs.items():
         models[name] = load_run(Path(run_dir))
     results, metrics, sources = {}, {}, {}
     for name, (model, view, world, source) in models.items():
         rows, metrics[name] = score(model, scenes_of(world), view, args)
         results[name] = summarise(rows)
-        sources[name] = {**source, "world_version": world, "view": view}
+        sources[name] = {**source, "world_version": world, "view": view,
+                         "dir_classifier": model.bbox_head.dir_classifier}
         car = results[name].get("car", {})
         print(f"{name} (world {world}): cars matched {car.get('matched')}, heading error median "
               f"{car.get('error_median_rad', math.nan):.2f} rad (axis {car.get('axis_error_median_rad', math.nan):.2f}), "
@@ -183,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{metrics[name]['AOE_car']:.2f} rad, AP_car {metrics[name]['AP_car']:.3f}")
     record = {"benchmark": "heading_error", **provenance(MODULE, argv),
               "scenes": args.scenes, "match_m": args.match_m, "threshold": args.threshold,
+              "markdown": car_table(sources, metrics, results),
               "models": sources, "metric": metrics,
               "rows": [{"model": m, "class": c, **stats} for m, by_class in results.items()
                        for c, stats in by_class.items()],
