@@ -126,7 +126,8 @@ def load_run(run_dir: Path):
     record = json.loads((run_dir / "metrics.json").read_text())
     exp = load_experiment(record["config"], record.get("cfg_options") or None)
     model = build_detector(exp.model.to_dict())
-    model.load_state_dict(read_state_dict(record["checkpoint"], f"run {run_dir}"), strict=True)
+    checkpoint = run_dir / Path(record["checkpoint"]).name  # the run dir may have moved
+    model.load_state_dict(read_state_dict(checkpoint, f"run {run_dir}"), strict=True)
     view = "teacher_points" if exp.val_dataset.get("view") == "teacher" else "points"
     world = int(record.get("world_version") or 1)
     source = {key: record.get(key) for key in ("argv", "commit", "iters_done", "duration_s")}
