@@ -43,8 +43,8 @@ from .road import Ground, RoadLayout, sample_layout
 # The generator's public names; the pieces live in road (street and ground), parts (object
 # recipes), placement (footprints and labelled objects) and clutter (everything unlabelled).
 __all__ = [
-    "CLUTTER_KINDS", "SIZE_RANGES", "WORLD_VERSION", "Ground", "RoadLayout", "Scene", "SceneConfig", "custom_scene",
-    "generate_scene", "scene_rng", "settings_from_dict",
+    "CLUTTER_KINDS", "SIZE_RANGES", "WORLD_VERSION", "Ground", "RoadLayout", "Scene", "SceneConfig",
+    "custom_scene", "generate_scene", "scene_rng", "settings_from_dict",
 ]
 
 
