@@ -47,7 +47,6 @@ from bevdistill.engine.metric import evaluate_detections, flatten_results
 from bevdistill.engine.report import portable_command, write_json
 
 MODULE = "benchmarks.heading_error"
-VIEWS = {"teacher_64beam": "teacher_points"}  # every other shipped two-sensor model reads 'points'
 
 
 def matched_headings(model, item: dict, view: str, match_m: float, threshold: float,
@@ -117,6 +116,11 @@ def car_table(sources: dict, metrics: dict, results: dict) -> str:
     return "\n".join(lines)
 
 
+def view_of(exp) -> str:
+    """The scan an experiment's model reads: the 64-beam one for a two-sensor teacher."""
+    return "teacher_points" if exp.val_dataset.get("view") == "teacher" else "points"
+
+
 def load_run(run_dir: Path):
     """A finished run's network with its last checkpoint, its view, world and provenance."""
     from bevdistill.engine.checkpoint import read_state_dict
@@ -128,7 +132,7 @@ def load_run(run_dir: Path):
     model = build_detector(exp.model.to_dict())
     checkpoint = run_dir / Path(record["checkpoint"]).name  # the run dir may have moved
     model.load_state_dict(read_state_dict(checkpoint, f"run {run_dir}"), strict=True)
-    view = "teacher_points" if exp.val_dataset.get("view") == "teacher" else "points"
+    view = view_of(exp)
     world = int(record.get("world_version") or 1)
     source = {key: record.get(key) for key in ("argv", "commit", "iters_done", "duration_s")}
     source["command"] = portable_command(source.pop("argv"))
@@ -184,7 +188,8 @@ def main(argv: list[str] | None = None) -> dict:
     models = {}
     for name in args.models:
         card = pretrained.shipped_card(name)
-        models[name] = (pretrained.load_shipped(name).eval(), VIEWS.get(name, "points"),
+        experiment = load_experiment(pretrained.SHIPPED[name][0])
+        models[name] = (pretrained.load_shipped(name).eval(), view_of(experiment),
                         pretrained.card_world_version(card),
                         {"shipped": name, "iters_done": card.get("iters"),
                          "commit": card.get("commit")})
