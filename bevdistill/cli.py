@@ -123,13 +123,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_teacher_ckpt(exp) -> None:
     ckpt = exp.model.get("teacher_ckpt")
-    if not isinstance(ckpt, (str, os.PathLike)) or Path(ckpt).is_file():
+    if not isinstance(ckpt, (str, os.PathLike)):
+        return
+    if Path(ckpt).is_file():
+        _warn_other_world(ckpt, exp)
         return
     state = "is a folder, not a checkpoint file" if Path(ckpt).is_dir() else "does not exist"
     raise MissingCheckpointError(
         f"teacher checkpoint {os.path.normpath(ckpt)!r} (model.teacher_ckpt) {state}. Train one "
         "with `bevdistill train teacher` and pass --cfg-options model.teacher_ckpt=PATH/iter_N.pth"
     )
+
+
+def _warn_other_world(ckpt, exp) -> None:
+    """Warn when a shipped teacher was trained on another synthetic world than the one it is
+    about to teach on (its card's ``world_version``): its scores there are not its card's."""
+    import warnings
+
+    from bevdistill.data import world_version_of
+    from bevdistill.pretrained import shipped_world_version
+
+    taught = shipped_world_version(ckpt)
+    world = world_version_of(exp.train_dataset) if "train_dataset" in exp else None
+    if taught is not None and world is not None and taught != world:
+        warnings.warn(
+            f"the teacher {os.path.normpath(ckpt)!r} was trained on world_version {taught} (its "
+            f"card) and now teaches on world_version {world}; retrain the teacher on world "
+            f"{world}, or distill on its world with --cfg-options "
+            f"train_dataset.world_version={taught} val_dataset.world_version={taught}",
+            UserWarning, stacklevel=2)
 
 
 def _prepare_work_dir(work_dir: Path) -> Path:

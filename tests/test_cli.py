@@ -169,3 +169,20 @@ def test_list_names_the_experiments(capsys):
     out = capsys.readouterr().out
     assert all(n in out for n in ("train_teacher", "train_student", "distill", "distill_ci"))
     assert "mmdet3d/centerpoint_pillar_cpu.py" in out
+
+
+def test_a_shipped_teacher_of_another_world_is_flagged():
+    import warnings
+
+    from bevdistill import cli, pretrained
+    from bevdistill.engine.runner import load_experiment
+
+    exp = load_experiment("distill")  # teaches with the shipped teacher
+    world = pretrained.shipped_world_version(exp.model.teacher_ckpt)
+    exp.train_dataset.world_version = 2 if world == 1 else 1
+    with pytest.warns(UserWarning, match=f"trained on world_version {world}"):
+        cli._check_teacher_ckpt(exp)
+    exp.train_dataset.world_version = world
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cli._check_teacher_ckpt(exp)
