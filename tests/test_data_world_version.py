@@ -101,11 +101,13 @@ def test_parts_of_both_worlds_lie_inside_their_label_box(name, version):
 
 
 # --- which class and part a point hit ------------------------------------------------------
-def test_a_scan_names_the_class_and_part_each_point_hit():
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_scan_names_the_class_and_part_each_point_hit(version):
     car = [8.0, 0.0, -1.84 + 0.8, 4.5, 1.8, 1.6, 0.3]
     walker = [6.0, -5.0, -1.84 + 0.85, 0.7, 0.7, 1.7, 1.0]
     wall = [[-8.0, 0.0, -1.0, 0.3, 6.0, 2.0, 0.0]]
-    scene = custom_scene([("car", car), ("pedestrian", walker)], obstacles=wall)
+    scene = custom_scene([("car", car), ("pedestrian", walker)], obstacles=wall,
+                         world_version=version)
     sim = LidarSimulator(dict(n_rings=64))
     rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
     points, hits = sim.scan(scene, rng_a, return_hits=True)
@@ -119,7 +121,10 @@ def test_a_scan_names_the_class_and_part_each_point_hit():
     assert (label[points[:, 0] < -7.5] == -1).any()  # the wall: hit, unlabelled
     assert (points[label == -2, 2] < -1.7).all()  # ground hits lie on the ground
     parts = set(ids[hits[label == LABEL_OF["car"]], 1].tolist())
-    assert {PART_ID["body"], PART_ID["cabin"]} <= parts
+    assert {PART_ID["body"], PART_ID["cabin"], PART_ID["wheel"]} <= parts
+    parts = set(ids[hits[label == LABEL_OF["pedestrian"]], 1].tolist())
+    assert {PART_ID["torso"], PART_ID["head"], PART_ID["leg"]} <= parts
+    assert (ids[hits[label == -1], 1] == PART_ID["unnamed"]).all()  # the wall has no parts
 
 
 def test_generated_scenes_carry_one_id_row_per_primitive():
