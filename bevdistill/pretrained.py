@@ -9,6 +9,10 @@ Ship a new teacher from a finished training run::
     bevdistill train teacher train_teacher --work-dir runs/teacher --max-iters 1500
     python -m bevdistill.pretrained runs/teacher
 
+A card's ``world_version`` names the synthetic world its model was trained and scored on (see
+:class:`~bevdistill.data.SceneConfig`); cards without one predate world version 2 and mean 1.
+Scoring a shipped model reproduces its card only on its own world (:func:`card_world_version`).
+
 Every card records the SHA-256 of its weights (``weights_sha256``); the weights ``NAME.pth``
 beside a card ``NAME_card.json`` are checked against it whenever they are loaded, here or as a
 ``teacher_ckpt``, since flipped bits in a checkpoint load silently otherwise.
@@ -62,6 +66,29 @@ def card_path(weights: str | Path) -> Path:
     return weights.with_name(f"{weights.stem}_card.json")
 
 
+def card_world_version(card: dict[str, Any]) -> int:
+    """The synthetic world a card's model was trained and scored on; 1 when the card predates
+    world versions (the objects without a front and a back)."""
+    return int(card.get("world_version", 1))
+
+
+def shipped_world_version(weights: str | Path) -> int | None:
+    """:func:`card_world_version` of the card beside shipped ``weights``; None without a card."""
+    card = card_path(weights)
+    return card_world_version(json.loads(card.read_text())) if card.is_file() else None
+
+
+def build_for_card(card: dict[str, Any]) -> torch.nn.Module:
+    """The untrained network of a card: its preset, with the card's ``dir_classifier`` (absent:
+    False, the head the cards before the direction classifier were trained with)."""
+    from bevdistill.models import build_detector
+    from bevdistill.models.build import model_config
+
+    cfg = model_config(card["preset"])
+    cfg["bbox_head"] = {**cfg["bbox_head"], "dir_classifier": bool(card.get("dir_classifier"))}
+    return build_detector(cfg)
+
+
 def verify_shipped_weights(weights: str | Path) -> None:
     """Check ``weights`` against the SHA-256 in its model card, where it has a card with one."""
     from bevdistill.engine.checkpoint import verify_sha256
@@ -77,11 +104,10 @@ def verify_shipped_weights(weights: str | Path) -> None:
 def load_teacher(device: str | torch.device = "cpu") -> torch.nn.Module:
     """The shipped teacher, built from its preset and loaded strictly, in eval mode."""
     from bevdistill.engine.checkpoint import read_state_dict
-    from bevdistill.models import build_detector
 
     _require_teacher()
     verify_shipped_weights(TEACHER_WEIGHTS)
-    model = build_detector(teacher_card()["preset"])
+    model = build_for_card(teacher_card())
     model.load_state_dict(read_state_dict(TEACHER_WEIGHTS, "shipped teacher"), strict=True)
     return model.to(device).eval()
 
@@ -94,6 +120,9 @@ def evaluate_subset(checkpoint: Path, num_samples: int = SUBSET_SAMPLES) -> dict
 
     exp = load_experiment(TEACHER_EXPERIMENT)
     exp.val_dataset.num_samples = num_samples
+    world = shipped_world_version(checkpoint)
+    if world is not None:  # the card's scores are on its own world
+        exp.val_dataset.world_version = world
     with tempfile.TemporaryDirectory() as work_dir:
         return {k: float(v) for k, v in evaluate_checkpoint(exp, checkpoint, work_dir).items()}
 
@@ -141,12 +170,11 @@ def shipped_card(name: str) -> dict[str, Any]:
 def load_shipped(name: str, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Shipped model ``name``, built from its card's preset, checked and loaded, in eval mode."""
     from bevdistill.engine.checkpoint import read_state_dict
-    from bevdistill.models import build_detector
 
     card = shipped_card(name)
     weights = ASSETS / f"{name}.pth"
     verify_shipped_weights(weights)
-    model = build_detector(card["preset"])
+    model = build_for_card(card)
     model.load_state_dict(read_state_dict(weights, f"shipped {name}"), strict=True)
     return model.to(device).eval()
 
@@ -197,6 +225,9 @@ def ship(run_dir: Path, out_dir: Path = ASSETS, name: str = "teacher",
         "torch": record["torch"],
         "parameters": sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k),
         "weights_sha256": file_sha256(weights),
+        # Run records without it predate world versions: version 1.
+        "world_version": int(record.get("world_version") or 1),
+        "dir_classifier": any(k.startswith("bbox_head.dir_head.") for k in state),
         "val": {"num_samples": record.get("cfg_options", {}).get(
                     "val_dataset.num_samples",
                     load_experiment(record["config_path"]).val_dataset.num_samples),

@@ -170,3 +170,22 @@ def test_the_distiller_runs_a_fusion_teacher_into_a_lidar_student(batch):
     assert "loss_crd.pts_neck" in losses and all(torch.isfinite(v) for v in losses.values())
     camera_off = _build(**dict.fromkeys(CAMERA_MODULES))
     assert set(camera_off.example_inputs()) == {"points"}
+
+
+def test_the_fusion_teacher_takes_the_direction_classifier(batch):
+    """World 2's direction bin is a head option, so the fusion preset gets it the way the
+    LiDAR-only one does: from the same head config, or from a card that names it."""
+    from bevdistill.pretrained import build_for_card
+
+    head = dict(_model_cfg()["bbox_head"], dir_classifier=True)
+    model = _build(bbox_head=head).train()
+    losses = model(batch["inputs"], batch["data_samples"], mode="loss")
+    assert "loss_dir" in losses and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in model.bbox_head.dir_head.parameters())
+    assert all(p.grad is not None for p in model.view_transform.parameters())
+    with torch.no_grad():
+        assert model.eval()(batch["inputs"], mode="tensor")["dir"].shape == (2, 2, 32, 32)
+        assert len(model.predict(batch["inputs"])) == 2
+    card_model = build_for_card({"preset": "teacher_fusion", "dir_classifier": True})
+    assert card_model.with_camera and card_model.bbox_head.dir_classifier

@@ -12,11 +12,20 @@ from .dataset import (
     SyntheticBEVDataset,
     bev_collate,
     split_world_seed,
+    world_version_of,
 )
 from .geometry import count_points_in_boxes, points_in_boxes
 from .lidar import LidarConfig, LidarSimulator
 from .nuscenes import NuScenesReader, demo_frame_dir, demo_info_path, demo_missing_message
-from .scene import CLUTTER_KINDS, SIZE_RANGES, Scene, SceneConfig, custom_scene, generate_scene
+from .scene import (
+    CLUTTER_KINDS,
+    SIZE_RANGES,
+    WORLD_VERSION,
+    Scene,
+    SceneConfig,
+    custom_scene,
+    generate_scene,
+)
 from .synthetic import simulate_sample
 from .transforms import GlobalAugment, flip, rotate_z, scale
 
@@ -26,5 +35,5 @@ __all__ = [
     "SIZE_RANGES", "Scene", "SceneConfig", "SyntheticBEVDataset", "bev_collate",
     "count_points_in_boxes", "custom_scene", "demo_frame_dir", "demo_info_path", "demo_missing_message",
     "flip", "generate_scene", "points_in_boxes", "rotate_z", "scale", "simulate_sample",
-    "split_world_seed",
+    "split_world_seed", "WORLD_VERSION", "world_version_of",
 ]

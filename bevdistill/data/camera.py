@@ -7,13 +7,15 @@ BEVFusion crops it (mostly sky). Every pixel is one ray from the camera's centre
 cylinder), so what a camera sees and what the LiDAR scans agree in geometry and occlusion: the
 cameras only add a broad phase of their own (each primitive's projected rectangle).
 
-A pixel's colour is the albedo of what its ray hit, by kind and part (car paint, tinted
-glass, tyres, head and hair, clothes, bicycle frames, facades with windows, foliage, cones,
-road, markings, sidewalk tiles, grass), Lambertian shading from the hit normal under a sun
-drawn per scene, and distance haze; sky where nothing is hit. So an image carries what a sparse
-scan does not: colour, texture, head lights and tail lights (which end is the front), and
-small or far objects that the LiDAR catches with only a few points. Car paint brightness
-follows the paint's LiDAR reflectivity (a dark car is dark in both).
+A pixel's colour is the albedo of what its ray hit, by the part's name and what it belongs to
+(``Scene.prim_ids``, the record a LiDAR hit reads too): car paint, tinted glass and
+windscreens, tyres, head and hair, shoes, backpacks, clothes, bicycle frames and handlebars,
+facades with windows, foliage, cones, road, markings, sidewalk tiles, grass; Lambertian
+shading from the hit normal under a sun drawn per scene, and distance haze; sky where nothing
+is hit. So an image carries what a sparse scan does not: colour, texture, head lights and
+tail lights (which end is the front), and small or far objects that the LiDAR catches with only
+a few points. Car paint brightness follows the paint's LiDAR reflectivity (a dark car is dark
+in both).
 
 Calibration comes in nuScenes v1.1 form (``cam2img`` 3 x 3, ``lidar2cam``, ``cam2ego`` and
 ``lidar2ego`` 4 x 4). The synthetic LiDAR frame has x forward like the ego frame, so
@@ -26,8 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .classes import NUM_CLASSES
 from .lidar import _Grid, bounding_cylinders, cast_blocks
-from .scene import OBJECT_KINDS, Scene, scene_rng, settings_from_dict
+from .parts import INSET, PART_NAMES
+from .scene import Scene, scene_rng, settings_from_dict
 
 NUSCENES_IMAGE_SIZE = (1600, 900)  # (width, height) of nuScenes' camera images
 CAMERA_NAMES: tuple[str, ...] = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK",
@@ -44,7 +48,6 @@ NUSCENES_RIG: dict[str, tuple[float, float, float, float, float]] = {
     "CAM_BACK_RIGHT": (1.02, -0.48, 1.56, -111.0, 1260.0),
 }
 LIDAR_IN_EGO = (0.944, 0.0)  # LIDAR_TOP's x, y in the ego frame (the real frame's lidar2ego)
-SKY, GROUND = -1, -2  # ``kind`` codes of pixels that hit no object
 _CAMERA_STREAM = 3  # random stream of the cameras (0: scene, 1, 2: LiDAR scans)
 
 
@@ -198,38 +201,34 @@ class CameraRig:
 
     def render(self, scene: Scene, seed: int | None = None, index: int | None = None) -> dict:
         """Render all cameras. Returns ``imgs`` uint8 [6, 3, H, W] (RGB), ``depth`` float32
-        [6, H, W] (along the optical axis; inf: sky), ``kind`` int16 [6, H, W] (an
-        ``OBJECT_KINDS`` index, ``SKY`` or ``GROUND``) and ``object`` int32 [6, H, W] (index in
-        ``scene.boxes`` for labelled kinds, else in ``clutter_boxes``; -1 for sky and ground).
+        [6, H, W] (along the optical axis; inf: sky) and ``prim`` int64 [6, H, W], the row of
+        ``scene.prim_ids()`` (label, part id, object) each pixel's ray hit, -1 for the ground
+        or the sky (as a LiDAR scan's ``return_hits``).
 
         Colours and noise are drawn from the scene's camera stream (``seed``, ``index``; the
         scene's own when None), so a render is deterministic.
         """
-        if len(scene.box_tags) != len(scene.box_prims) or len(scene.cyl_tags) != len(scene.cyl_prims):
-            raise ValueError("the scene's primitives carry no (kind, object, part) tags: build it "
-                             "with generate_scene or custom_scene, which tag them")
+        ids = scene.prim_ids()  # raises, saying how to build a scene with them, if missing
         seed = scene.seed if seed is None else seed
         index = scene.index if index is None else index
         rng = scene_rng(seed or 0, index or 0, _CAMERA_STREAM)
-        tags = np.concatenate([scene.box_tags, scene.cyl_tags]).astype(np.int64)
-        albedo, texture = _primitive_albedo(scene, tags, rng)
+        albedo, texture, lamps = _primitive_appearance(scene, ids, rng)
         sun = _sun(rng)
         cfg = self.config
         n, shape = len(self.names), (len(self.names), cfg.height, cfg.width)
         imgs = np.empty((*shape, 3))
         depth = np.empty(shape, dtype=np.float32)
-        kind = np.empty(shape, dtype=np.int16)
-        obj = np.empty(shape, dtype=np.int32)
+        prim = np.empty(shape, dtype=np.int64)
         for c in range(n):
             hit = self.cast(scene, c)
-            rgb, k, o = _shade(hit, self.rays[c], self.centres[c], scene, tags, albedo, texture,
-                               sun, cfg)
+            rgb = _shade(hit, self.rays[c], self.centres[c], scene, albedo, texture, lamps, sun,
+                         cfg)
             axis = self.cam2ego[c, :3, 2] @ self.lidar2ego[:3, :3]  # optical axis, LiDAR frame
             depth[c] = (hit["t"] * (self.rays[c] @ axis)).T
-            imgs[c], kind[c], obj[c] = rgb.transpose(1, 0, 2), k.T, o.T
+            imgs[c], prim[c] = rgb.transpose(1, 0, 2), hit["prim"].T
         imgs += rng.normal(0.0, cfg.noise, imgs.shape)
         out = np.clip(np.rint(imgs * 255.0), 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
-        return {"imgs": np.ascontiguousarray(out), "depth": depth, "kind": kind, "object": obj}
+        return {"imgs": np.ascontiguousarray(out), "depth": depth, "prim": prim}
 
 
 # -- appearance ------------------------------------------------------------------------------
@@ -257,22 +256,38 @@ GREENS = _rgb((0.16, 0.36, 0.12), (0.22, 0.42, 0.14), (0.12, 0.28, 0.1))
 GROUND_ALBEDO = _rgb((0.2, 0.2, 0.22), (0.24, 0.38, 0.14), (0.6, 0.58, 0.55), (0.92, 0.92, 0.88))
 TYRE, GLASS, HAIR = _rgb(0.05, 0.05, 0.05), _rgb(0.07, 0.09, 0.13), _rgb(0.12, 0.08, 0.05)
 SKY_HORIZON, SKY_ZENITH = _rgb(0.75, 0.82, 0.9), _rgb(0.35, 0.55, 0.88)
+SHOES = _rgb((0.08, 0.08, 0.08), (0.35, 0.22, 0.12), (0.85, 0.85, 0.85), (0.15, 0.15, 0.3))
+BAG = _rgb((0.1, 0.1, 0.1), (0.15, 0.25, 0.5), (0.55, 0.12, 0.1), (0.3, 0.35, 0.2),
+           (0.9, 0.6, 0.1))
 
 # Textures: painted per pixel from where the ray hit the primitive.
 PLAIN, NOISE, WINDOWS, CAR_BODY, CABIN, HEAD, STRIPES = range(7)
 
-# Part roles per kind, by the part's index in its recipe (parts.py / clutter.py); a part
-# beyond a kind's list takes its last role.
-PART_ROLES: dict[str, tuple[str, ...]] = {
-    "car": ("paint", "cabin", "tyre"),
-    "pedestrian": ("trousers", "trousers", "shirt", "shirt", "shirt", "head"),
-    "cyclist": ("tyre", "tyre", "frame", "shirt", "trousers", "trousers", "helmet", "shirt"),
-    "facade": ("facade",), "hedge": ("foliage",), "fence": ("fence",),
-    "tree": ("trunk", "foliage"), "pole": ("metal", "metal"), "sign": ("metal", "sign"),
-    "barrier": ("barrier",), "cone": ("cone", "cone_band"), "bin": ("bin",),
-    "bollard": ("bollard",), "bench": ("wood",), "cabinet": ("cabinet",),
-    "large_vehicle": ("bus", "tyre"), "obstacle": ("concrete",),
+# A part's role (its colour and texture) by its name (``PART_NAMES``), the same in world 1
+# and 2 and for clutter; ``KIND_ROLES`` where one name means another look on another kind.
+PART_ROLES: dict[str, str] = {
+    "unnamed": "concrete", "body": "paint", "bonnet": "paint", "mirror": "paint",
+    "cabin": "cabin", "windscreen": "glass", "wheel": "tyre", "leg": "trousers",
+    "foot": "shoes", "torso": "shirt", "arm": "shirt", "head": "head", "backpack": "bag",
+    "frame": "frame", "handlebar": "metal", "wall": "facade", "hedge": "foliage",
+    "fence": "fence", "trunk": "trunk", "crown": "foliage", "post": "metal",
+    "lamp_arm": "metal", "plate": "sign", "barrier": "barrier", "cone": "cone",
+    "cone_top": "cone_band", "bin": "bin", "bollard": "bollard", "seat": "wood",
+    "backrest": "wood", "cabinet": "cabinet",
 }
+KIND_ROLES: dict[tuple[str, str], str] = {
+    ("cyclist", "head"): "helmet", ("large_vehicle", "body"): "bus",
+}
+LAMP_REACH = 2 * INSET + 0.05  # a paint face this near its car's end carries its lamps
+
+
+def part_role(kind: str, part: str) -> str:
+    """The role (a key of :func:`_role_colour`'s table) of part ``part`` of a ``kind``."""
+    role = KIND_ROLES.get((kind, part), PART_ROLES.get(part))
+    if role is None:
+        raise KeyError(f"no camera appearance for part {part!r} (of a {kind}): add it to "
+                       "bevdistill.data.camera.PART_ROLES")
+    return role
 
 
 def _role_colour(role: str, u: np.ndarray, refl: float) -> tuple[np.ndarray, int]:
@@ -286,8 +301,9 @@ def _role_colour(role: str, u: np.ndarray, refl: float) -> tuple[np.ndarray, int
             shade = "dark" if refl < 0.054 else "mid" if refl < 0.15 else "bright"
         return pick(PAINT[shade], u[0]), CAR_BODY if role == "paint" else CABIN
     table = {
-        "tyre": (TYRE, PLAIN), "shirt": (pick(SHIRT, u[0]), PLAIN),
+        "tyre": (TYRE, PLAIN), "glass": (GLASS, PLAIN), "shirt": (pick(SHIRT, u[0]), PLAIN),
         "trousers": (pick(TROUSERS, u[1]), PLAIN), "head": (pick(SKIN, u[2]), HEAD),
+        "shoes": (pick(SHOES, u[1]), PLAIN), "bag": (pick(BAG, u[2]), PLAIN),
         "frame": (pick(BIKE, u[3]), PLAIN), "helmet": (pick(BIKE, u[2]), PLAIN),
         "facade": (pick(FACADE, u[0]), WINDOWS), "foliage": (pick(GREENS, u[1]), NOISE),
         "fence": (_rgb(0.4, 0.38, 0.35), NOISE), "trunk": (_rgb(0.3, 0.22, 0.14), NOISE),
@@ -301,19 +317,29 @@ def _role_colour(role: str, u: np.ndarray, refl: float) -> tuple[np.ndarray, int
     return table[role]
 
 
-def _primitive_albedo(scene: Scene, tags: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Per primitive (boxes, then cylinders): albedo [K, 3] and texture code [K]."""
-    n_obj = int(tags[:, 1].max()) + 1 if len(tags) else 1
-    uniforms = rng.random((len(OBJECT_KINDS), n_obj, 4))  # per object: its colours and tint
+def _primitive_appearance(scene: Scene, ids: np.ndarray, rng):
+    """Per primitive (boxes, then cylinders): albedo [K, 3], texture code [K] and where a
+    car's paint carries lamps [K, 2] (head lights on its front face, tail lights on its back:
+    the faces at its label box's ends, so world 2's bonnet and body split them)."""
+    n_obj = int(ids[:, 2].max()) + 1 if len(ids) else 1
+    # Per object (its label + 1, 0 for clutter; its row): its colours and tint.
+    uniforms = rng.random((NUM_CLASSES + 1, n_obj, 4))
     refl = np.concatenate([scene.box_prims[:, 7], scene.cyl_prims[:, 5]])
-    albedo = np.empty((len(tags), 3))
-    texture = np.empty(len(tags), dtype=np.int64)
-    for k, (kind, obj, part) in enumerate(tags):
-        roles = PART_ROLES[OBJECT_KINDS[kind]]
-        u = uniforms[kind, obj]
-        colour, texture[k] = _role_colour(roles[min(part, len(roles) - 1)], u, refl[k])
+    albedo = np.empty((len(ids), 3))
+    texture = np.empty(len(ids), dtype=np.int64)
+    for k, (kind, (label, part, obj)) in enumerate(zip(scene.prim_kinds(), ids, strict=True)):
+        u = uniforms[label + 1, obj]
+        colour, texture[k] = _role_colour(part_role(kind, PART_NAMES[part]), u, refl[k])
         albedo[k] = colour * (0.9 + 0.2 * u[3])
-    return np.clip(albedo, 0.0, 1.0), texture
+    lamps = np.zeros((len(ids), 2), dtype=bool)
+    n_box = len(scene.box_prims)
+    paint = np.flatnonzero((texture[:n_box] == CAR_BODY) & (ids[:n_box, 0] >= 0))
+    if len(paint):
+        bp, box = scene.box_prims[paint], scene.boxes[ids[paint, 2]].astype(np.float64)
+        along = (bp[:, 0] - box[:, 0]) * np.cos(box[:, 6]) + (bp[:, 1] - box[:, 1]) * np.sin(box[:, 6])
+        lamps[paint, 0] = along + bp[:, 3] / 2 > box[:, 3] / 2 - LAMP_REACH
+        lamps[paint, 1] = along - bp[:, 3] / 2 < -box[:, 3] / 2 + LAMP_REACH
+    return np.clip(albedo, 0.0, 1.0), texture, lamps
 
 
 def _sun(rng) -> np.ndarray:
@@ -356,15 +382,13 @@ def _cyl_surface(p: np.ndarray, prims: np.ndarray):
     return normal, p[:, 2] - prims[:, 2], top | bottom
 
 
-def _shade(hit: dict, rays, origin, scene: Scene, tags, albedo, texture, sun, cfg):
-    """Colours [W, H, 3] and (kind, object) [W, H] of one camera's cast."""
+def _shade(hit: dict, rays, origin, scene: Scene, albedo, texture, lamps, sun, cfg):
+    """Colours [W, H, 3] of one camera's cast."""
     t, prim = hit["t"], hit["prim"]
     bp, cp = hit["box_prims"], hit["cyl_prims"]
     n_box = len(bp)
     finite = np.isfinite(t) & (t > 0)
     rgb = np.empty((*t.shape, 3))
-    kind = np.full(t.shape, SKY, dtype=np.int16)
-    obj = np.full(t.shape, -1, dtype=np.int32)
     normal = np.zeros((*t.shape, 3))
     p = np.where(finite[..., None], t[..., None] * rays, 0.0)  # hit points, camera at origin
     world = p + origin  # ... and in the LiDAR frame, for textures fixed to the world
@@ -379,7 +403,6 @@ def _shade(hit: dict, rays, origin, scene: Scene, tags, albedo, texture, sun, cf
     colour[(surface == 2) & tiles] *= 0.7  # sidewalk tile joints
     colour *= (0.88 + 0.24 * _hash(np.floor(wx / 0.3), np.floor(wy / 0.3)))[:, None]
     rgb[ground] = colour
-    kind[ground] = GROUND
 
     for is_box in (True, False):
         mask = finite & ((prim >= 0) & (prim < n_box) if is_box else (prim >= n_box))
@@ -399,8 +422,8 @@ def _shade(hit: dict, rays, origin, scene: Scene, tags, albedo, texture, sun, cf
             # Head lights on the front face, tail lights at the back, in the top third.
             lamp = (tex == CAR_BODY) & (axis == 0) & (height > 0.55 * 2 * half[:, 2]) \
                 & (np.abs(local[:, 1]) > 0.55 * half[:, 1])
-            col[lamp & (sign > 0)] = (1.0, 0.97, 0.85)
-            col[lamp & (sign < 0)] = (0.85, 0.05, 0.05)
+            col[lamp & (sign > 0) & lamps[k, 0]] = (1.0, 0.97, 0.85)
+            col[lamp & (sign < 0) & lamps[k, 1]] = (0.85, 0.05, 0.05)
             col[(tex == CABIN) & (axis < 2)] = GLASS  # windows all round, roof in paint
             stripe = (tex == STRIPES) & (np.modf((along + 8.0) / 0.5)[0] < 0.5)
             col[stripe] = (0.95, 0.95, 0.95)
@@ -414,8 +437,6 @@ def _shade(hit: dict, rays, origin, scene: Scene, tags, albedo, texture, sun, cf
         col[noisy] *= (0.75 + 0.5 * _hash(cell[noisy, 0], cell[noisy, 1], cell[noisy, 2]))[:, None]
         rgb[mask] = col
         normal[mask] = nrm
-        kind[mask] = tags[k, 0]
-        obj[mask] = tags[k, 1]
 
     facing = np.sum(normal * rays, axis=-1) > 0  # seen from inside: face the camera
     normal[facing] *= -1
@@ -425,4 +446,4 @@ def _shade(hit: dict, rays, origin, scene: Scene, tags, albedo, texture, sun, cf
     up = np.clip(rays[..., 2:3] * 3.0, 0.0, 1.0)
     sky = SKY_HORIZON * (1 - up) + SKY_ZENITH * up
     rgb = np.where(finite[..., None], rgb * haze + SKY_HORIZON * (1 - haze), sky)
-    return rgb, kind, obj
+    return rgb

@@ -204,7 +204,9 @@ class SyntheticBEVDataset(_LidarBEVDataset):
     by world seed, index and a hash of every generation setting), so many runs or processes
     on the same world generate each scan once; augmentation is applied after loading, as
     without the cache. ``scene`` and ``lidar`` override :class:`SceneConfig` /
-    :class:`LidarConfig` fields.
+    :class:`LidarConfig` fields. ``world_version`` picks the objects' recipes (the scene
+    setting of that name; default 2, objects with a front and a back; 1, the older symmetric
+    world that models shipped without a ``world_version`` on their card were trained on).
 
     ``teacher_lidar`` (LidarConfig fields) adds a second scan of every scene from a richer
     sensor: items then carry ``inputs["teacher_points"]`` and boxes are labelled by what that
@@ -243,6 +245,7 @@ class SyntheticBEVDataset(_LidarBEVDataset):
         view: str = "student",
         labelled_samples: int | None = None,
         cameras: bool | dict | None = None,
+        world_version: int | None = None,
     ):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -255,7 +258,7 @@ class SyntheticBEVDataset(_LidarBEVDataset):
                          aug_seed=self.world_seed, cache=cache, view=view)
         self.num_samples = int(num_samples)
         self.labelled_samples = None if labelled_samples is None else int(labelled_samples)
-        self.scene_config = SceneConfig.from_dict(scene)
+        self.scene_config = SceneConfig.from_dict(_with_world_version(scene, world_version))
         self.simulator = LidarSimulator(lidar)
         self.teacher_simulator = LidarSimulator(teacher_lidar) if teacher_lidar else None
         if view == "teacher" and self.teacher_simulator is None:
@@ -268,6 +271,10 @@ class SyntheticBEVDataset(_LidarBEVDataset):
 
     def __len__(self) -> int:
         return self.num_samples
+
+    @property
+    def metainfo(self) -> dict:
+        return {**super().metainfo, "world_version": self.scene_config.world_version}
 
     def _settings_hash(self) -> str:
         """Hash of everything a scan depends on besides (world seed, index)."""
@@ -300,6 +307,31 @@ class SyntheticBEVDataset(_LidarBEVDataset):
         if path is not None:  # atomic: a concurrent reader sees all or nothing
             atomic_write_with(path, lambda tmp: _savez(tmp, sample))
         return sample
+
+
+def world_version_of(dataset_cfg) -> int | None:
+    """The world version a dataset config (a dict, as experiments write it) generates scenes
+    of: its ``world_version``, else its ``scene``'s, else the default; None for nuScenes."""
+    cfg = dict(dataset_cfg)
+    if cfg.get("type", "SyntheticBEVDataset") != "SyntheticBEVDataset":
+        return None
+    version = cfg.get("world_version")
+    if version is None:
+        version = dict(cfg.get("scene") or {}).get("world_version", SceneConfig.world_version)
+    return int(version)
+
+
+def _with_world_version(scene: dict | SceneConfig | None, version: int | None):
+    """The scene settings with ``world_version`` set, refusing two different versions."""
+    if version is None:
+        return scene
+    if isinstance(scene, SceneConfig):
+        scene = asdict(scene)
+    given = dict(scene or {}).get("world_version", version)
+    if given != version:
+        raise ValueError(f"world_version={version} but scene sets world_version={given}; "
+                         "set it in one place")
+    return {**dict(scene or {}), "world_version": int(version)}
 
 
 def _savez(path: str, arrays: dict) -> None:

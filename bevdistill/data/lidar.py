@@ -90,7 +90,8 @@ class LidarConfig:
 class _Grid:
     """Per-ray state on a [column, row] grid of unit rays from the origin (the LiDAR's
     [azimuth, ring], a camera's [u, v]): nearest hit, cos(incidence), reflectivity, dropout,
-    and which primitive was hit (``prim``: box k is k, cylinder q is n_box + q; -1 none)."""
+    and which primitive was hit (``prim``: its row in ``Scene.prim_ids()``, boxes first, then
+    cylinders; -1: the ground or nothing)."""
 
     def __init__(self, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray):
         self.dx, self.dy, self.dz = dx, dy, dz
@@ -247,8 +248,14 @@ class LidarSimulator:
              float(dmin[k])) for k in order))
 
     # -- full scan ----------------------------------------------------------------------
-    def scan(self, scene: Scene, rng: np.random.Generator) -> np.ndarray:
-        """Simulate one sweep of ``scene``; returns float32 ``[N, 5]`` (x, y, z, intensity, ring)."""
+    def scan(self, scene: Scene, rng: np.random.Generator, return_hits: bool = False):
+        """Simulate one sweep of ``scene``; returns float32 ``[N, 5]`` (x, y, z, intensity, ring).
+
+        ``return_hits=True`` returns ``(points, hits)`` instead, ``hits`` int64 ``[N]`` the row
+        of ``scene.prim_ids()`` (boxes first, then cylinders) each point's beam hit, -1 for the
+        ground; ``scene.prim_ids()[hits]`` gives each point's class label, part id and object.
+        The points are the same either way.
+        """
         cfg = self.config
         phase = float(rng.uniform(0.0, self._step))  # where this sweep's first column points
         az = phase + self._step * np.arange(cfg.n_azimuth)
@@ -286,4 +293,6 @@ class LidarSimulator:
         out[:, 2] = t * dz.ravel()[beam]
         out[:, 3] = np.clip(np.rint(raw[keep]), 0, 255)
         out[:, 4] = beam % cfg.n_rings
+        if return_hits:
+            return out, g.prim.ravel()[beam]
         return out
