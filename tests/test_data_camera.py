@@ -304,9 +304,11 @@ def test_renders_are_cached_with_the_scan(tmp_path, monkeypatch):
     plain = SyntheticBEVDataset(**kwargs, cache_dir=tmp_path)
     cams = SyntheticBEVDataset(**kwargs, cache_dir=tmp_path, cameras=True)
     small = SyntheticBEVDataset(**kwargs, cache_dir=tmp_path, cameras=dict(width=64, height=30))
-    paths = {plain.cache_path(0), cams.cache_path(0), small.cache_path(0)}
-    assert len(paths) == 3  # the camera settings are part of the cache key
+    old = SyntheticBEVDataset(**kwargs, cache_dir=tmp_path, cameras=True, world_version=1)
+    paths = {plain.cache_path(0), cams.cache_path(0), small.cache_path(0), old.cache_path(0)}
+    assert len(paths) == 4  # the camera settings and the world are part of the cache key
     first = cams[0]
+    assert not torch.equal(first["inputs"]["imgs"], old[0]["inputs"]["imgs"])  # both render
     assert cams.cache_path(0).is_file()
     import bevdistill.data.dataset as dataset_module
 
