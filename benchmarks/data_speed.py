@@ -2,7 +2,9 @@
 
 One scan = scene generation + ray casting (32 x 1084 beams) + per-box point counts, i.e.
 ``simulate_sample``; the dataset line adds augmentation, cropping and tensors (no cache).
-Target: at least 10 scans/s on one core.
+Target: at least 10 scans/s on one core. Scans of world version 2 (objects with a front and a
+back, more parts each) are timed beside those of world version 1 in the same process, and
+their ratio is reported.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.data_speed [--samples 60]
 
@@ -25,7 +27,7 @@ import torch  # noqa: E402
 
 from benchmarks.provenance import RESULTS_DIR, provenance  # noqa: E402
 from bevdistill.data import LidarSimulator, SyntheticBEVDataset, count_points_in_boxes  # noqa: E402
-from bevdistill.data.scene import generate_scene, scene_rng  # noqa: E402
+from bevdistill.data.scene import WORLD_VERSION, generate_scene, scene_rng  # noqa: E402
 from bevdistill.engine.report import write_json  # noqa: E402
 
 TARGET_SCANS_PER_S = 10.0
@@ -33,16 +35,17 @@ SEED = 123  # a world no test uses
 MODULE = "benchmarks.data_speed"
 
 
-def _time_scans(n: int) -> dict:
+def _time_scans(n: int, world_version: int = WORLD_VERSION) -> dict:
     sim = LidarSimulator()
+    world = {"world_version": world_version}
     for i in range(3):  # warm-up: imports, caches
-        sim.scan(generate_scene(SEED, 10_000 + i), scene_rng(SEED, 10_000 + i, 1))
+        sim.scan(generate_scene(SEED, 10_000 + i, world), scene_rng(SEED, 10_000 + i, 1))
     stages = {"generate_scene": 0.0, "ray_cast": 0.0, "count_points": 0.0}
     points = []
     wall0, cpu0 = time.perf_counter(), time.process_time()
     for i in range(n):
         t0 = time.process_time()
-        scene = generate_scene(SEED, i)
+        scene = generate_scene(SEED, i, world)
         t1 = time.process_time()
         pts = sim.scan(scene, scene_rng(SEED, i, 1))
         t2 = time.process_time()
@@ -54,6 +57,7 @@ def _time_scans(n: int) -> dict:
         points.append(len(pts))
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     return {
+        "world_version": world_version,
         "scans": n,
         "scans_per_s_wall": n / wall,
         "scans_per_s_cpu": n / cpu,
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     load_before = os.getloadavg()
     scans = _time_scans(args.samples)
+    old_world = _time_scans(args.samples, world_version=1)
     dataset = _time_dataset(max(args.samples // 2, 1))
     load_after = os.getloadavg()
     record = provenance(MODULE, argv)
@@ -93,6 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "target_scans_per_s": TARGET_SCANS_PER_S,
         "simulate_sample": scans,
+        "simulate_sample_world_1": old_world,
+        "world_2_vs_1_cpu_speed": scans["scans_per_s_cpu"] / old_world["scans_per_s_cpu"],
         "dataset_getitem_augmented_uncached": dataset,
         "meets_target": scans["scans_per_s_cpu"] >= TARGET_SCANS_PER_S,
     }
@@ -101,6 +108,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"-{load_after[0]:.1f}); target {TARGET_SCANS_PER_S:.0f}")
     print("ms per scan by stage (CPU):",
           {k: round(v, 1) for k, v in scans["ms_per_scan_cpu_by_stage"].items()})
+    print(f"world 1 (symmetric objects): {old_world['scans_per_s_cpu']:.1f} scans/s (CPU); world "
+          f"{WORLD_VERSION} runs at {out['world_2_vs_1_cpu_speed']:.2f}x its speed; by stage:",
+          {k: round(v, 1) for k, v in old_world["ms_per_scan_cpu_by_stage"].items()})
     print(f"dataset items/s (augment, crop, tensors, no cache): "
           f"{dataset['items_per_s_cpu']:.1f} (CPU), {dataset['items_per_s_wall']:.1f} (wall)")
     path = RESULTS_DIR / "data_speed.json"

@@ -3,6 +3,8 @@
 #   1. notebook 06 in full mode          (papermill ... -p MODE full)
 #   2. step_overhead, BEVFusion-scale    (python -m benchmarks.step_overhead --preset bevfusion_scale)
 #   3. distill_gain at GPU scale         (python -m benchmarks.distill_gain --preset gpu)
+#   4. the fusion teacher on the GPU     (python -m benchmarks.fusion_speed --device cuda)
+#   5. the camera renders (CPU, 1 core)  (python -m benchmarks.camera_speed)
 # and write their JSON, the executed notebook and this check's own record (gpu_check.json: each
 # step's command, start, duration and exit status, with the commit and tree state) under
 # benchmarks/results/gpu/ (OUT_DIR).
@@ -14,6 +16,8 @@
 #      min (one such step took 24-27 s on one CPU core; a GPU is far faster)
 #   3. distill_gain --preset gpu: 5 options x 3 seeds x 6000 iterations, one run at a time:
 #      ~1.5-3 h
+#   4. fusion_speed: teacher_fusion, its 3x3-fuser variant and teacher, 2 warm-up + 8 rounds, ~1-3 min
+#   5. camera_speed: 40 scenes rendered and scanned on one CPU core, ~10 s
 # It stops at the first step that fails, says which, and leaves the later steps unrun.
 #
 # Usage, from the repository root:
@@ -115,7 +119,8 @@ q() {  # one command line, quoted for eval
     line=$(printf '%q ' "$@")
     echo "${line% }"
 }
-STEP_NAMES=(notebook06_full step_overhead_bevfusion_scale distill_gain_gpu)
+STEP_NAMES=(notebook06_full step_overhead_bevfusion_scale distill_gain_gpu fusion_speed_gpu
+            camera_speed)
 STEP_CMDS=(
     "$(q "$PY" -m papermill "$PWD/notebooks/06_build_and_distill.ipynb" \
         "$OUT_DIR/06_build_and_distill_full.ipynb" -p MODE full --cwd "$PWD/notebooks" \
@@ -123,6 +128,10 @@ STEP_CMDS=(
     "$(q "$PY" -m benchmarks.step_overhead --preset bevfusion_scale --device cuda \
         --out "$OUT_DIR/step_overhead_bevfusion_scale.json")"
     "$(q "$PY" -m benchmarks.distill_gain --preset gpu --out "$OUT_DIR/distill_gain_gpu.json")"
+    "$(q "$PY" -m benchmarks.fusion_speed --device cuda --batch-size 4 --fuser-kernels 3 \
+        --out "$OUT_DIR/fusion_speed_gpu.json")"
+    "$(q env OMP_NUM_THREADS=1 "$PY" -m benchmarks.camera_speed \
+        --out "$OUT_DIR/camera_speed.json")"
 )
 
 check_cuda() {

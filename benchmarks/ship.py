@@ -67,6 +67,9 @@ def ship(run_dir: Path, out_dir: Path = ASSETS, name: str = "teacher",
         "torch": record["torch"],
         "parameters": sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k),
         "weights_sha256": file_sha256(weights),
+        # Run records without it predate world versions: version 1.
+        "world_version": int(record.get("world_version") or 1),
+        "dir_classifier": any(k.startswith("bbox_head.dir_head.") for k in state),
         "val": {"num_samples": record.get("cfg_options", {}).get(
                     "val_dataset.num_samples",
                     load_experiment(record["config_path"]).val_dataset.num_samples),

@@ -131,13 +131,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_teacher_ckpt(exp) -> None:
     ckpt = exp.model.get("teacher_ckpt")
-    if not isinstance(ckpt, (str, os.PathLike)) or Path(ckpt).is_file():
+    if not isinstance(ckpt, (str, os.PathLike)):
+        return
+    if Path(ckpt).is_file():
+        _warn_other_world(ckpt, exp)
         return
     state = "is a folder, not a checkpoint file" if Path(ckpt).is_dir() else "does not exist"
     raise MissingCheckpointError(
         f"teacher checkpoint {os.path.normpath(ckpt)!r} (model.teacher_ckpt) {state}. Train one "
         "with `bevdistill train teacher` and pass --cfg-options model.teacher_ckpt=PATH/iter_N.pth"
     )
+
+
+def _warn_other_world(ckpt, exp) -> None:
+    """Warn when a shipped teacher was trained on another synthetic world than the one it is
+    about to teach on (its card's ``world_version``): its scores there are not its card's."""
+    import warnings
+
+    from bevdistill.data import world_version_of
+    from bevdistill.pretrained import shipped_world_version
+
+    taught = shipped_world_version(ckpt)
+    world = world_version_of(exp.train_dataset) if "train_dataset" in exp else None
+    if taught is not None and world is not None and taught != world:
+        warnings.warn(
+            f"the teacher {os.path.normpath(ckpt)!r} was trained on world_version {taught} (its "
+            f"card) and now teaches on world_version {world}; retrain the teacher on world "
+            f"{world}, or distill on its world with --cfg-options "
+            f"train_dataset.world_version={taught} val_dataset.world_version={taught}",
+            UserWarning, stacklevel=2)
 
 
 def _prepare_work_dir(work_dir: Path) -> Path:
@@ -238,6 +260,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 def _write_train_record(args, argv, exp, runner, work_dir: Path, started: float, role: str) -> dict:
     from mmengine.dist import is_main_process
 
+    from bevdistill.data import world_version_of
     from bevdistill.engine.hooks import LastMetricsHook
     from bevdistill.engine.report import run_record, write_json
     from bevdistill.engine.runner import experiment_name
@@ -255,6 +278,7 @@ def _write_train_record(args, argv, exp, runner, work_dir: Path, started: float,
             amp=runner.cfg.experiment.amp, cfg_options=dict(args.cfg_options),
             checkpoint=last.read_text().strip() if last.is_file() else None,
             teacher_ckpt=exp.model.get("teacher_ckpt") if role == "distill" else None,
+            world_version=world_version_of(exp.train_dataset) if "train_dataset" in exp else None,
         ),
     )
     if is_main_process():
@@ -268,14 +292,20 @@ def cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from mmengine.dist import is_main_process
 
     import bevdistill.distiller  # noqa: F401  registers Distiller whatever custom_imports says
+    from bevdistill.data import world_version_of
     from bevdistill.engine.checkpoint import verify_shipped_weights
     from bevdistill.engine.evaluate import evaluate_checkpoint
     from bevdistill.engine.report import run_record, write_json
     from bevdistill.engine.runner import experiment_name, load_experiment
+    from bevdistill.pretrained import shipped_world_version
 
     started = time.time()
     exp = load_experiment(args.config, args.cfg_options)
     verify_shipped_weights(args.checkpoint)  # a shipped model: its card's SHA-256
+    world = shipped_world_version(args.checkpoint)
+    if world is not None and not any("world_version" in key for key in args.cfg_options):
+        exp.val_dataset.world_version = world  # its card's scores are on its own world
+        print(f"bevdistill: scoring a shipped model on its card's world (world_version={world})")
     if args.num_samples is not None:
         if args.num_samples < 1:
             raise ExperimentConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
@@ -288,7 +318,8 @@ def cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict:
             command="evaluate", argv=argv, config=name, config_path=exp.filename, started=started,
             metrics=metrics, seed=exp.get("seed", 0),
             extra=dict(checkpoint=str(Path(args.checkpoint).resolve()),
-                       num_samples=exp.val_dataset.get("num_samples"), work_dir=str(work_dir)),
+                       num_samples=exp.val_dataset.get("num_samples"), work_dir=str(work_dir),
+                       world_version=world_version_of(exp.val_dataset)),
         )
         if is_main_process():
             path = write_json(work_dir / "metrics.json", record)

@@ -10,6 +10,10 @@ benchmarks (outside the package, see :mod:`benchmarks.ship`), from a clone of th
     bevdistill train teacher train_teacher --work-dir runs/teacher --max-iters 1500
     python -m benchmarks.ship runs/teacher
 
+A card's ``world_version`` names the synthetic world its model was trained and scored on (see
+:class:`~bevdistill.data.SceneConfig`); cards without one predate world version 2 and mean 1.
+Scoring a shipped model reproduces its card only on its own world (:func:`card_world_version`).
+
 Every card records the SHA-256 of its weights (``weights_sha256``); the weights ``NAME.pth``
 beside a card ``NAME_card.json`` are checked against it whenever they are loaded, here or as a
 ``teacher_ckpt``, since flipped bits in a checkpoint load silently otherwise.
@@ -55,14 +59,38 @@ def teacher_card() -> dict[str, Any]:
     return read_card(TEACHER_CARD)
 
 
+def card_world_version(card: dict[str, Any]) -> int:
+    """The synthetic world a card's model was trained and scored on; 1 when the card predates
+    world versions (the objects without a front and a back)."""
+    return int(card.get("world_version", 1))
+
+
+def shipped_world_version(weights: str | Path) -> int | None:
+    """:func:`card_world_version` of the card beside shipped ``weights``; None without a card."""
+    from bevdistill.engine.checkpoint import card_path
+
+    card = Path(card_path(weights))
+    return card_world_version(read_card(card)) if card.is_file() else None
+
+
+def build_for_card(card: dict[str, Any]) -> torch.nn.Module:
+    """The untrained network of a card: its preset, with the card's ``dir_classifier`` (absent:
+    False, the head the cards before the direction classifier were trained with)."""
+    from bevdistill.models import build_detector
+    from bevdistill.models.build import model_config
+
+    cfg = model_config(card["preset"])
+    cfg["bbox_head"] = {**cfg["bbox_head"], "dir_classifier": bool(card.get("dir_classifier"))}
+    return build_detector(cfg)
+
+
 def load_teacher(device: str | torch.device = "cpu") -> torch.nn.Module:
     """The shipped teacher, built from its preset and loaded strictly, in eval mode."""
     from bevdistill.engine.checkpoint import read_state_dict, verify_shipped_weights
-    from bevdistill.models import build_detector
 
     _require_teacher()
     verify_shipped_weights(TEACHER_WEIGHTS, shipped=True)
-    model = build_detector(teacher_card()["preset"])
+    model = build_for_card(teacher_card())
     model.load_state_dict(read_state_dict(TEACHER_WEIGHTS, "shipped teacher"), strict=True)
     return model.to(device).eval()
 
@@ -75,6 +103,9 @@ def evaluate_subset(checkpoint: Path, num_samples: int = SUBSET_SAMPLES) -> dict
 
     exp = load_experiment(TEACHER_EXPERIMENT)
     exp.val_dataset.num_samples = num_samples
+    world = shipped_world_version(checkpoint)
+    if world is not None:  # the card's scores are on its own world
+        exp.val_dataset.world_version = world
     with tempfile.TemporaryDirectory() as work_dir:
         return {k: float(v) for k, v in evaluate_checkpoint(exp, checkpoint, work_dir).items()}
 
@@ -122,11 +153,10 @@ def shipped_card(name: str) -> dict[str, Any]:
 def load_shipped(name: str, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Shipped model ``name``, built from its card's preset, checked and loaded, in eval mode."""
     from bevdistill.engine.checkpoint import read_state_dict, verify_shipped_weights
-    from bevdistill.models import build_detector
 
     card = shipped_card(name)
     weights = ASSETS / f"{name}.pth"
     verify_shipped_weights(weights, shipped=True)
-    model = build_detector(card["preset"])
+    model = build_for_card(card)
     model.load_state_dict(read_state_dict(weights, f"shipped {name}"), strict=True)
     return model.to(device).eval()

@@ -72,7 +72,9 @@ def test_gpu_check_parses_and_names_its_steps():
     assert "papermill" in plan and "06_build_and_distill.ipynb" in plan and "-p MODE full" in plan
     assert "benchmarks.step_overhead --preset bevfusion_scale --device cuda" in plan
     assert "benchmarks.distill_gain --preset gpu" in plan
-    assert plan.count("benchmarks/results/gpu/") == 3  # the notebook, two benchmarks' JSON
+    assert "benchmarks.fusion_speed --device cuda" in plan
+    assert "benchmarks.camera_speed" in plan
+    assert plan.count("benchmarks/results/gpu/") == 5  # the notebook, four benchmarks' JSON
     assert "EXPECTED DURATION" in GPU_CHECK.read_text().split("set -euo pipefail")[0]
 
 

@@ -47,6 +47,7 @@ def test_train_writes_a_metrics_record(runs):
     assert record["config"] == "train_teacher_ci"
     assert record["argv"].startswith("bevdistill train teacher train_teacher_ci")
     assert record["seed"] == 0 and record["iters_done"] == 4 and record["world_size"] == 1
+    assert record["world_version"] == 2  # the experiments' world: objects with a front and a back
     assert record["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", record["commit"])
     assert record["duration_s"] > 0 and record["torch"] == torch.__version__
     assert record["device"] == ("cpu" if not torch.cuda.is_available() else record["device"])
@@ -55,6 +56,20 @@ def test_train_writes_a_metrics_record(runs):
         assert any(k.split("/")[-1] == key for k in metrics), (key, sorted(metrics))
     assert all(0.0 <= v <= 1.0 for k, v in metrics.items() if "AP" in k)
     assert record["checkpoint"] == str(runs["teacher_ckpt"])
+
+
+def test_heading_error_scores_a_run_on_its_own_world(runs, tmp_path):
+    from benchmarks.heading_error import main as heading_error
+
+    out = tmp_path / "heading.json"
+    record = heading_error(["--models", "--runs", f"t={runs['root'] / 'teacher'}", "--scenes", "1",
+                            "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(record))
+    model = record["models"]["t"]
+    assert model["world_version"] == 2 and model["dir_classifier"] is False
+    assert model["iters_done"] == 4 and model["command"].startswith("bevdistill train teacher")
+    assert set(record["metric"]["t"]) >= {"mAP", "AOE", "AOE_car", "AP_car"}
+    assert "| t | 2 | no | 4 |" in record["markdown"]
 
 
 def test_long_steps_show_progress(runs):
@@ -154,3 +169,20 @@ def test_list_names_the_experiments(capsys):
     out = capsys.readouterr().out
     assert all(n in out for n in ("train_teacher", "train_student", "distill", "distill_ci"))
     assert "mmdet3d/centerpoint_pillar_cpu.py" in out
+
+
+def test_a_shipped_teacher_of_another_world_is_flagged():
+    import warnings
+
+    from bevdistill import cli, pretrained
+    from bevdistill.engine.runner import load_experiment
+
+    exp = load_experiment("distill")  # teaches with the shipped teacher
+    world = pretrained.shipped_world_version(exp.model.teacher_ckpt)
+    exp.train_dataset.world_version = 2 if world == 1 else 1
+    with pytest.warns(UserWarning, match=f"trained on world_version {world}"):
+        cli._check_teacher_ckpt(exp)
+    exp.train_dataset.world_version = world
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cli._check_teacher_ckpt(exp)

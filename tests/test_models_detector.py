@@ -4,6 +4,7 @@ presets, config errors, learning (overfitting one batch) and grid alignment."""
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -235,7 +236,7 @@ def test_unknown_preset_lists_the_presets():
         build_detector(42)
     with pytest.raises(KeyError, match="'model' dict"):
         build_detector({"point_cloud_range": [0] * 6})
-    assert PRESETS == list_presets() == ("bevfusion_scale", "student", "teacher")
+    assert PRESETS == list_presets() == ("bevfusion_scale", "student", "teacher", "teacher_fusion")
 
 
 def test_a_preset_is_just_a_config_file(tmp_path, monkeypatch):
@@ -332,3 +333,35 @@ def test_unlabelled_samples_add_no_detection_loss(model):
     assert all(float(v) == 0.0 and v.requires_grad for v in none.values())
     full = model.bbox_head.loss(preds, samples)
     assert not torch.allclose(full["loss_heatmap"], first_only["loss_heatmap"])
+
+
+# ----------------------------------------------------------------------------- direction classifier
+def test_direction_classifier_is_an_option_that_leaves_old_weights_loadable(model):
+    assert not any(k.startswith("bbox_head.dir_head") for k in model.state_dict())
+    assert "dir" not in model.bbox_head(model.extract_feat(toy_batch(1, seed=1, **SCENE)[0]))
+    torch.manual_seed(0)
+    with_dir = build_detector(small(bbox_head__dir_classifier=True))
+    missing = set(with_dir.state_dict()) - set(model.state_dict())
+    assert missing and all(k.startswith("bbox_head.dir_head.") for k in missing)
+    with_dir.load_state_dict(model.state_dict(), strict=False)  # the rest is the same network
+
+
+def test_direction_loss_rewards_the_right_bin():
+    from bevdistill.models.box_ops import direction_bin
+
+    torch.manual_seed(0)
+    model = build_detector(small(bbox_head__dir_classifier=True))
+    inputs, samples = toy_batch(2, seed=7, **SCENE)
+    preds = model.bbox_head(model.extract_feat(inputs))
+    targets = model.bbox_head.get_targets(samples, torch.device("cpu"))
+    losses = {}
+    for name, sign in (("right", 1.0), ("wrong", -1.0)):
+        logits = torch.zeros_like(preds["dir"])
+        for b, t in enumerate(targets):
+            yaw = torch.atan2(t.codes[:, 6], t.codes[:, 7])
+            one_hot = torch.nn.functional.one_hot(direction_bin(yaw, math.pi / 4), 2).float()
+            logits[b].view(2, -1)[:, t.inds] = sign * 4.0 * (2 * one_hot.t() - 1)
+        losses[name] = float(model.bbox_head.loss({**preds, "dir": logits}, samples)["loss_dir"])
+    assert losses["right"] < 0.01 < 1.0 < losses["wrong"]
+    unlabelled = model.bbox_head.loss(preds, [{**s, "labelled": False} for s in samples])
+    assert float(unlabelled["loss_dir"]) == 0.0 and unlabelled["loss_dir"].requires_grad

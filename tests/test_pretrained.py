@@ -63,3 +63,34 @@ def test_shipping_refuses_a_run_of_another_experiment(tmp_path):
         ship(tmp_path, out_dir=tmp_path)
     with pytest.raises(KeyError, match="no shipped model 'nope'"):
         ship(tmp_path, out_dir=tmp_path, name="nope")
+
+
+def test_cards_name_their_world_and_cards_before_versions_mean_world_1():
+    assert pretrained.card_world_version({}) == 1
+    assert pretrained.card_world_version({"world_version": 2}) == 2
+    card = pretrained.teacher_card()
+    assert pretrained.shipped_world_version(pretrained.TEACHER_WEIGHTS) == \
+        pretrained.card_world_version(card)
+
+
+def test_the_teacher_subset_is_scored_on_its_cards_world(monkeypatch):
+    from bevdistill.engine import evaluate
+
+    seen = {}
+
+    def fake_evaluate(exp, checkpoint, work_dir):
+        seen["world"] = exp.val_dataset.world_version
+        seen["num_samples"] = exp.val_dataset.num_samples
+        return {"bev/mAP": 0.5}
+
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint", fake_evaluate)
+    pretrained.evaluate_subset(pretrained.TEACHER_WEIGHTS, 3)
+    assert seen == {"world": pretrained.card_world_version(pretrained.teacher_card()),
+                    "num_samples": 3}
+
+
+def test_a_card_builds_its_own_head():
+    plain = pretrained.build_for_card({"preset": "student"})
+    with_dir = pretrained.build_for_card({"preset": "student", "dir_classifier": True})
+    assert not plain.bbox_head.dir_classifier and with_dir.bbox_head.dir_classifier
+    assert any(k.startswith("bbox_head.dir_head.") for k in with_dir.state_dict())

@@ -34,7 +34,8 @@ def _facade_row(rng, b: Builder, along_x: bool, offset: float, sign: int, start:
             x, y = (centre, face) if along_x else (face, centre)
             yaw = (0.0 if along_x else np.pi / 2) + rng.normal(0, 0.01)
             refl = rng.uniform(0.03, 0.12)
-            parts = [("b", 0.0, 0.0, -2.0, seg, thick, height + 2.0, refl, rng.uniform(0, 0.15))]
+            parts = [("b", 0.0, 0.0, -2.0, seg, thick, height + 2.0, refl, rng.uniform(0, 0.15),
+                      "wall")]
             b.add("facade", x, y, yaw, (seg, thick, height), parts, base=0.0, check=False)
         pos += seg
 
@@ -90,8 +91,8 @@ def add_street_furniture(rng, b: Builder, extent: float) -> None:
         y = lay.centre_y + side * (kerb_y + 0.4)
         h = rng.uniform(6, 10)
         arm = rng.uniform(1.5, 2.5)
-        parts = [("c", 0.0, 0.0, 0.0, h, rng.uniform(0.08, 0.14), 0.2, 0.0),
-                 ("b", 0.0, -side * arm / 2, h - 0.3, 0.12, arm, 0.12, 0.25, 0.0)]
+        parts = [("c", 0.0, 0.0, 0.0, h, rng.uniform(0.08, 0.14), 0.2, 0.0, "post"),
+                 ("b", 0.0, -side * arm / 2, h - 0.3, 0.12, arm, 0.12, 0.25, 0.0, "lamp_arm")]
         b.add("pole", x, y, 0.0, (0.3, 0.3, h), parts)
     for _ in range(rng.integers(0, 5)):
         side = int(rng.choice([-1, 1]))
@@ -99,8 +100,8 @@ def add_street_furniture(rng, b: Builder, extent: float) -> None:
         y = lay.centre_y + side * (kerb_y + 0.35)
         h = rng.uniform(2.0, 2.6)
         plate = rng.uniform(0.6, 0.9)
-        parts = [("c", 0.0, 0.0, 0.0, h - plate, 0.04, 0.2, 0.0),
-                 ("b", 0.0, 0.0, h - plate, 0.04, plate, plate, 0.9, 0.0)]
+        parts = [("c", 0.0, 0.0, 0.0, h - plate, 0.04, 0.2, 0.0, "post"),
+                 ("b", 0.0, 0.0, h - plate, 0.04, plate, plate, 0.9, 0.0, "plate")]
         b.add("sign", x, y, np.pi / 2 * (rng.random() < 0.5), (0.1, plate, h), parts)
     # Hedges and fences in front yards.
     for k, side in enumerate((-1, 1)):
@@ -116,7 +117,7 @@ def add_street_furniture(rng, b: Builder, extent: float) -> None:
             else:
                 dims = (seg, 0.1, rng.uniform(1.0, 2.0))
                 kind, refl, drop = "fence", rng.uniform(0.1, 0.4), 0.4
-            parts = [("b", 0.0, 0.0, 0.0, dims[0], dims[1], dims[2], refl, drop)]
+            parts = [("b", 0.0, 0.0, 0.0, dims[0], dims[1], dims[2], refl, drop, kind)]
             b.add(kind, x + seg / 2, y, 0.0, dims, parts, base=0.0)
             x += seg + rng.uniform(1, 6)
     # Small furniture anywhere on the sidewalks: pedestrian-sized on purpose.
@@ -125,17 +126,19 @@ def add_street_furniture(rng, b: Builder, extent: float) -> None:
         kind = str(rng.choice(["bin", "bollard", "bench", "cabinet"]))
         if kind == "bin":
             h, r = rng.uniform(0.8, 1.2), rng.uniform(0.25, 0.35)
-            parts, dims = [("c", 0.0, 0.0, 0.0, h, r, rng.uniform(0.05, 0.3), 0.0)], (2 * r, 2 * r, h)
+            parts = [("c", 0.0, 0.0, 0.0, h, r, rng.uniform(0.05, 0.3), 0.0, "bin")]
+            dims = (2 * r, 2 * r, h)
         elif kind == "bollard":
             h = rng.uniform(0.8, 1.1)
-            parts, dims = [("c", 0.0, 0.0, 0.0, h, 0.1, 0.3, 0.0)], (0.2, 0.2, h)
+            parts, dims = [("c", 0.0, 0.0, 0.0, h, 0.1, 0.3, 0.0, "bollard")], (0.2, 0.2, h)
         elif kind == "bench":
             dims = (rng.uniform(1.5, 2.0), rng.uniform(0.5, 0.7), 0.85)
-            parts = [("b", 0.0, 0.0, 0.0, dims[0], dims[1], 0.45, 0.15, 0.1),
-                     ("b", 0.0, -dims[1] / 2 + 0.05, 0.45, dims[0], 0.08, 0.4, 0.15, 0.1)]
+            parts = [("b", 0.0, 0.0, 0.0, dims[0], dims[1], 0.45, 0.15, 0.1, "seat"),
+                     ("b", 0.0, -dims[1] / 2 + 0.05, 0.45, dims[0], 0.08, 0.4, 0.15, 0.1,
+                      "backrest")]
         else:
             dims = (rng.uniform(0.6, 1.0), rng.uniform(0.4, 0.6), rng.uniform(1.1, 1.7))
-            parts = [("b", 0.0, 0.0, 0.0, *dims, rng.uniform(0.1, 0.4), 0.0)]
+            parts = [("b", 0.0, 0.0, 0.0, *dims, rng.uniform(0.1, 0.4), 0.0, "cabinet")]
         yaw = 0.0 if kind == "bench" and rng.random() < 0.8 else rng.uniform(-np.pi, np.pi)
         b.add(kind, x, y, yaw, dims, parts)
 
@@ -143,13 +146,13 @@ def add_street_furniture(rng, b: Builder, extent: float) -> None:
 def _tree(rng, b: Builder, x: float, y: float, scale: float) -> None:
     """A trunk and an irregular crown of overlapping cylinders (sparse: leaves drop returns)."""
     trunk_top = rng.uniform(2.2, 3.5)
-    parts = [("c", 0.0, 0.0, 0.0, trunk_top, rng.uniform(0.1, 0.25), 0.1, 0.0)]
+    parts = [("c", 0.0, 0.0, 0.0, trunk_top, rng.uniform(0.1, 0.25), 0.1, 0.0, "trunk")]
     leaf = rng.uniform(0.04, 0.1)
     for _ in range(rng.integers(2, 5)):
         z0 = trunk_top - rng.uniform(0, 0.5)
         parts.append(("c", rng.normal(0, 0.6 * scale), rng.normal(0, 0.6 * scale), z0,
                       z0 + scale * rng.uniform(1.5, 4.0), scale * rng.uniform(1.0, 2.5), leaf,
-                      rng.uniform(0.3, 0.5)))
+                      rng.uniform(0.3, 0.5), "crown"))
     b.add("tree", x, y, 0.0, (0.5, 0.5, trunk_top + 4 * scale), parts)
 
 
@@ -167,12 +170,13 @@ def add_roadworks(rng, b: Builder, extent: float) -> None:
     w = rng.uniform(0.5, 0.7)
     while x < stop:
         length = rng.uniform(1.8, 2.2)
-        parts = [("b", 0.0, 0.0, 0.0, length - 0.02, w, h, refl, 0.0)]
+        parts = [("b", 0.0, 0.0, 0.0, length - 0.02, w, h, refl, 0.0, "barrier")]
         b.add("barrier", x + length / 2, y, rng.normal(0, 0.02), (length, w, h), parts,
               base=0.0, margin=0.01)
         x += length + rng.uniform(0.0, 0.3)
     for _ in range(rng.integers(0, 6)):
         cx = rng.uniform(x - 30, x + 5)
         cy = y - side * rng.uniform(0.8, 2.0)
-        parts = [("c", 0.0, 0.0, 0.0, 0.4, 0.18, 0.5, 0.0), ("c", 0.0, 0.0, 0.4, 0.72, 0.09, 0.5, 0.0)]
+        parts = [("c", 0.0, 0.0, 0.0, 0.4, 0.18, 0.5, 0.0, "cone"),
+                 ("c", 0.0, 0.0, 0.4, 0.72, 0.09, 0.5, 0.0, "cone_top")]
         b.add("cone", cx, cy, 0.0, (0.36, 0.36, 0.72), parts, base=0.0)

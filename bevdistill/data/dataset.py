@@ -34,9 +34,11 @@ from torch.utils.data import Dataset
 
 from bevdistill._io import atomic_write_with
 
+from .camera import CameraConfig, CameraRig
 from .classes import CLASS_NAMES
 from .lidar import LidarSimulator
 from .nuscenes import DataSanityWarning, NuScenesReader
+from .nuscenes_cameras import load_cameras
 from .scene import SceneConfig
 from .synthetic import simulate_sample
 from .transforms import GlobalAugment
@@ -45,6 +47,7 @@ DEFAULT_POINT_CLOUD_RANGE: tuple[float, ...] = (-51.2, -51.2, -5.0, 51.2, 51.2, 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 VIEWS: tuple[str, ...] = ("student", "teacher")
 _AUG_STREAM = 2  # random stream of the augmentation (0: scene, 1: sensor)
+_AXES = np.array([[1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0]], dtype=np.float32)
 
 
 def split_world_seed(seed: int, split: str) -> int:
@@ -134,17 +137,24 @@ class _LidarBEVDataset(Dataset):
             raise ValueError("view='teacher' needs a second, richer scan: set teacher_lidar")
         boxes = raw["gt_boxes"]
         lo, hi = np.array(self.point_cloud_range[:3]), np.array(self.point_cloud_range[3:])
+        augmentation = np.eye(4)  # LiDAR frame -> augmented frame
         if self.augment is not None:  # one transform for every scan: the views stay aligned
             rng = np.random.default_rng([self.aug_seed, index, _AUG_STREAM, self.epoch])
+            # The unit axes ride along (the transform is linear), so that the cameras'
+            # calibration can follow it.
+            views["axes"] = _AXES
             sizes = np.cumsum([len(v) for v in views.values()])[:-1]
             merged, boxes = self.augment(np.concatenate(list(views.values())), boxes, rng)
             views = dict(zip(views, np.split(merged, sizes), strict=True))
+            augmentation[:3, :3] = views.pop("axes")[:, :3].T
         inputs = {}
         for key, cloud in views.items():
             inside = np.all((cloud[:, :3] >= lo) & (cloud[:, :3] < hi), axis=1)
             inputs[key] = torch.from_numpy(np.ascontiguousarray(cloud[inside], dtype=np.float32))
         if len(inputs["points"]) == 0:
             self._empty_scan(scene, raw)
+        if "imgs" in raw:
+            inputs.update(_camera_inputs(raw, augmentation))
         keep = np.all((boxes[:, :2] >= lo[:2]) & (boxes[:, :2] < hi[:2]), axis=1)
         visible = raw["num_points"] >= self.min_points
         if not self.keep_invisible:
@@ -191,6 +201,15 @@ class _LidarBEVDataset(Dataset):
         return half % n if index % 2 == 0 else n + half % (m - n)
 
 
+def _camera_inputs(raw: dict, augmentation: np.ndarray) -> dict[str, torch.Tensor]:
+    """``imgs`` uint8 [6, 3, H, W], ``cam2img`` [6, 3, 3] and ``lidar2cam`` [6, 4, 4] of the
+    augmented frame: the images stay as rendered, so the augmentation folds into lidar2cam."""
+    lidar2cam = raw["lidar2cam"].astype(np.float64) @ np.linalg.inv(augmentation)
+    return {"imgs": torch.from_numpy(np.ascontiguousarray(raw["imgs"])),
+            "cam2img": torch.from_numpy(raw["cam2img"].astype(np.float32)),
+            "lidar2cam": torch.from_numpy(lidar2cam.astype(np.float32))}
+
+
 @DATASETS.register_module()
 class SyntheticBEVDataset(_LidarBEVDataset):
     """``num_samples`` scenes of the synthetic world of ``seed``, split ``split``.
@@ -201,7 +220,9 @@ class SyntheticBEVDataset(_LidarBEVDataset):
     by world seed, index and a hash of every generation setting), so many runs or processes
     on the same world generate each scan once; augmentation is applied after loading, as
     without the cache. ``scene`` and ``lidar`` override :class:`SceneConfig` /
-    :class:`LidarConfig` fields.
+    :class:`LidarConfig` fields. ``world_version`` picks the objects' recipes (the scene
+    setting of that name; default 2, objects with a front and a back; 1, the older symmetric
+    world that models shipped without a ``world_version`` on their card were trained on).
 
     ``teacher_lidar`` (LidarConfig fields) adds a second scan of every scene from a richer
     sensor: items then carry ``inputs["teacher_points"]`` and boxes are labelled by what that
@@ -213,6 +234,12 @@ class SyntheticBEVDataset(_LidarBEVDataset):
     unlabelled (no boxes, ``labelled=False``), which a detector's loss skips and distillation
     still uses. The first N scenes are the ones a run with ``num_samples=N`` trains on. Items
     alternate between labelled and unlabelled scenes (:meth:`scene_of`).
+
+    ``cameras`` (True, or :class:`~bevdistill.data.camera.CameraConfig` fields) adds the six
+    cameras' renders of every scene, cached with the scan: items then carry
+    ``inputs["imgs"]`` uint8 [6, 3, H, W], ``inputs["cam2img"]`` [6, 3, 3] and
+    ``inputs["lidar2cam"]`` [6, 4, 4], the latter from the augmented LiDAR frame (the images
+    are not augmented; the calibration follows the points).
     """
 
     source = "synthetic"
@@ -233,6 +260,8 @@ class SyntheticBEVDataset(_LidarBEVDataset):
         teacher_lidar: dict | None = None,
         view: str = "student",
         labelled_samples: int | None = None,
+        cameras: bool | dict | None = None,
+        world_version: int | None = None,
     ):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -245,17 +274,23 @@ class SyntheticBEVDataset(_LidarBEVDataset):
                          aug_seed=self.world_seed, cache=cache, view=view)
         self.num_samples = int(num_samples)
         self.labelled_samples = None if labelled_samples is None else int(labelled_samples)
-        self.scene_config = SceneConfig.from_dict(scene)
+        self.scene_config = SceneConfig.from_dict(_with_world_version(scene, world_version))
         self.simulator = LidarSimulator(lidar)
         self.teacher_simulator = LidarSimulator(teacher_lidar) if teacher_lidar else None
         if view == "teacher" and self.teacher_simulator is None:
             raise ValueError("view='teacher' needs teacher_lidar: the richer sensor whose scan "
                              "the teacher reads")
+        self.cameras = (CameraRig(cameras, self.scene_config.sensor_height)
+                        if cameras not in (None, False) else None)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self._cache_key = self._settings_hash() if self.cache_dir is not None else ""
 
     def __len__(self) -> int:
         return self.num_samples
+
+    @property
+    def metainfo(self) -> dict:
+        return {**super().metainfo, "world_version": self.scene_config.world_version}
 
     def _settings_hash(self) -> str:
         """Hash of everything a scan depends on besides (world seed, index)."""
@@ -263,6 +298,8 @@ class SyntheticBEVDataset(_LidarBEVDataset):
                     "min_points": self.min_points}
         if self.teacher_simulator is not None:
             settings["teacher_lidar"] = asdict(self.teacher_simulator.config)
+        if self.cameras is not None:
+            settings["cameras"] = asdict(self.cameras.config)
         text = json.dumps(settings, sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -281,10 +318,36 @@ class SyntheticBEVDataset(_LidarBEVDataset):
                 sample[key] = kind(sample[key])
             return sample
         sample = simulate_sample(self.world_seed, index, self.scene_config, self.simulator,
-                                 min_points=self.min_points, teacher_lidar=self.teacher_simulator)
+                                 min_points=self.min_points, teacher_lidar=self.teacher_simulator,
+                                 cameras=self.cameras)
         if path is not None:  # atomic: a concurrent reader sees all or nothing
             atomic_write_with(path, lambda tmp: _savez(tmp, sample))
         return sample
+
+
+def world_version_of(dataset_cfg) -> int | None:
+    """The world version a dataset config (a dict, as experiments write it) generates scenes
+    of: its ``world_version``, else its ``scene``'s, else the default; None for nuScenes."""
+    cfg = dict(dataset_cfg)
+    if cfg.get("type", "SyntheticBEVDataset") != "SyntheticBEVDataset":
+        return None
+    version = cfg.get("world_version")
+    if version is None:
+        version = dict(cfg.get("scene") or {}).get("world_version", SceneConfig.world_version)
+    return int(version)
+
+
+def _with_world_version(scene: dict | SceneConfig | None, version: int | None):
+    """The scene settings with ``world_version`` set, refusing two different versions."""
+    if version is None:
+        return scene
+    if isinstance(scene, SceneConfig):
+        scene = asdict(scene)
+    given = dict(scene or {}).get("world_version", version)
+    if given != version:
+        raise ValueError(f"world_version={version} but scene sets world_version={given}; "
+                         "set it in one place")
+    return {**dict(scene or {}), "world_version": int(version)}
 
 
 def _savez(path: str, arrays: dict) -> None:
@@ -298,7 +361,10 @@ class NuScenesBEVDataset(_LidarBEVDataset):
     """Samples of an mmdet3d 1.x nuScenes info file through :class:`NuScenesReader`.
 
     ``num_points`` comes from the annotations' ``num_lidar_pts``. ``seed`` only seeds the
-    augmentation.
+    augmentation. ``cameras`` (True or CameraConfig fields) adds the six camera images, resized
+    and cropped as the synthetic cameras are rendered, with their calibration
+    (:func:`~bevdistill.data.nuscenes_cameras.load_cameras`): the same camera inputs as
+    :class:`SyntheticBEVDataset` gives.
     """
 
     source = "nuscenes"
@@ -316,9 +382,11 @@ class NuScenesBEVDataset(_LidarBEVDataset):
         lidar_prefix: str | None = None,
         align_forward: bool = True,
         seed: int = 0,
+        cameras: bool | dict | None = None,
     ):
         super().__init__(point_cloud_range, augment, min_points, keep_invisible,
                          aug_seed=int(seed), cache=cache)
+        self.cameras = None if cameras in (None, False) else CameraConfig.from_dict(cameras)
         self.reader = NuScenesReader(info_path, data_root=data_root, class_map=class_map,
                                      lidar_prefix=lidar_prefix, min_points=min_points,
                                      align_forward=align_forward)
@@ -327,13 +395,16 @@ class NuScenesBEVDataset(_LidarBEVDataset):
         return len(self.reader)
 
     def _load(self, index: int) -> dict:
-        return self.reader[index]
+        sample = self.reader[index]
+        if self.cameras is not None:
+            sample.update(load_cameras(self.reader, index, self.cameras))
+        return sample
 
 
 @FUNCTIONS.register_module(name="bev_collate")
 def bev_collate(batch: Sequence[dict]) -> dict:
     """Batch items as lists: ``{"inputs": {"points": [Tensor[N_i, 5], ...]},
-    "data_samples": [sample, ...]}``.
+    "data_samples": [sample, ...]}``; camera inputs, where items have them, are stacked.
 
     Point clouds differ in size, so they are not stacked; unlike mmengine's pseudo_collate the
     samples stay a list of dicts.
@@ -363,4 +434,24 @@ def bev_collate(batch: Sequence[dict]) -> dict:
             raise ValueError("some items carry inputs['teacher_points'] and some do not: build "
                              "every dataset of a run with the same teacher_lidar setting")
         inputs["teacher_points"] = teacher_points
+    inputs.update(_collate_cameras(batch))
     return {"inputs": inputs, "data_samples": samples}
+
+
+CAMERA_INPUTS: tuple[str, ...] = ("imgs", "cam2img", "lidar2cam")
+
+
+def _collate_cameras(batch: Sequence[dict]) -> dict[str, torch.Tensor]:
+    """Stack the camera inputs (same rig, same size in every item): ``imgs`` [B, 6, 3, H, W],
+    ``cam2img`` [B, 6, 3, 3], ``lidar2cam`` [B, 6, 4, 4]; nothing when no item has cameras."""
+    has = [all(k in item["inputs"] for k in CAMERA_INPUTS) for item in batch]
+    if not any(has):
+        return {}
+    if not all(has):
+        raise ValueError("some items carry camera inputs (imgs, cam2img, lidar2cam) and some do "
+                         "not: build every dataset of a run with the same cameras setting")
+    shapes = {tuple(item["inputs"]["imgs"].shape) for item in batch}
+    if len(shapes) > 1:
+        raise ValueError(f"camera images differ in shape across the batch ({sorted(shapes)}): "
+                         "build every dataset of a run with the same cameras setting")
+    return {k: torch.stack([item["inputs"][k] for item in batch]) for k in CAMERA_INPUTS}

@@ -88,7 +88,10 @@ class LidarConfig:
 
 
 class _Grid:
-    """Per-beam state, shaped [azimuth, ring]: nearest hit, cos(incidence), reflectivity, dropout."""
+    """Per-ray state on a [column, row] grid of unit rays from the origin (the LiDAR's
+    [azimuth, ring], a camera's [u, v]): nearest hit, cos(incidence), reflectivity, dropout,
+    and which primitive was hit (``prim``: its row in ``Scene.prim_ids()``, boxes first, then
+    cylinders; -1: the ground or nothing)."""
 
     def __init__(self, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray):
         self.dx, self.dy, self.dz = dx, dy, dz
@@ -97,8 +100,9 @@ class _Grid:
         self.cos = np.ones(shape)
         self.refl = np.zeros(shape)
         self.drop = np.zeros(shape)
+        self.prim = np.full(shape, -1, dtype=np.int64)
 
-    def update(self, cols: slice, rows: slice, t: np.ndarray, cos, refl, drop) -> None:
+    def update(self, cols: slice, rows: slice, t: np.ndarray, cos, refl, drop, prim: int) -> None:
         """Keep the new hits ``t`` (inf = miss) that are nearer than the current ones."""
         cur = self.t[cols, rows]
         better = t < cur
@@ -108,6 +112,7 @@ class _Grid:
         self.cos[cols, rows][better] = cos[better]
         self.refl[cols, rows][better] = refl
         self.drop[cols, rows][better] = drop
+        self.prim[cols, rows][better] = prim
 
 
 def _column_slices(lo: int, hi: int, width: int) -> list[slice]:
@@ -119,6 +124,86 @@ def _column_slices(lo: int, hi: int, width: int) -> list[slice]:
     if a + n <= width:
         return [slice(a, a + n)]
     return [slice(a, width), slice(0, a + n - width)]
+
+
+def _cast_box(g: _Grid, prim: np.ndarray, rows: slice, cols: list, dmin: float, k: int):
+    cx, cy, cz, length, width, height, yaw, refl, drop = prim
+    c, s = np.cos(yaw), np.sin(yaw)
+    # Sensor position in the box frame (the sensor is the origin of the LiDAR frame).
+    o = (-(c * cx + s * cy), -(-s * cx + c * cy), -cz)
+    half = (length / 2, width / 2, height / 2)
+    for col in cols:
+        if dmin > 2.0 and g.t[col, rows].max() < dmin:
+            continue  # everything in this block already hit something nearer
+        dx, dy, dz = g.dx[col, rows], g.dy[col, rows], g.dz[col, rows]
+        local = (c * dx + s * dy, -s * dx + c * dy, dz)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            near = far = cos = None
+            for axis in range(3):
+                inv = 1.0 / local[axis]
+                t1 = (-half[axis] - o[axis]) * inv
+                t2 = (half[axis] - o[axis]) * inv
+                tmin = np.minimum(t1, t2)
+                tmax = np.maximum(t1, t2)
+                if near is None:
+                    near, far, cos = tmin, tmax, np.abs(local[axis])
+                else:
+                    # The entry face is the slab entered last; its normal is this axis.
+                    cos = np.where(tmin > near, np.abs(local[axis]), cos)
+                    near = np.maximum(near, tmin)
+                    far = np.minimum(far, tmax)
+        t = np.where((near <= far) & (near > 0), near, np.inf)
+        g.update(col, rows, t, cos, refl, drop, k)
+
+
+def _cast_cylinder(g: _Grid, prim: np.ndarray, rows: slice, cols: list, dmin: float, k: int):
+    cx, cy, z0, z1, radius, refl, drop = prim
+    c2 = cx * cx + cy * cy - radius * radius
+    for col in cols:
+        if dmin > 2.0 and g.t[col, rows].max() < dmin:
+            continue
+        dx, dy, dz = g.dx[col, rows], g.dy[col, rows], g.dz[col, rows]
+        a = dx * dx + dy * dy
+        b = dx * cx + dy * cy  # the quadratic is a t^2 - 2 b t + c2 = 0
+        disc = b * b - a * c2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t_side = (b - np.sqrt(disc)) / a
+            z_side = t_side * dz
+            side_ok = (disc >= 0) & (t_side > 0) & (z_side >= z0) & (z_side <= z1)
+            t = np.where(side_ok, t_side, np.inf)
+            # The side normal is horizontal: cos = |d . (p - c)| / r at the hit point.
+            cos = np.abs(t_side * a - b) / radius
+            for zc in (z0, z1):  # caps: tops of bins and bushes, undersides of crowns
+                t_cap = zc / dz
+                qx = t_cap * dx - cx
+                qy = t_cap * dy - cy
+                cap_ok = (t_cap > 0) & (qx * qx + qy * qy <= radius * radius) & (t_cap < t)
+                t = np.where(cap_ok, t_cap, t)
+                cos = np.where(cap_ok, np.abs(dz), cos)
+        g.update(col, rows, t, cos, refl, drop, k)
+
+
+def bounding_cylinders(box_prims: np.ndarray, cyl_prims: np.ndarray):
+    """Vertical bounding cylinders (cx, cy, radius, z0, z1) of all primitives, boxes first."""
+    bp, cp = box_prims, cyl_prims
+    cx = np.concatenate([bp[:, 0], cp[:, 0]])
+    cy = np.concatenate([bp[:, 1], cp[:, 1]])
+    radius = np.concatenate([0.5 * np.hypot(bp[:, 3], bp[:, 4]), cp[:, 4]])
+    z0 = np.concatenate([bp[:, 2] - bp[:, 5] / 2, cp[:, 2]])
+    z1 = np.concatenate([bp[:, 2] + bp[:, 5] / 2, cp[:, 3]])
+    return cx, cy, radius, z0, z1
+
+
+def cast_blocks(g: _Grid, box_prims: np.ndarray, cyl_prims: np.ndarray, blocks) -> None:
+    """The narrow phase shared by every sensor: ray-cast primitive k against the rays in its
+    block, for each ``(k, rows, column_slices, dmin)`` of ``blocks`` (nearest first, so that
+    occluded primitives are skipped). Rays start at the origin of the primitives' frame."""
+    n_box = box_prims.shape[0]
+    for k, rows, cols, dmin in blocks:
+        if k < n_box:
+            _cast_box(g, box_prims[k], rows, cols, dmin, k)
+        else:
+            _cast_cylinder(g, cyl_prims[k - n_box], rows, cols, dmin, k)
 
 
 class LidarSimulator:
@@ -152,82 +237,25 @@ class LidarSimulator:
         return r0, r1, c0, c1, dmin, reachable
 
     # -- narrow phase -------------------------------------------------------------------
-    def _cast_box(self, g: _Grid, prim: np.ndarray, rows: slice, cols: list, dmin: float):
-        cx, cy, cz, length, width, height, yaw, refl, drop = prim
-        c, s = np.cos(yaw), np.sin(yaw)
-        # Sensor position in the box frame (the sensor is the origin of the LiDAR frame).
-        o = (-(c * cx + s * cy), -(-s * cx + c * cy), -cz)
-        half = (length / 2, width / 2, height / 2)
-        for col in cols:
-            if dmin > 2.0 and g.t[col, rows].max() < dmin:
-                continue  # everything in this block already hit something nearer
-            dx, dy, dz = g.dx[col, rows], g.dy[col, rows], g.dz[col, rows]
-            local = (c * dx + s * dy, -s * dx + c * dy, dz)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                near = far = cos = None
-                for axis in range(3):
-                    inv = 1.0 / local[axis]
-                    t1 = (-half[axis] - o[axis]) * inv
-                    t2 = (half[axis] - o[axis]) * inv
-                    tmin = np.minimum(t1, t2)
-                    tmax = np.maximum(t1, t2)
-                    if near is None:
-                        near, far, cos = tmin, tmax, np.abs(local[axis])
-                    else:
-                        # The entry face is the slab entered last; its normal is this axis.
-                        cos = np.where(tmin > near, np.abs(local[axis]), cos)
-                        near = np.maximum(near, tmin)
-                        far = np.minimum(far, tmax)
-            t = np.where((near <= far) & (near > 0), near, np.inf)
-            g.update(col, rows, t, cos, refl, drop)
-
-    def _cast_cylinder(self, g: _Grid, prim: np.ndarray, rows: slice, cols: list, dmin: float):
-        cx, cy, z0, z1, radius, refl, drop = prim
-        c2 = cx * cx + cy * cy - radius * radius
-        for col in cols:
-            if dmin > 2.0 and g.t[col, rows].max() < dmin:
-                continue
-            dx, dy, dz = g.dx[col, rows], g.dy[col, rows], g.dz[col, rows]
-            a = dx * dx + dy * dy
-            b = dx * cx + dy * cy  # the quadratic is a t^2 - 2 b t + c2 = 0
-            disc = b * b - a * c2
-            with np.errstate(invalid="ignore", divide="ignore"):
-                t_side = (b - np.sqrt(disc)) / a
-                z_side = t_side * dz
-                side_ok = (disc >= 0) & (t_side > 0) & (z_side >= z0) & (z_side <= z1)
-                t = np.where(side_ok, t_side, np.inf)
-                # The side normal is horizontal: cos = |d . (p - c)| / r at the hit point.
-                cos = np.abs(t_side * a - b) / radius
-                for zc in (z0, z1):  # caps: tops of bins and bushes, undersides of crowns
-                    t_cap = zc / dz
-                    qx = t_cap * dx - cx
-                    qy = t_cap * dy - cy
-                    cap_ok = (t_cap > 0) & (qx * qx + qy * qy <= radius * radius) & (t_cap < t)
-                    t = np.where(cap_ok, t_cap, t)
-                    cos = np.where(cap_ok, np.abs(dz), cos)
-            g.update(col, rows, t, cos, refl, drop)
-
     def _cast_primitives(self, g: _Grid, scene: Scene, phase: float, far: float) -> None:
         """Narrow-phase tests, nearest primitives first so that occluded ones are skipped."""
-        bp, cp = scene.box_prims, scene.cyl_prims
-        cx = np.concatenate([bp[:, 0], cp[:, 0]])
-        cy = np.concatenate([bp[:, 1], cp[:, 1]])
-        radius = np.concatenate([0.5 * np.hypot(bp[:, 3], bp[:, 4]), cp[:, 4]])
-        z0 = np.concatenate([bp[:, 2] - bp[:, 5] / 2, cp[:, 2]])
-        z1 = np.concatenate([bp[:, 2] + bp[:, 5] / 2, cp[:, 3]])
-        r0, r1, c0, c1, dmin, reachable = self._blocks(cx, cy, radius, z0, z1, phase, far)
-        n_box, width = bp.shape[0], self.config.n_azimuth
-        for k in np.flatnonzero(reachable)[np.argsort(dmin[reachable], kind="stable")]:
-            rows = slice(int(r0[k]), int(r1[k]))
-            cols = _column_slices(int(c0[k]), int(c1[k]), width)
-            if k < n_box:
-                self._cast_box(g, bp[k], rows, cols, float(dmin[k]))
-            else:
-                self._cast_cylinder(g, cp[k - n_box], rows, cols, float(dmin[k]))
+        bounds = bounding_cylinders(scene.box_prims, scene.cyl_prims)
+        r0, r1, c0, c1, dmin, reachable = self._blocks(*bounds, phase, far)
+        width = self.config.n_azimuth
+        order = np.flatnonzero(reachable)[np.argsort(dmin[reachable], kind="stable")]
+        cast_blocks(g, scene.box_prims, scene.cyl_prims, (
+            (k, slice(int(r0[k]), int(r1[k])), _column_slices(int(c0[k]), int(c1[k]), width),
+             float(dmin[k])) for k in order))
 
     # -- full scan ----------------------------------------------------------------------
-    def scan(self, scene: Scene, rng: np.random.Generator) -> np.ndarray:
-        """Simulate one sweep of ``scene``; returns float32 ``[N, 5]`` (x, y, z, intensity, ring)."""
+    def scan(self, scene: Scene, rng: np.random.Generator, return_hits: bool = False):
+        """Simulate one sweep of ``scene``; returns float32 ``[N, 5]`` (x, y, z, intensity, ring).
+
+        ``return_hits=True`` returns ``(points, hits)`` instead, ``hits`` int64 ``[N]`` the row
+        of ``scene.prim_ids()`` (boxes first, then cylinders) each point's beam hit, -1 for the
+        ground; ``scene.prim_ids()[hits]`` gives each point's class label, part id and object.
+        The points are the same either way.
+        """
         cfg = self.config
         phase = float(rng.uniform(0.0, self._step))  # where this sweep's first column points
         az = phase + self._step * np.arange(cfg.n_azimuth)
@@ -265,4 +293,6 @@ class LidarSimulator:
         out[:, 2] = t * dz.ravel()[beam]
         out[:, 3] = np.clip(np.rint(raw[keep]), 0, 255)
         out[:, 4] = beam % cfg.n_rings
+        if return_hits:
+            return out, g.prim.ravel()[beam]
         return out

@@ -7,12 +7,12 @@ import numpy as np
 
 from .classes import LABEL_OF
 from .geometry import bev_corners, corners_overlap
-from .parts import car_parts, cyclist_parts, large_vehicle_parts, pedestrian_parts, sample_dims
+from .parts import large_vehicle_parts, sample_dims
 from .road import RoadLayout
 from .scene_config import SceneConfig
+from .worlds import WORLD_RECIPES, WORLD_VERSION, recipes_of_world  # noqa: F401  (re-exported)
 
 EGO_RECT = (0.45, 0.0, 4.9, 2.0, 0.0)  # the ego car's footprint in the LiDAR frame
-
 
 class Builder:
     """Collects objects in the road frame and keeps their footprints apart."""
@@ -76,13 +76,14 @@ def sidewalk_spot(rng, b: Builder, extent: float) -> tuple[float, float, int]:
     return rng.uniform(-extent, extent), y, side
 
 
-def _vehicle(rng, b: Builder, x: float, y: float, yaw: float, allow_large: bool) -> float:
+def _vehicle(rng, b: Builder, x: float, y: float, yaw: float, cfg: SceneConfig) -> float:
     """Try to place a car (or, rarely, a truck/bus) centred at x; returns its length."""
-    if allow_large and rng.random() < 0.06:
+    if cfg.clutter and rng.random() < 0.06:
         dims = (rng.uniform(6, 12), rng.uniform(2.3, 2.6), rng.uniform(2.5, 3.6))
         b.add("large_vehicle", x, y, yaw, dims, large_vehicle_parts(rng, *dims), base=0.0)
         return dims[0]
     dims = sample_dims(rng, "car")
+    car_parts = recipes_of_world(cfg.world_version)["car"]
     b.add("car", x, y, yaw, dims, car_parts(rng, *dims), base=0.0, label=LABEL_OF["car"])
     return dims[0]
 
@@ -98,7 +99,7 @@ def add_traffic(rng, b: Builder, cfg: SceneConfig) -> None:
             x = -ext + rng.uniform(0, gap)
             while x < ext:
                 yaw = heading + rng.normal(0, 0.03)
-                length = _vehicle(rng, b, x, y + rng.normal(0, 0.2), yaw, cfg.clutter)
+                length = _vehicle(rng, b, x, y + rng.normal(0, 0.2), yaw, cfg)
                 x += length + 1.5 + rng.exponential(gap)
         if lay.parking > 0:
             occupancy = rng.uniform(*cfg.parking_occupancy)
@@ -107,7 +108,7 @@ def add_traffic(rng, b: Builder, cfg: SceneConfig) -> None:
             while x < ext:
                 yaw = heading + (np.pi if rng.random() < 0.1 else 0.0) + rng.normal(0, 0.04)
                 if rng.random() < occupancy:
-                    length = _vehicle(rng, b, x, y + rng.normal(0, 0.1), yaw, cfg.clutter)
+                    length = _vehicle(rng, b, x, y + rng.normal(0, 0.1), yaw, cfg)
                 else:
                     length = 5.0
                 x += length + rng.uniform(0.6, 3.0)
@@ -120,12 +121,13 @@ def add_traffic(rng, b: Builder, cfg: SceneConfig) -> None:
                 y = lay.centre_y + sign * (lay.half_road + 3 + rng.uniform(0, gap))
                 while abs(y - lay.centre_y) < ext:
                     yaw = heading + rng.normal(0, 0.03)
-                    length = _vehicle(rng, b, xl + rng.normal(0, 0.2), y, yaw, cfg.clutter)
+                    length = _vehicle(rng, b, xl + rng.normal(0, 0.2), y, yaw, cfg)
                     y += sign * (length + 1.5 + rng.exponential(gap))
 
 
 def add_pedestrians(rng, b: Builder, cfg: SceneConfig) -> None:
     lay = b.layout
+    pedestrian_parts = recipes_of_world(cfg.world_version)["pedestrian"]
     n = int(rng.integers(cfg.pedestrians[0], cfg.pedestrians[1] + 1))
     placed, tries = 0, 0
     while placed < n and tries < 20 * n:
@@ -155,6 +157,7 @@ def add_pedestrians(rng, b: Builder, cfg: SceneConfig) -> None:
 
 def add_cyclists(rng, b: Builder, cfg: SceneConfig) -> None:
     lay = b.layout
+    cyclist_parts = recipes_of_world(cfg.world_version)["cyclist"]
     n = int(rng.integers(cfg.cyclists[0], cfg.cyclists[1] + 1))
     placed, tries = 0, 0
     while placed < n and tries < 20 * n:

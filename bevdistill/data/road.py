@@ -91,26 +91,37 @@ class Ground:
             mark |= np.abs(np.abs(dy) - lay.lanes * lay.lane_width) < 0.075
         return mark & ~lay.in_cross(xr)
 
+    #: Ground surfaces, in :meth:`hit`'s ``surface`` codes (a camera paints each its own way).
+    SURFACES = ("road", "verge", "sidewalk", "marking")
+
     def cast(self, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray):
         """Nearest ground hit of unit rays from the origin: distance (inf: none), cos, refl."""
+        t, cos, surface = self.hit(dx, dy, dz)
+        refl = np.array([self.refl_road, self.refl_verge, self.refl_sidewalk, self.refl_marking])
+        return t, cos, refl[surface]
+
+    def hit(self, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, origin=(0.0, 0.0, 0.0)):
+        """Nearest ground hit of unit rays from ``origin`` (LiDAR frame): distance (inf: none),
+        cos(incidence) and the surface hit (an index into :attr:`SURFACES`)."""
+        ox, oy, oz = (float(v) for v in origin)
+        height = self.height + oz - self.gx * ox - self.gy * oy  # the plane below the origin
         denom = dz - self.gx * dx - self.gy * dy
         down = denom < 0
         safe = np.where(down, denom, -1.0)
-        t_road = np.where(down, -self.height / safe, np.inf)
+        t_road = np.where(down, -height / safe, np.inf)
         cos = np.abs(denom) / np.sqrt(self.gx**2 + self.gy**2 + 1.0)
         if self.layout is None:
-            return t_road, cos, np.full(t_road.shape, self.refl_road)
+            return t_road, cos, np.zeros(t_road.shape, dtype=np.int64)
         # A beam that meets the raised plane above a sidewalk hits the sidewalk's top.
-        t_walk = np.where(down, -(self.height - self.layout.kerb) / safe, np.inf)
-        xr, yr = self._to_road(np.where(down, t_walk * dx, 0), np.where(down, t_walk * dy, 0))
+        t_walk = np.where(down, -(height - self.layout.kerb) / safe, np.inf)
+        xr, yr = self._to_road(np.where(down, ox + t_walk * dx, 0),
+                               np.where(down, oy + t_walk * dy, 0))
         walk = down & self.layout.is_sidewalk(xr, yr)
         t = np.where(walk, t_walk, t_road)
-        xr, yr = self._to_road(np.where(down, t * dx, 0), np.where(down, t * dy, 0))
-        refl = np.where(self.layout.is_road(xr, yr), self.refl_road, self.refl_verge)
-        refl = np.where(walk, self.refl_sidewalk, refl)
-        refl = np.where(~walk & self._markings(xr, yr), self.refl_marking, refl)
-        return t, cos, refl
-
+        xr, yr = self._to_road(np.where(down, ox + t * dx, 0), np.where(down, oy + t * dy, 0))
+        surface = np.where(self.layout.is_road(xr, yr), 0, 1)
+        surface = np.where(walk, 2, surface)
+        return t, cos, np.where(~walk & self._markings(xr, yr), 3, surface)
 
 def _setback(rng: np.random.Generator) -> float:
     """Facade line behind the sidewalk: flush, a front yard, or a plaza / car park."""

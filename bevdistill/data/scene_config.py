@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from .worlds import WORLD_VERSION, recipes_of_world
+
 
 def settings_from_dict(cls: type, cfg: dict, what: str) -> dict:
     """Keyword arguments for the settings dataclass ``cls`` from a config dict.
@@ -35,8 +37,10 @@ class SceneConfig:
     pedestrians: tuple[int, int] = (2, 16)
     cyclists: tuple[int, int] = (0, 4)
     clutter: bool = True  # False: only road, sidewalks and labelled objects
+    world_version: int = WORLD_VERSION  # 1: symmetric objects (older models), 2: front and back
 
     def __post_init__(self):
+        recipes_of_world(self.world_version)  # raises, naming the versions, if unknown
         for name in ("traffic_gap", "parking_occupancy", "pedestrians", "cyclists"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:

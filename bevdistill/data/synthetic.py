@@ -10,6 +10,7 @@ as ``num_points_student`` for analysis.
 
 from __future__ import annotations
 
+from .camera import CameraRig
 from .geometry import count_points_in_boxes
 from .lidar import LidarConfig, LidarSimulator
 from .scene import SceneConfig, generate_scene, scene_rng
@@ -28,6 +29,7 @@ def simulate_sample(
     lidar: LidarSimulator | LidarConfig | dict | None = None,
     min_points: int = 5,
     teacher_lidar: LidarSimulator | LidarConfig | dict | None = None,
+    cameras: CameraRig | None = None,
 ) -> dict:
     """Sample ``index`` of world ``seed``, as a dict of numpy arrays (the reader's structure).
 
@@ -35,7 +37,9 @@ def simulate_sample(
     ``num_points`` int64 [M] (points of the labelling scan inside each box), ``visible`` bool [M]
     (num_points >= min_points), ``sample_idx``, ``source`` ("synthetic"), ``seed``. With
     ``teacher_lidar`` also ``teacher_points`` (the richer sensor's scan of the same scene, which
-    is then the labelling scan) and ``num_points_student``.
+    is then the labelling scan) and ``num_points_student``. With ``cameras`` also ``imgs``
+    uint8 [6, 3, H, W], the rig's renders of the same scene, and its calibration
+    (``cam2img``, ``lidar2cam``, ``cam2ego``, ``lidar2ego``; see :mod:`bevdistill.data.camera`).
     Deterministic: the same arguments give identical arrays.
     """
     if min_points < 0:
@@ -58,4 +62,7 @@ def simulate_sample(
         rich_counts = count_points_in_boxes(rich, scene.boxes)
         sample.update(teacher_points=rich, num_points=rich_counts,
                       visible=rich_counts >= min_points, num_points_student=num_points)
+    if cameras is not None:
+        sample["imgs"] = cameras.render(scene, seed, index)["imgs"]
+        sample.update(cameras.calibration())
     return sample

@@ -1,4 +1,5 @@
-"""BEV detectors with BEVFusion's LiDAR-branch attribute names.
+"""BEV detectors with BEVFusion's attribute names (LiDAR branch, and the fusion detector's
+camera branch and fusion_layer).
 
 Names resolve lazily, so importing ``bevdistill.models.tiny`` does not pull in mmengine;
 ``build_detector`` (or importing ``bevdistill.models.detector``) registers the pillar
@@ -11,6 +12,11 @@ _EXPORTS = {
     "TinyBEVDetector": "bevdistill.models.tiny",
     "random_batch": "bevdistill.models.tiny",
     "PillarBEVDetector": "bevdistill.models.detector",
+    "BEVFusionDetector": "bevdistill.models.fusion",
+    "ConvFuser": "bevdistill.models.fusion",
+    "LSSViewTransform": "bevdistill.models.lss",
+    "ImageResNet": "bevdistill.models.image",
+    "ImageFPN": "bevdistill.models.image",
     "build_detector": "bevdistill.models.build",
     "preset_path": "bevdistill.models.build",
     "list_presets": "bevdistill.models.build",

@@ -4,10 +4,18 @@ Boxes are ``[M, 7]`` = (x, y, z, l, w, h, yaw) in the LiDAR frame, (x, y, z) the
 centre. On a map ``out_size_factor`` (``osf``) times coarser than the pillar grid, an object
 is a Gaussian peak of value 1 in its class's heatmap at the cell holding its centre, and
 eight regression targets at that cell, in :data:`REG_LAYOUT` order.
+
+Heading is regressed as ``(sin yaw, cos yaw)``. An optional direction classifier (SECOND's and
+PointPillars' direction bin) adds two logits per cell: which half-turn, starting at
+``dir_offset``, the heading lies in (:func:`direction_bin`). Decoding keeps the regressed
+heading's axis and takes its direction from the classifier (:func:`apply_direction`), so a
+head unsure of front and back still gets the axis right, and a confident classifier fixes a
+flipped regression.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -118,6 +126,23 @@ def gaussian_focal_loss(
     return -(pos_loss + neg_loss).sum(), pos.sum()
 
 
+def limit_period(angle: torch.Tensor, offset: float = 0.5, period: float = math.pi) -> torch.Tensor:
+    """``angle`` moved by whole periods into ``[-offset * period, (1 - offset) * period)``."""
+    return angle - torch.floor(angle / period + offset) * period
+
+
+def direction_bin(yaw: torch.Tensor, dir_offset: float) -> torch.Tensor:
+    """0 or 1: whether ``yaw`` lies in ``[dir_offset, dir_offset + pi)`` (0) or in the other
+    half-turn (1), modulo 2 pi; the direction classifier's target."""
+    return (limit_period(yaw - dir_offset, 0.0, 2 * math.pi) >= math.pi).long()
+
+
+def apply_direction(yaw: torch.Tensor, bins: torch.Tensor, dir_offset: float) -> torch.Tensor:
+    """The heading on ``yaw``'s axis whose :func:`direction_bin` is ``bins``, in ``[-pi, pi)``."""
+    axis = limit_period(yaw - dir_offset, 0.0, math.pi)  # in [0, pi): the axis, bin 0
+    return limit_period(axis + dir_offset + math.pi * bins.to(yaw.dtype), 0.5, 2 * math.pi)
+
+
 def decode_single(
     heatmap_logits: torch.Tensor,
     reg: dict[str, torch.Tensor],
@@ -126,12 +151,15 @@ def decode_single(
     max_num: int = 100,
     score_threshold: float = 0.1,
     peak_kernel: int = 3,
+    dir_logits: torch.Tensor | None = None,
+    dir_offset: float = math.pi / 4,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-``max_num`` local maxima of one sample's heatmaps -> ``(boxes [K, 7], scores, labels)``.
 
     ``reg`` maps every name of :data:`REG_LAYOUT` to a ``[c, H, W]`` map. A cell is a peak
     when it equals the max of its ``peak_kernel`` neighbourhood (CenterNet's max-pool NMS);
-    ``peak_kernel=1`` keeps every cell.
+    ``peak_kernel=1`` keeps every cell. ``dir_logits`` ``[2, H, W]`` (a direction classifier's
+    output) sets each box's direction on its regressed axis (:func:`apply_direction`).
     """
     heat = heatmap_logits.float().sigmoid()
     num_classes, h, w = heat.shape
@@ -151,6 +179,8 @@ def decode_single(
     y = (row + code[:, 1]) * cell_y + y0
     size = code[:, 3:6].clamp(max=_MAX_LOG_SIZE).exp()
     yaw = torch.atan2(code[:, 6], code[:, 7])
+    if dir_logits is not None:
+        yaw = apply_direction(yaw, dir_logits.float().flatten(1)[:, cell].argmax(0), dir_offset)
     boxes = torch.cat([torch.stack([x, y, code[:, 2]], dim=1), size, yaw.unsqueeze(1)], dim=1)
     return boxes, scores, labels
 

@@ -3,13 +3,18 @@
 ``heatmap_head`` outputs the class logits ``[B, num_classes, H, W]`` (the map that response
 distillation reads); ``reg_head`` (centre offset in cells, 2), ``height_head`` (z of the
 centre, 1), ``dim_head`` (log l, w, h, 3) and ``rot_head`` (sin, cos of yaw, 2) regress boxes.
+With ``dir_classifier=True`` a ``dir_head`` (2 logits) also classifies each object's direction
+bin, as SECOND and PointPillars do; decoding then takes the heading's direction from it (see
+:mod:`bevdistill.models.box_ops`). Off by default, so models saved without it load unchanged.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import nn
 
@@ -19,6 +24,7 @@ from bevdistill.models.box_ops import (
     aabb_nms,
     circle_nms,
     decode_single,
+    direction_bin,
     encode_targets,
     gaussian_focal_loss,
 )
@@ -69,6 +75,9 @@ class CenterPointHead(nn.Module):
         loss_bbox_weight: float = 0.25,
         train_cfg: Mapping | None = None,
         test_cfg: Mapping | None = None,
+        dir_classifier: bool = False,
+        dir_offset: float = math.pi / 4,
+        loss_dir_weight: float = 0.2,
     ):
         super().__init__()
         self.grid = BEVGrid.from_config(point_cloud_range, voxel_size)
@@ -89,16 +98,26 @@ class CenterPointHead(nn.Module):
         nn.init.constant_(self.heatmap_head[-1].bias, HEATMAP_PRIOR_BIAS)
         for name, channels in REG_LAYOUT:
             setattr(self, f"{name}_head", _branch(shared_channels, head_channels, num_head_convs, channels))
+        # The direction bin's boundary sits at dir_offset and dir_offset + pi: pi/4 keeps it
+        # away from the world's usual headings (along and across its streets).
+        self.dir_classifier = bool(dir_classifier)
+        self.dir_offset = float(dir_offset)
+        self.loss_dir_weight = float(loss_dir_weight)
+        if self.dir_classifier:
+            self.dir_head = _branch(shared_channels, head_channels, num_head_convs, 2)
         self.register_buffer(
             "code_weights", torch.tensor(self.train_cfg["code_weights"], dtype=torch.float32), persistent=False
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{'heatmap': [B, K, H, W] logits, 'reg', 'height', 'dim', 'rot'}``."""
+        """``{'heatmap': [B, K, H, W] logits, 'reg', 'height', 'dim', 'rot'}``, and ``'dir'``
+        ``[B, 2, H, W]`` (direction-bin logits) with the direction classifier."""
         shared = self.shared_conv(x)
         out = {"heatmap": self.heatmap_head(shared)}
         for name, _ in REG_LAYOUT:
             out[name] = getattr(self, f"{name}_head")(shared)
+        if self.dir_classifier:
+            out["dir"] = self.dir_head(shared)
         return out
 
     # ------------------------------------------------------------------ training
@@ -138,7 +157,9 @@ class CenterPointHead(nn.Module):
         ]
 
     def loss(self, preds: Mapping[str, torch.Tensor], data_samples: Sequence[Mapping]) -> dict[str, torch.Tensor]:
-        """Focal loss on heatmaps (per peak) and weighted L1 on box codes (per object), as CenterPoint."""
+        """Focal loss on heatmaps (per peak) and weighted L1 on box codes (per object), as
+        CenterPoint; with the direction classifier also ``loss_dir``, cross-entropy of the
+        direction bin per object, as SECOND."""
         heatmap = preds["heatmap"]
         if data_samples is None or len(data_samples) != heatmap.shape[0]:
             raise ValueError(
@@ -149,7 +170,8 @@ class CenterPointHead(nn.Module):
         if not all(labelled):  # unlabelled scenes (distillation only) add no detection loss
             if not any(labelled):
                 zero = sum(p.sum() for p in preds.values()) * 0.0  # keeps the graph connected
-                return {"loss_heatmap": zero, "loss_bbox": zero}
+                losses = {"loss_heatmap": zero, "loss_bbox": zero}
+                return {**losses, "loss_dir": zero} if self.dir_classifier else losses
             keep = torch.tensor([i for i, x in enumerate(labelled) if x], device=heatmap.device)
             preds = {k: v.index_select(0, keep) for k, v in preds.items()}
             heatmap = preds["heatmap"]
@@ -165,10 +187,16 @@ class CenterPointHead(nn.Module):
         target_codes = torch.cat([t.codes for t in targets])
         l1 = ((pred_codes - target_codes).abs() * self.code_weights).sum()
         loss_bbox = l1 / (inds.numel() + 1e-4)
-        return {
+        losses = {
             "loss_heatmap": self.loss_heatmap_weight * loss_heatmap,
             "loss_bbox": self.loss_bbox_weight * loss_bbox,
         }
+        if self.dir_classifier:
+            logits = preds["dir"].flatten(2).float()[batch, :, inds]  # [num_objects, 2]
+            yaw = torch.atan2(target_codes[:, 6], target_codes[:, 7])
+            ce = F.cross_entropy(logits, direction_bin(yaw, self.dir_offset), reduction="sum")
+            losses["loss_dir"] = self.loss_dir_weight * ce / (inds.numel() + 1e-4)
+        return losses
 
     # ------------------------------------------------------------------ inference
     def _nms(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -194,6 +222,8 @@ class CenterPointHead(nn.Module):
             boxes, scores, labels = decode_single(
                 preds["heatmap"][b], reg, self.grid, self.out_size_factor,
                 cfg["max_num"], cfg["score_threshold"], cfg["peak_kernel"],
+                dir_logits=preds["dir"][b] if self.dir_classifier else None,
+                dir_offset=self.dir_offset,
             )
             if cfg["nms_type"] is not None:
                 keep = self._nms(boxes, scores, labels)

@@ -135,12 +135,16 @@ class PillarBEVDetector(BaseModel):
 
     def extract_feat(self, inputs: Mapping) -> torch.Tensor:
         """The neck's BEV feature map ``[B, C, H, W]``, the input of ``bbox_head``."""
+        return self.pts_neck(self.pts_backbone(self.bev_features(inputs)))[0]
+
+    def bev_features(self, inputs: Mapping) -> torch.Tensor:
+        """The BEV map ``pts_backbone`` reads: here ``pts_middle_encoder``'s LiDAR map (a
+        fusion detector fuses a camera map into it)."""
         dtype = self._param_dtype()  # float64 clouds (e.g. from numpy) meet float32 weights
         points = [p.to(dtype) for p in self._points(inputs)]
         voxels, num_points, coors = self.pts_voxel_layer(points)
         pillar_feats = self.pts_voxel_encoder(voxels, num_points, coors)
-        bev = self.pts_middle_encoder(pillar_feats, coors, len(points))
-        return self.pts_neck(self.pts_backbone(bev))[0]
+        return self.pts_middle_encoder(pillar_feats, coors, len(points))
 
     # ------------------------------------------------------------------ mmengine API
     def loss(self, inputs: Mapping, data_samples: Sequence[Mapping]) -> dict[str, torch.Tensor]:
