@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .camera import CAMERA_NAMES, NUSCENES_IMAGE_SIZE, CameraConfig
-from .nuscenes import NuScenesReader
+from .nuscenes import InfoFileError, NuScenesReader
 
 
 def _image_path(reader: NuScenesReader, name: str, camera: str) -> Path:
@@ -49,10 +49,10 @@ def load_cameras(reader: NuScenesReader, index: int,
     images = info.get("images") or {}
     missing = [c for c in CAMERA_NAMES if c not in images]
     if missing:
-        raise KeyError(f"sample {info.get('sample_idx', index)} of {reader.info_path} has no "
+        raise InfoFileError(f"sample {info.get('sample_idx', index)} of {reader.info_path} has no "
                        f"images for {missing}: it needs the six cameras of a v1.1 info file")
     # points in the reader's frame = turn @ points in nuScenes' LiDAR frame
-    turn = _rot_z(-reader._forward_yaw(info)) if reader.align_forward else np.eye(4)
+    turn = _rot_z(-reader._forward_yaw(index, info)) if reader.align_forward else np.eye(4)
     full = (cfg.width, cfg.full_height)
     crop = cfg.full_height - cfg.height
     imgs, cam2img, lidar2cam, cam2ego = [], [], [], []
