@@ -50,7 +50,7 @@ def load_cameras(reader: NuScenesReader, index: int,
     missing = [c for c in CAMERA_NAMES if c not in images]
     if missing:
         raise InfoFileError(f"sample {info.get('sample_idx', index)} of {reader.info_path} has no "
-                       f"images for {missing}: it needs the six cameras of a v1.1 info file")
+                            f"images for {missing}: it needs the six cameras of a v1.1 info file")
     # points in the reader's frame = turn @ points in nuScenes' LiDAR frame
     turn = _rot_z(-reader._forward_yaw(index, info)) if reader.align_forward else np.eye(4)
     full = (cfg.width, cfg.full_height)
