@@ -17,6 +17,29 @@ HELD-OUT split (``test``), never seen while choosing: the checkpoint at the end 
 budget earlier benchmarks used; same iterations for every option). The teacher is scored on the
 same test scenes. ``gap_recovered = (distilled - baseline) / (teacher - baseline)`` (mAP).
 
+``--protocol fair`` is issue 19's comparison, in one command::
+
+    .venv/bin/python -m benchmarks.distill_gain --scenario few_labels --protocol fair \
+        --preset gpu --seeds 0 1 2
+
+* every option trains to its own plateau (budget ``plateau``): after its schedule, the last
+  quarter of its tuning curve (mean over seeds) must rise less than the seed spread of its final
+  tuning mAP (``--plateau-tolerance`` with one seed); if not, the schedule is doubled and the run
+  resumes its checkpoint (the learning-rate schedule is rebuilt), up to ``--plateau-cap``. Each
+  option's verdict is recorded (``plateau``);
+* the lead option (``--lead``, the lab's own loss ``combined``: spatial InfoNCE + attention
+  transfer + heatmap KD) is compared with the student alone at its plateau (baseline a:
+  ``gain``, ``gap_recovered``), with the student alone given the same compute (baseline b,
+  ``baseline_compute_matched``: the lead's iterations times the ratio of the seconds per
+  iteration both logged in this invocation, the teacher's forward included; recorded under
+  ``compute_matched``; ``gain_vs_compute_matched``), and, where the scenario has unlabelled scans
+  (few_labels, or ``--labelled N``), with the student alone on the teacher's boxes as
+  pseudo-labels (baseline c, ``pseudo_label``; made once per invocation by
+  :mod:`benchmarks.pseudo_labels`) and the lead beside them (``combined_pseudo_label``);
+* rows carry the loss keys each option trains (``terms``, from the built Distiller) and per
+  class paired differences with their spread (``per_class``). Ablations (feature MSE, teacher
+  initialisation, ...) are given with ``--ablation``.
+
 Provenance: every run records the commit and whether the tree was clean, when it started, how
 long it took, its full command, and whether this invocation reused it. A finished run is reused
 only when its commit and command equal this invocation's; otherwise it is moved aside
