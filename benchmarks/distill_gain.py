@@ -83,7 +83,6 @@ from benchmarks.runs import (
     run_env,
     scalars_history,
     step_seconds,
-    with_portable_commands,
 )
 from bevdistill.data.classes import CLASS_NAMES
 from bevdistill.engine.checkpoint import file_sha256
@@ -528,8 +527,13 @@ def fair_runs(args, scenario_name, scenario, preset, seeds, option_seeds, teache
     held-out split. Runs are added phase by phase to one list, so an interrupted invocation
     resumes every finished run, and the same curves give the same extensions."""
     cap = args.plateau_cap or 4 * preset["iters"]
-    run = lambda: run_all(specs, parallel=preset["parallel"], env=run_env(preset),  # noqa: E731
-                          cwd=REPO_ROOT)
+    ran: set[str] = set()  # runs done by this invocation, in any phase
+
+    def run() -> list[dict]:
+        records = run_all(specs, parallel=preset["parallel"], env=run_env(preset), cwd=REPO_ROOT)
+        ran.update(r["name"] for r in records if not r["reused"])
+        return [{**r, "reused": r["name"] not in ran} for r in records]
+
     specs = _teacher_specs(scenario, preset, teacher_ckpt, work_root, cache_dir)
     pseudo_file = None
     if any(parse_option(o).labels == "pseudo" for o in option_seeds):
@@ -639,7 +643,7 @@ def fair_runs(args, scenario_name, scenario, preset, seeds, option_seeds, teache
     }
     if pseudo_file is not None:
         extra["pseudo_labels"] = json.loads((Path(pseudo_file).parent / "metrics.json").read_text())
-    return rows, with_portable_commands(runs), curves, teacher, extra
+    return rows, runs, curves, teacher, extra
 
 
 def pseudo_label_command(scenario: dict, preset: dict, teacher_ckpt: str | None,
