@@ -1,6 +1,6 @@
 """What the distillation benchmarks share: the options they compare, composed from settings.
 
-An option is three independent settings:
+An option is four independent settings:
 
 * ``start``: ``'scratch'`` (the student's own initialisation) or ``'teacher'`` (the teacher's
   weights, teacher-guided initialisation; one network only);
@@ -9,14 +9,19 @@ An option is three independent settings:
   other term is set to 0, so an option never inherits a term by accident), or ``'alone'``: no
   teacher at the student's side (``train_student``);
 * ``schedule``: ``'constant'`` or ``'decay'`` (every term at full weight for 500 iterations,
-  then linearly to 0 at 1500).
+  then linearly to 0 at 1500);
+* ``labels``: ``'given'`` (the scenario's labels) or ``'pseudo'`` (the teacher's confident boxes
+  as the labels of the unlabelled scenes, :mod:`bevdistill.data.pseudo_labels`; issue 19's
+  baseline c, alone or beside the terms).
 
 Its name is composed from them in one place (:func:`option_name`): ``[teacher_init_]<terms>
-[_decay]``, with ``baseline`` and ``teacher_init`` for the student alone;
+[_decay][_pseudo_label]``, with ``baseline``, ``teacher_init`` and ``pseudo_label`` for the
+student alone;
 :func:`parse_option` reads any such name back, so the names of the runs in
 ``benchmarks/results/*.json`` (``teacher_init_mse_neck_kd_decay``...) stay resolvable and new
 combinations need no new row. ``TEACHER_CKPT`` in an override stands for the scenario's teacher
-checkpoint (:func:`option_overrides` fills it in).
+checkpoint, ``PSEUDO_LABELS`` the benchmark's pseudo-label file (:func:`option_overrides` fills
+them in).
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ from functools import cache
 from typing import Any
 
 TEACHER_CKPT = "<teacher_ckpt>"
+PSEUDO_LABELS = "<pseudo_labels>"
 STARTS = ("scratch", "teacher")
 SCHEDULES = ("constant", "decay")
+LABELS = ("given", "pseudo")
+PSEUDO_SUFFIX = "_pseudo_label"
 # The imitation weights' schedule of the decay options: full strength for 500 iterations, then
 # linearly to 0 at 1500. Read off the tuning split's curves of the 2000-iteration runs at 544d3a4:
 # teacher_init_mse_kd led teacher_init until about iteration 750 and trailed from 1000 on, and
@@ -87,11 +95,13 @@ class Option:
     start: str = "scratch"
     terms: str = "alone"
     schedule: str = "constant"
+    labels: str = "given"
 
     def __post_init__(self) -> None:
-        if self.start not in STARTS or self.schedule not in SCHEDULES or self.terms not in TERM_SETS:
+        if (self.start not in STARTS or self.schedule not in SCHEDULES
+                or self.terms not in TERM_SETS or self.labels not in LABELS):
             raise ValueError(f"an option is start in {STARTS}, terms in {sorted(TERM_SETS)}, "
-                             f"schedule in {SCHEDULES}; got {self}")
+                             f"schedule in {SCHEDULES}, labels in {LABELS}; got {self}")
         if self.terms == "alone" and self.schedule != "constant":
             raise ValueError("a student trained alone has no term to schedule")
 
@@ -101,27 +111,34 @@ class Option:
 
 
 def option_name(option: Option) -> str:
-    """The run name of ``option``: ``[teacher_init_]<terms>[_decay]`` (``baseline``,
-    ``teacher_init`` for the student alone)."""
+    """The run name of ``option``: ``[teacher_init_]<terms>[_decay][_pseudo_label]``
+    (``baseline``, ``teacher_init``, ``pseudo_label`` for the student alone)."""
+    pseudo = PSEUDO_SUFFIX * (option.labels == "pseudo")
     if option.trained_alone:
-        return "teacher_init" if option.start == "teacher" else "baseline"
+        if option.start == "teacher":
+            return "teacher_init" + pseudo
+        return pseudo[1:] if pseudo else "baseline"
     words = ["teacher_init"] * (option.start == "teacher") + [option.terms]
-    return "_".join(words + ["decay"] * (option.schedule == "decay"))
+    return "_".join(words + ["decay"] * (option.schedule == "decay")) + pseudo
 
 
 def parse_option(name: str) -> Option:
     """The settings a run name stands for (the inverse of :func:`option_name`)."""
-    rest, start, schedule = name, "scratch", "constant"
+    rest, start, schedule, labels = name, "scratch", "constant", "given"
+    if rest == PSEUDO_SUFFIX[1:]:
+        return Option(labels="pseudo")
+    if rest.endswith(PSEUDO_SUFFIX):
+        rest, labels = rest[:-len(PSEUDO_SUFFIX)], "pseudo"
     if rest in ("baseline", "teacher_init"):
-        return Option(start="teacher" if rest == "teacher_init" else "scratch")
+        return Option(start="teacher" if rest == "teacher_init" else "scratch", labels=labels)
     if rest.startswith("teacher_init_"):
         rest, start = rest[len("teacher_init_"):], "teacher"
     if rest.endswith("_decay") and rest[:-len("_decay")] in TERM_SETS:
         rest, schedule = rest[:-len("_decay")], "decay"
     if rest not in TERM_SETS or rest == "alone":
-        raise ValueError(f"option {name!r} is not [teacher_init_]<terms>[_decay] with terms in "
-                         f"{sorted(t for t in TERM_SETS if t != 'alone')}")
-    return Option(start, rest, schedule)
+        raise ValueError(f"option {name!r} is not [teacher_init_]<terms>[_decay][_pseudo_label] "
+                         f"with terms in {sorted(t for t in TERM_SETS if t != 'alone')}")
+    return Option(start, rest, schedule, labels)
 
 
 # The options the benchmarks run, in their order (every result file's names parse as above).
@@ -135,6 +152,9 @@ NAMES = (
     # map the head reads), fading; and both terms at a fifth of their weight, kept on.
     "teacher_init_kd", "teacher_init_kd_t2", "teacher_init_mse_neck_kd_decay",
     "teacher_init_mse_kd_light", "fg_mse_kd",
+    # Issue 19's baseline c, the teacher's boxes as pseudo-labels of the unlabelled scans, alone
+    # and beside the taught loss (scenarios with unlabelled scans only).
+    "pseudo_label", "combined_pseudo_label",
 )
 
 
@@ -151,12 +171,14 @@ def term_index() -> dict[str, int]:
 
 
 def describe(option: Option) -> str:
+    pseudo = (", on the labels plus the teacher's boxes as pseudo-labels of the unlabelled "
+              "scans" if option.labels == "pseudo" else "")
     if option.trained_alone:
         return ("the student alone, started from the teacher's weights (teacher-guided "
                 "initialisation; one network only): fine-tuned on its own sensor, no "
                 "distillation term" if option.start == "teacher"
-                else "student trained alone (train_student)")
-    text = TERM_SETS[option.terms].description
+                else "student trained alone (train_student)") + pseudo
+    text = TERM_SETS[option.terms].description + pseudo
     if option.start == "teacher":
         text += ", on a student started from the teacher's weights (one network only)"
     if option.schedule == "decay":
@@ -166,10 +188,13 @@ def describe(option: Option) -> str:
 
 def overrides_of(option: Option) -> dict[str, Any]:
     """The ``--cfg-options`` of ``option``: of ``distill``, or of ``train_student`` when alone."""
-    if option.trained_alone:
-        return {"init_from": TEACHER_CKPT} if option.start == "teacher" else {}
-    index, term_set = term_index(), TERM_SETS[option.terms]
     out: dict[str, Any] = {}
+    if option.labels == "pseudo":
+        out.update({"train_dataset.type": "PseudoLabelledDataset",
+                    "train_dataset.pseudo_labels": PSEUDO_LABELS})
+    if option.trained_alone:
+        return {**out, "init_from": TEACHER_CKPT} if option.start == "teacher" else out
+    index, term_set = term_index(), TERM_SETS[option.terms]
     if term_set.weights is not None:
         unknown = set(term_set.weights) - set(index)
         if unknown:
@@ -196,9 +221,10 @@ OPTIONS: dict[str, tuple[str, dict[str, Any] | None]] = {
 TRAINED_ALONE = tuple(name for name in NAMES if parse_option(name).trained_alone)
 
 
-def option_overrides(option: str, teacher_ckpt: str | None) -> dict[str, Any]:
+def option_overrides(option: str, teacher_ckpt: str | None,
+                     pseudo_labels: str | None = None) -> dict[str, Any]:
     """The ``--cfg-options`` of ``option`` (any name :func:`parse_option` reads), with the
-    teacher's checkpoint filled in."""
+    teacher's checkpoint and the pseudo-label file filled in."""
     overrides = dict(overrides_of(parse_option(option)))
     for key, value in overrides.items():
         if value == TEACHER_CKPT:
@@ -206,6 +232,11 @@ def option_overrides(option: str, teacher_ckpt: str | None) -> dict[str, Any]:
                 raise ValueError(f"option {option!r} starts from the teacher's weights: it "
                                  "needs a teacher checkpoint (--teacher-ckpt)")
             overrides[key] = teacher_ckpt
+        elif value == PSEUDO_LABELS:
+            if pseudo_labels is None:
+                raise ValueError(f"option {option!r} trains on the teacher's pseudo-labels: it "
+                                 "needs their file (made by benchmarks.pseudo_labels)")
+            overrides[key] = pseudo_labels
     return overrides
 
 

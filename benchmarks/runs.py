@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -32,12 +33,15 @@ WORK_ROOT = "WORK_ROOT"  # in a portable command: the benchmark's --work-root, w
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One command; ``after`` names the run whose outputs it reads (it starts once that ends)."""
+    """One command; ``after`` names the run whose outputs it reads (it starts once that ends).
+    ``start_from``: a checkpoint put into the work dir before the command starts, for a run that
+    continues another with ``--resume`` (a longer schedule) and keeps its own folder."""
 
     name: str
     command: list[str]
     work_dir: Path
     after: str | None = None
+    start_from: Path | None = None
 
 
 def _identity(command: list[str]) -> list[str]:
@@ -104,6 +108,8 @@ def run_all(specs: list[RunSpec], parallel: int, env: dict[str, str], cwd: Path 
                 continue
             todo.remove(spec)
             spec.work_dir.mkdir(parents=True, exist_ok=True)
+            if spec.start_from is not None:
+                _place_checkpoint(spec.start_from, spec.work_dir)
             log = open(spec.work_dir / "run.log", "w")  # noqa: SIM115 - closed when it ends
             log.write(" ".join(spec.command) + "\n")
             log.flush()
@@ -143,6 +149,20 @@ def run_all(specs: list[RunSpec], parallel: int, env: dict[str, str], cwd: Path 
         records.append({"name": spec.name, **prov, "command": " ".join(prov["command"]),
                         "reused": spec.name not in rerun})
     return with_portable_commands(records)
+
+
+def _place_checkpoint(checkpoint: Path, work_dir: Path) -> None:
+    """``checkpoint`` in ``work_dir`` under its own name, where ``--resume`` finds it (a hard
+    link where the file system allows, else a copy)."""
+    target = work_dir / checkpoint.name
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"cannot continue from {checkpoint}: the run before did not "
+                                "write it (see its run.log)")
+    if not target.exists():
+        try:
+            os.link(checkpoint, target)
+        except OSError:
+            shutil.copy2(checkpoint, target)
 
 
 def _work_dir(command: str) -> str | None:
@@ -196,6 +216,17 @@ def scalars_history(work_dir: Path) -> list[dict[str, Any]]:
                 **{k[len("bev/"):]: v for k, v in row.items()
                    if k.startswith("bev/AP_") and "@" not in k}}
     return [by_iter[i] for i in sorted(by_iter)]
+
+
+def step_seconds(work_dirs: list[Path]) -> list[float]:
+    """The seconds per training iteration the runs in ``work_dirs`` logged (mmengine's ``time``
+    of each training-loss line: the whole iteration, data loading included), in log order."""
+    times = []
+    for work_dir in work_dirs:
+        for path in sorted(work_dir.glob("*/vis_data/scalars.json")):
+            times += [row["time"] for row in map(json.loads, path.read_text().splitlines())
+                      if "time" in row and "bev/mAP" not in row]
+    return times
 
 
 def read_scores(metrics_json: Path) -> dict[str, float]:

@@ -7,6 +7,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -429,3 +430,154 @@ def test_options_are_composed_from_independent_settings_and_old_names_resolve():
     assert fresh["model.terms.1.schedule.decay_end"] == 1500
     with pytest.raises(ValueError, match=r"not \[teacher_init_\]<terms>\[_decay\]"):
         parse_option("mse_kdd")
+
+
+def _curve(maps, every=500):
+    return [{"iter": every * (i + 1), "mAP": m} for i, m in enumerate(maps)]
+
+
+def test_plateau_check_on_synthetic_curves():
+    """Plateau: over the last quarter of the schedule the mean tuning curve rises less than the
+    seed spread of the final mAP (a fixed tolerance with one seed)."""
+    from benchmarks._fair_protocol import extended_iters, plateau_check
+
+    rising = plateau_check([_curve([0.1, 0.2, 0.3, 0.4])])  # +0.1 over iterations 1500-2000
+    assert not rising["met"] and rising["rise"] == pytest.approx(0.1)
+    assert (rising["from_iter"], rising["to_iter"], rising["threshold_is"]) == (1500, 2000,
+                                                                               "tolerance")
+    flat = plateau_check([_curve([0.1, 0.3, 0.400, 0.403])])
+    assert flat["met"] and flat["threshold"] == 0.005
+    assert not plateau_check([_curve([0.1, 0.3, 0.400, 0.403])], tolerance=0.001)["met"]
+    # three seeds: a rise of 0.02 is inside a final spread of 0.03, not inside one of 0.005
+    wide = [_curve([0.1, 0.2, 0.30, 0.32 + d]) for d in (-0.03, 0.0, 0.03)]
+    check = plateau_check(wide)
+    assert check["met"] and check["threshold_is"] == "seed spread"
+    assert check["threshold"] == pytest.approx(0.03) and check["rise"] == pytest.approx(0.02)
+    narrow = [_curve([0.1, 0.2, 0.30, 0.32 + d]) for d in (-0.005, 0.0, 0.005)]
+    assert not plateau_check(narrow)["met"]
+    # a curve validated only at the end cannot show a plateau
+    sparse = plateau_check([_curve([0.4], every=2000)])
+    assert not sparse["met"] and "validate more often" in sparse["why_not"]
+    with pytest.raises(ValueError, match="one non-empty tuning curve per seed"):
+        plateau_check([[]])
+    assert [extended_iters(2000, 8000), extended_iters(6000, 8000), extended_iters(8000, 8000)] \
+        == [4000, 8000, None]
+
+
+def test_compute_matched_iterations_follow_the_measured_step_ratio():
+    from benchmarks._fair_protocol import compute_matched_iters
+
+    # the distilled step (teacher's forward included) takes 1.5x the student's: 3000 iterations
+    # (a slow outlier step, 5 s, does not move the median)
+    iters, ratio = compute_matched_iters(2000, [0.29, 0.30, 0.31, 5.0, 0.30], [0.20, 0.21, 0.19])
+    assert iters == 3000 and ratio == pytest.approx(1.5)
+    assert compute_matched_iters(2000, [0.1], [0.2]) == (1000, 0.5)  # a cheaper step: fewer
+    assert compute_matched_iters(1000, [0.1], [0.1]) == (1000, 1.0)
+    with pytest.raises(ValueError, match="logged seconds per iteration"):
+        compute_matched_iters(1000, [], [0.1])
+
+
+def test_fair_rows_compare_with_baselines_a_and_b_per_class():
+    from benchmarks._fair_protocol import COMPUTE_MATCHED_OPTION as CM
+    from benchmarks._fair_protocol import fair_rows
+
+    def s(m):
+        return {"mAP": m, "AP_car": m + 0.1, "AP_pedestrian": m, "AP_cyclist": m - 0.1}
+
+    seeds = [0, 1, 2]
+    scores = {}
+    for split in ("val", "test"):
+        scores[("baseline", split)] = {0: s(0.40), 1: s(0.42), 2: s(0.44)}
+        scores[("combined", split)] = {0: s(0.46), 1: s(0.47), 2: s(0.51)}
+        scores[(CM, split)] = {0: s(0.41), 1: s(0.43), 2: s(0.45)}
+    rows = fair_rows("sc", {"baseline": seeds, "combined": seeds, CM: seeds}, scores,
+                     {"test": s(0.62)}, {"baseline": [], "combined": ["loss_kd.heatmap"], CM: []},
+                     {"combined": {"met": True}}, {"baseline": 4000, "combined": 4000, CM: 5200})
+    row = next(r for r in rows if r["option"] == "combined" and r["split"] == "test")
+    assert row["budget"] == "plateau" and row["terms"] == ["loss_kd.heatmap"]
+    assert row["gain"] == pytest.approx(0.06) and row["gain_vs_compute_matched"] == pytest.approx(0.05)
+    assert row["gap_recovered"] == pytest.approx(0.06 / (0.62 - 0.42))
+    assert row["seed_spread"] == pytest.approx(statistics.stdev([0.46, 0.47, 0.51]))
+    assert row["paired_spread"] == pytest.approx(statistics.stdev([0.06, 0.05, 0.07]))
+    assert row["gain_exceeds_2x_spread"] and not row["gain_exceeds_2x_spread_vs_compute_matched"]
+    car = row["per_class"]["car"]
+    assert car["gain"] == pytest.approx(0.06) and car["paired_spread"] == pytest.approx(0.01)
+    matched = next(r for r in rows if r["option"] == CM and r["split"] == "test")
+    assert matched["budget"] == "compute_matched" and matched["iters"] == 5200
+    assert next(r for r in rows if r["split"] == "val")["gap_recovered"] is None  # no val teacher
+
+
+def test_pseudo_label_options_train_on_every_scan_and_need_unlabelled_ones(tmp_path):
+    scenario = distill_gain.SCENARIOS["few_labels"]
+    preset = distill_gain.PRESETS["cpu"]
+
+    def args(option, sc=scenario):
+        cmd = distill_gain.train_command(sc, preset, option, 0, tmp_path, tmp_path, "t.pth",
+                                         pseudo_labels="pl.npz")
+        return cmd[4], dict(a.split("=", 1) for a in cmd[cmd.index("--cfg-options") + 1:])
+
+    head, alone = args("pseudo_label")
+    assert head == "student" and alone["train_dataset.type"] == "PseudoLabelledDataset"
+    assert alone["train_dataset.pseudo_labels"] == "pl.npz"
+    assert alone["train_dataset.num_samples"] == str(preset["train_samples"])
+    assert alone["train_dataset.labelled_samples"] == str(scenario["labelled"])
+    _, both = args("combined_pseudo_label")
+    assert both["train_dataset.type"] == "PseudoLabelledDataset" and "model.teacher_ckpt" in both
+    with pytest.raises(ValueError, match="needs a scenario with unlabelled scans"):
+        args("pseudo_label", distill_gain.SCENARIOS["two_sensor"])
+
+
+def test_distill_gain_fair_protocol_smoke_and_resume(tmp_path, capsys):
+    """The fair protocol end to end on CI models: every option extended once past its first
+    schedule (a tolerance no curve meets, capped at 8 iterations, by resuming its checkpoint),
+    the compute-matched student alone, pseudo-labels; rows follow the schema the book's check
+    reads; a second invocation reuses every run."""
+    from bevdistill.viz.findings import check_summary, compared_options
+
+    teacher = build_detector(str(distill_gain.REPO_ROOT / "bevdistill" / "configs" /
+                                 "experiments" / "train_teacher_ci.py"))
+    ckpt = tmp_path / "teacher_ci.pth"
+    torch.save({"state_dict": teacher.state_dict()}, ckpt)
+    out, root = tmp_path / "dg.json", tmp_path / "runs"
+    argv = ["--smoke", "--protocol", "fair", "--labelled", "2", "--options", "combined",
+            "pseudo_label", "--plateau-tolerance", "-1", "--plateau-cap", "8",
+            "--teacher-ckpt", str(ckpt), "--work-root", str(root), "--out", str(out)]
+    distill_gain.main(argv)
+    record = json.loads(out.read_text())
+    result = record["scenarios"]["smoke"]
+    assert result["protocol"] == "fair" and result["labelled"] == 2
+    for option in ("baseline", "combined", "pseudo_label"):
+        plateau = result["plateau"][option]
+        assert plateau["schedules"] == [4, 8] and plateau["met"] is False
+    matched = result["compute_matched"]
+    assert matched["matched_to"] == "combined" and matched["lead_iters"] == 8
+    assert matched["iters"] == round(8 * matched["ratio"]) and matched["ratio"] > 0
+    report = check_summary(record, strict=True)
+    assert len(report.complete) == len(record["summary"]) == 8  # 4 options x 2 splits
+    rows = {(r["option"], r["split"]): r for r in record["summary"]}
+    assert rows[("combined", "test")]["terms"] == [
+        "loss_at.pts_backbone", "loss_at.pts_neck", "loss_crd.pts_backbone", "loss_crd.pts_neck",
+        "loss_kd.heatmap"]
+    assert rows[("pseudo_label", "test")]["terms"] == [] and rows[("baseline", "val")]["iters"] == 8
+    assert rows[("baseline_compute_matched", "test")]["budget"] == "compute_matched"
+    assert {r["budget"] for r in record["summary"]
+            if r["option"] != "baseline_compute_matched"} == {"plateau"}
+    for row in record["summary"]:
+        assert set(row["per_class"]) == {"car", "pedestrian", "cyclist"}
+    assert compared_options(record, "smoke") == [
+        "baseline", "combined", "baseline_compute_matched", "pseudo_label"]
+    assert [h["iter"] for h in record["curves"]["smoke"]["combined"]["0"]] == [2, 4, 6, 8]
+    assert (root / "combined" / "seed0_it8" / "iter_4.pth").is_file()  # continued, not restarted
+    assert "boxes" in result["pseudo_labels"]["metrics"]
+    assert len(record["runs"]) == 13
+    for run in record["runs"]:
+        assert len(run["commit"]) == 40 and {"dirty", "started", "duration_s", "reused",
+                                             "portable_command"} <= set(run)
+        assert "/tmp" not in run["portable_command"] and not run["reused"]
+
+    capsys.readouterr()
+    distill_gain.main(argv)  # interrupted or not: the same curves give the same runs
+    printed = capsys.readouterr().out
+    assert "13 of 13 runs already done; 0 to go" in printed and "start " not in printed
+    again = json.loads(out.read_text())
+    assert again["summary"] == record["summary"] and all(r["reused"] for r in again["runs"])

@@ -17,6 +17,7 @@ from .dataset import (
 from .geometry import count_points_in_boxes, points_in_boxes
 from .lidar import LidarConfig, LidarSimulator
 from .nuscenes import NuScenesReader, demo_frame_dir, demo_info_path, demo_missing_message
+from .pseudo_labels import PseudoLabelledDataset
 from .scene import (
     CLUTTER_KINDS,
     SIZE_RANGES,
@@ -32,7 +33,7 @@ from .transforms import GlobalAugment, flip, rotate_z, scale
 __all__ = [
     "CAMERA_NAMES", "CLASS_NAMES", "CameraConfig", "CameraRig", "CLUTTER_KINDS", "DEFAULT_POINT_CLOUD_RANGE", "GlobalAugment", "LABEL_OF",
     "LidarConfig", "LidarSimulator", "NUM_CLASSES", "NuScenesBEVDataset", "NuScenesReader",
-    "SIZE_RANGES", "Scene", "SceneConfig", "SyntheticBEVDataset", "bev_collate",
+    "PseudoLabelledDataset", "SIZE_RANGES", "Scene", "SceneConfig", "SyntheticBEVDataset", "bev_collate",
     "count_points_in_boxes", "custom_scene", "demo_frame_dir", "demo_info_path", "demo_missing_message",
     "flip", "generate_scene", "points_in_boxes", "rotate_z", "scale", "simulate_sample",
     "split_world_seed", "WORLD_VERSION", "world_version_of",

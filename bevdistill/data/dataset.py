@@ -126,7 +126,12 @@ class _LidarBEVDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         index = int(index)
         scene = self.scene_of(index)
-        raw = self.raw_sample(scene)
+        return self.make_item(index, scene, self.raw_sample(scene), self.is_labelled(scene))
+
+    def make_item(self, index: int, scene: int, raw: dict, labelled: bool) -> dict:
+        """Item ``index`` (scene ``scene``) from its raw sample: augmented, cropped to the range,
+        boxes filtered (none when not ``labelled``). A wrapper that brings its own boxes
+        (:class:`~bevdistill.data.pseudo_labels.PseudoLabelledDataset`) passes a changed raw."""
         views = {"points": raw["points"]}
         if "teacher_points" in raw:
             if self.view == "teacher":
@@ -159,7 +164,6 @@ class _LidarBEVDataset(Dataset):
         visible = raw["num_points"] >= self.min_points
         if not self.keep_invisible:
             keep &= visible
-        labelled = self.is_labelled(scene)
         if not labelled:  # an unlabelled scene carries no box at all: nothing can leak
             keep &= False
         sample = {
