@@ -123,6 +123,8 @@ def test_goal_status_reads_complete_held_out_plateau_rows():
     assert "recovers 30%" in findings.goal_status({"goal": goal, "summary": [short]})
     not_fair = _complete_row(gain_vs_compute_matched=0.01)  # not above twice its spread
     assert findings.goal_status({"goal": goal, "summary": [not_fair]}).startswith("Not met")
+    one_seed = _complete_row(seeds=[0], seed_spread=0.0, spread_vs_compute_matched=0.0)
+    assert findings.goal_status({"goal": goal, "summary": [one_seed]}).startswith("Not met")
     tuning = _complete_row(split="val")
     assert findings.goal_status({"goal": goal, "summary": [tuning]}).startswith("Not measured")
 

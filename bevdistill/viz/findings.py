@@ -120,7 +120,8 @@ def check_summary(result: str | Mapping[str, Any] = "distill_gain",
 def goal_status(result: str | Mapping[str, Any] = "distill_gain") -> str:
     """Whether a held-out plateau row of the taught loss meets the goal: at least the file's
     ``goal.gap_recovered_at_least`` of the gap, a gain above twice the seed spread over the
-    student alone at its plateau and over the student alone given the same compute."""
+    student alone at its plateau and over the student alone given the same compute. A spread
+    needs two seeds at least: a one-seed row (spread 0) meets nothing."""
     data = load_benchmark(result) if isinstance(result, str) else result
     share = data.get("goal", {}).get("gap_recovered_at_least", 0.5)
     rows = [r for r in check_summary(data).complete
@@ -129,7 +130,7 @@ def goal_status(result: str | Mapping[str, Any] = "distill_gain") -> str:
         return (f"Not measured yet: no held-out row with both arms at their plateau holds every "
                 f"field the goal is checked on (at least {share:.0%} of the gap, a gain above "
                 "twice the seed spread over the student alone and over the compute-matched one).")
-    met = [r for r in rows if (r["gap_recovered"] or 0) >= share
+    met = [r for r in rows if len(r["seeds"]) >= 2 and (r["gap_recovered"] or 0) >= share
            and r["gain"] > 2 * (r["seed_spread"] or 0)
            and (r["gain_vs_compute_matched"] or 0) > 2 * (r["spread_vs_compute_matched"] or 0)]
     if met:
