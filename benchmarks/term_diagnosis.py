@@ -68,9 +68,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                   teacher_ckpt=None, what="tiny CI models"),
 }
 PRESETS: dict[str, dict[str, Any]] = {
-    # ~30 min on a 2-core machine, 2 single-threaded runs at a time
+    # 8 arms of 400 iterations, 2 single-threaded runs at a time: ~30-40 min on 2 cores
     "cpu": dict(iters=400, interval=100, batch_size=4, train_samples=300, tune_samples=100,
-                probe_scenes=32, grad_batches=2, seed=0, parallel=2),
+                probe_scenes=32, grad_batches=4, seed=0, parallel=2),
     "smoke": dict(iters=4, interval=2, batch_size=2, train_samples=4, tune_samples=2,
                   probe_scenes=2, grad_batches=1, seed=0, parallel=1),
 }
@@ -331,8 +331,8 @@ def main(argv: list[str] | None = None) -> dict:
             diagnosis[name] = arm_diagnosis(probe, name, work_root / name, iters,
                                             not all_arms[name]["terms"], identity)
             done.append(name)
-        result = assemble(scenario_name, scenario, preset, recipe, all_arms, wanted, done,
-                          init, diagnosis, runs, teacher_ckpt, work_root, record, started)
+        result = assemble(scenario_name, scenario, preset, recipe, all_arms, done, init,
+                          diagnosis, runs, teacher_ckpt, work_root, record, started)
         write_json(args.out, result)
         print(f"[{time.strftime('%H:%M:%S')}] wrote {args.out} ({len(done)} of {len(wanted)} "
               "arms)", flush=True)
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def assemble(scenario_name: str, scenario: dict, preset: dict, recipe: list[dict], arms: dict,
-             wanted: list[str], done: list[str], init: dict, diagnosis: dict, runs: dict,
+             done: list[str], init: dict, diagnosis: dict, runs: dict,
              teacher_ckpt: str, work_root: Path, record: dict, started: float) -> dict:
     """The result file's content from what has finished so far."""
     from bevdistill.viz.diagnosis import diagnosis_markdown
