@@ -136,3 +136,26 @@ def test_unknown_arms_are_refused(tmp_path):
     with pytest.raises(SystemExit, match="unknown arms"):
         term_diagnosis.main(["--smoke", "--teacher-ckpt", __file__, "--arms", "only_mse",
                              "--work-root", str(tmp_path), "--out", str(tmp_path / "x.json")])
+
+
+def test_plot_draws_each_term_and_each_run(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bevdistill.viz.diagnosis import plot_diagnosis
+
+    result = {"budget": {"iters": 4}, "recipe": [{"term": "kd", "weight": 5.0}],
+              "arms_done": ["alone", "taught"],
+              "gradients": [{"arm": "init", "iter": 0, "key": "term:kd",
+                             "param_ratio_to_detection": 0.2},
+                            {"arm": "taught", "iter": 4, "key": "term:kd",
+                             "param_ratio_to_detection": 0.1},
+                            {"arm": "alone", "iter": 4, "key": "term:kd",
+                             "param_ratio_to_detection": 9.0}],
+              "cka": [{"arm": a, "iter": i, "layer": "pts_neck", "cells": "foreground",
+                       "cka": v} for a, i, v in (("init", 0, 0.1), ("alone", 4, 0.3),
+                                                 ("taught", 4, 0.5))]}
+    left, right = plot_diagnosis(result)
+    (line,) = left.get_lines()[:1]
+    assert list(line.get_ydata()) == [0.2, 0.1]  # the full recipe's run, not the alone one's
+    assert [p.get_height() for p in right.patches] == [0.1, 0.3, 0.5]

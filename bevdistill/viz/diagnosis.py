@@ -153,3 +153,41 @@ def diagnosis_numbers(result: Mapping[str, Any] | str = "term_diagnosis") -> dic
         out[f"map_{r['arm']}"] = r["tune_mAP"]
         out[f"gain_{r['arm']}"] = r["gain_vs_alone"]
     return out
+
+
+def plot_diagnosis(result: Mapping[str, Any] | str = "term_diagnosis", axes=None):
+    """Two panels: each term's parameter-gradient norm over the detection loss's along the full
+    recipe's run (log scale), and the foreground CKA with the teacher per layer at the end of
+    the student alone's and the full recipe's runs (and at the initialisation)."""
+    from bevdistill.viz._deps import pyplot
+
+    if isinstance(result, str):
+        result = load_benchmark(result)
+    plt = pyplot()
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    left, right = axes
+    end = result["budget"]["iters"]
+    for t in result["recipe"]:
+        key = f"term:{t['term']}"
+        points = sorted((r["iter"], r["param_ratio_to_detection"]) for r in result["gradients"]
+                        if r["key"] == key and (r["arm"] == TAUGHT or r["arm"] == INIT))
+        left.plot(*zip(*points, strict=True), marker="o", label=f"{t['term']} (weight "
+                  f"{t['weight']:g})")
+    left.axhline(1.0, color="grey", lw=0.8, ls="--")
+    left.set(yscale="log", xlabel="iteration of the full recipe's run",
+             ylabel="|grad term| / |grad detection|", title="pull on the student's weights")
+    left.legend(fontsize=8)
+    layers = list(dict.fromkeys(r["layer"] for r in result["cka"]))
+    cka = _index(result["cka"], "arm", "iter", "layer", "cells")
+    bars = [(INIT, 0)] + [(a, end) for a in (ALONE, TAUGHT) if a in result["arms_done"]]
+    width = 0.8 / len(bars)
+    for k, (arm, it) in enumerate(bars):
+        values = [(cka.get((arm, it, la, "foreground")) or {}).get("cka") or 0.0 for la in layers]
+        right.bar([i + k * width for i in range(len(layers))], values, width,
+                  label="initialisation" if arm == INIT else f"{arm}, iteration {it}")
+    right.set_xticks([i + width * (len(bars) - 1) / 2 for i in range(len(layers))], layers)
+    right.set(ylim=(0, 1), ylabel="linear CKA with the teacher",
+              title="student vs teacher maps, cells inside boxes")
+    right.legend(fontsize=8)
+    return axes
