@@ -19,7 +19,7 @@ The shipped teacher was trained on synthetic world version 1 (front/back symmetr
 the default world is now version 2: every run here uses ``world_version=1`` for its training and
 tuning scenes, the teacher's own world.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.term_diagnosis            # ~30 min, 2 cores
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.term_diagnosis            # ~15 min, 2 cores
     .venv/bin/python -m benchmarks.term_diagnosis --smoke --work-root /tmp/td --out /tmp/td.json
 
 A finished run is reused when its commit and command are this invocation's
@@ -68,8 +68,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                   teacher_ckpt=None, what="tiny CI models"),
 }
 PRESETS: dict[str, dict[str, Any]] = {
-    # 8 arms of 400 iterations, 2 single-threaded runs at a time: ~30-40 min on 2 cores
-    "cpu": dict(iters=400, interval=100, batch_size=4, train_samples=300, tune_samples=100,
+    # 8 arms of 600 iterations (about 0.2 s a step at batch 4, one thread): ~25 min on one core,
+    # ~15 min with 2 single-threaded runs at a time
+    "cpu": dict(iters=600, interval=100, batch_size=4, train_samples=300, tune_samples=100,
                 probe_scenes=32, grad_batches=4, seed=0, parallel=2),
     "smoke": dict(iters=4, interval=2, batch_size=2, train_samples=4, tune_samples=2,
                   probe_scenes=2, grad_batches=1, seed=0, parallel=1),
