@@ -12,7 +12,7 @@ import torch
 from benchmarks import term_diagnosis
 from benchmarks.term_probe import box_cells, linear_cka
 from bevdistill.models import build_detector
-from bevdistill.viz.diagnosis import diagnosis_markdown, diagnosis_numbers
+from bevdistill.viz.diagnosis import diagnosis_findings, diagnosis_markdown, diagnosis_numbers
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -122,6 +122,12 @@ def test_smoke_run_writes_the_diagnosis_and_resumes(tmp_path, capsys):
     numbers = diagnosis_numbers(result)
     assert numbers["grad_kd_init"] == grads[("init", 0, "term:kd")]["param_ratio_to_detection"]
     assert "**Partial**" in result["markdown"]
+    findings = diagnosis_findings(result)  # the book's bullets, every figure read from the file
+    assert f"scores {numbers['map_taught']:.3f} tuning mAP against {numbers['map_alone']:.3f}" \
+        in findings
+    assert f"crd {numbers['map_without_crd'] - numbers['map_taught']:+.3f}" in findings
+    assert f"kd {numbers['grad_kd_init']:.2f}x at the start" in findings
+    assert "only_kd" not in findings and "Each term alone" not in findings  # not run
     assert result["markdown"] == diagnosis_markdown(result)
 
     capsys.readouterr()

@@ -131,8 +131,8 @@ def diagnosis_numbers(result: Mapping[str, Any] | str = "term_diagnosis") -> dic
     """The numbers the book's prose states, by name (``result``: the parsed file or its name).
 
     ``grad_<term>_<when>``: the term's parameter-gradient norm over the detection loss's
-    (``when``: ``init``, ``end`` of the full recipe's run); ``cos_<term>_<when>``: the cosine of
-    the two; ``cka_<layer>_<cells>_<arm>``: CKA at the end of ``arm`` (``init``: before any
+    (``when``: ``init``, ``end`` of the full recipe's run, ``run``: mean over the run's
+    measurements after the initialisation); ``cos_<term>_<when>``: the cosine of the two; ``cka_<layer>_<cells>_<arm>``: CKA at the end of ``arm`` (``init``: before any
     step); ``map_<arm>``, ``gain_<arm>``: tuning mAP and gain over the student alone.
     """
     if isinstance(result, str):
@@ -146,6 +146,17 @@ def diagnosis_numbers(result: Mapping[str, Any] | str = "term_diagnosis") -> dic
             if r is not None:
                 out[f"grad_{t['term']}_{when}"] = r["param_ratio_to_detection"]
                 out[f"cos_{t['term']}_{when}"] = r["cosine_to_detection"]
+    for t in result["recipe"]:  # along the run, the initialisation left out
+        along = [r for r in result["gradients"] if r["arm"] == TAUGHT
+                 and r["key"] == f"term:{t['term']}"]
+        if along:
+            out[f"grad_{t['term']}_run"] = sum(r["param_ratio_to_detection"]
+                                               for r in along) / len(along)
+            out[f"cos_{t['term']}_run"] = sum(r["cosine_to_detection"] for r in along) / len(along)
+    total = {r["layer"]: r["n"] for r in result["cka"] if r["arm"] == INIT and r["cells"] == "all"}
+    for r in result["cka"]:
+        if r["arm"] == INIT and r["cells"] == "foreground" and total.get(r["layer"]):
+            out[f"fg_share_{r['layer']}"] = r["n"] / total[r["layer"]]
     for r in result["cka"]:
         if r["iter"] in (0, end):
             out[f"cka_{r['layer']}_{r['cells']}_{r['arm']}"] = r["cka"]
@@ -191,3 +202,50 @@ def plot_diagnosis(result: Mapping[str, Any] | str = "term_diagnosis", axes=None
               title="student vs teacher maps, cells inside boxes")
     right.legend(fontsize=8)
     return axes
+
+
+def diagnosis_findings(result: Mapping[str, Any] | str = "term_diagnosis") -> str:
+    """The measurements the book's prose reasons from, as Markdown bullets rendered from the
+    file: each term's effect alone and left out, its pull and its direction, and how far the
+    student's maps moved towards the teacher's inside boxes."""
+    if isinstance(result, str):
+        result = load_benchmark(result)
+    n = diagnosis_numbers(result)
+    terms = [t["term"] for t in result["recipe"]]
+    done = set(result["arms_done"])
+    base, full, teacher = n.get("map_alone"), n.get("map_taught"), n["teacher_map"]
+    lines = []
+    if base is not None and full is not None:
+        lines.append(
+            f"**Effect.** After {n['iters']} iterations the full recipe scores {full:.3f} "
+            f"tuning mAP against {base:.3f} for the student alone ({full - base:+.3f}, "
+            f"{(full - base) / (teacher - base):.0%} of the gap to the teacher's {teacher:.3f}).")
+        alone = [f"{t} {n[f'gain_only_{t}']:+.3f}" for t in terms if f"only_{t}" in done]
+        left = [f"{t} {n[f'map_without_{t}'] - full:+.3f}" for t in terms
+                if f"without_{t}" in done]
+        if alone:
+            lines.append("Each term alone, over the student alone: " + ", ".join(alone) + ".")
+        if left:
+            lines.append("Each term left out, against the full recipe: " + ", ".join(left)
+                         + ".")
+    pulls = [f"{t} {n[f'grad_{t}_init']:.2f}x at the start, {n[f'grad_{t}_run']:.2f}x along "
+             f"the run (cosine {n[f'cos_{t}_run']:+.2f})" for t in terms
+             if f"grad_{t}_run" in n]
+    if pulls:
+        lines.append("**Pull.** Gradient norm on the student's weights over the detection "
+                     "loss's, and the cosine between the two: " + "; ".join(pulls) + ".")
+    reach = []
+    for layer in dict.fromkeys(r["layer"] for r in result["cka"]):
+        keys = [f"cka_{layer}_foreground_{a}" for a in ("init", "alone", "taught")]
+        if all(n.get(k) is not None for k in keys):
+            reach.append(f"{layer} {n[keys[0]]:.2f} at the start, {n[keys[1]]:.2f} alone, "
+                         f"{n[keys[2]]:.2f} distilled")
+    if reach:
+        lines.append("**Reach.** CKA with the teacher's maps inside boxes: " + "; ".join(reach)
+                     + ".")
+    shares = [f"{layer} {n[f'fg_share_{layer}']:.1%}" for layer in
+              dict.fromkeys(r["layer"] for r in result["cka"]) if f"fg_share_{layer}" in n]
+    if shares:
+        lines.append("**Where the objects are.** Share of the cells inside ground-truth boxes: "
+                     + ", ".join(shares) + ".")
+    return "\n".join(f"* {line}" for line in lines)
