@@ -150,8 +150,8 @@ class TermProbe:
         model = self.model
         model.eval()
         for data in self.probe_batches:
-            # Through the Distiller's own recorders (Distiller.dry_run would hook the modules
-            # anew, and the recorders that loss() reads would stop seeing them).
+            # Through the Distiller's own recorders, with the data samples the driver's
+            # forwards take.
             with torch.no_grad():
                 if role == "teacher":
                     self.driver.teacher_forward(model.teacher, data["inputs"],

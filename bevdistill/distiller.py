@@ -45,6 +45,7 @@ from bevdistill.probe import (  # noqa: F401 (DistillerBuildError, dry_forward: 
     check_batch_dim,
     check_loss_accepts,
     dry_forward,
+    eval_mode,
     infer_channels,
 )
 from bevdistill.teacher_weights import (  # noqa: F401 (TeacherCheckpointError: tutorial API)
@@ -238,10 +239,19 @@ class Distiller(BaseModel):
         return next(iter(sorted(self.heatmap_hooks["student"])), None)
 
     def dry_run(self, role: str, inputs: Any) -> dict[str, Any]:
-        """What ``role``'s hooks output in one eval-mode, no-grad forward of ``inputs``."""
+        """What ``role``'s hooks output in one eval-mode, no-grad forward of ``inputs``.
+
+        Runs through the Distiller's own recorders: a new recorder on the same layers would
+        take their hooks over, and ``loss()`` would then capture nothing.
+        """
         model = self.student if role == "student" else self.teacher
-        return _dry_run(self.driver, model, inputs, self.hooks[role], self.select,
-                        self.heatmap_hooks[role])
+        recorder = self._student_rec if role == "student" else self._teacher_rec
+        with eval_mode(model), torch.no_grad(), recorder.recording() as captured:
+            self.driver.probe(model, inputs, self.hooks[role])
+        features = {name: captured[name] for name in self.hooks[role] if name in captured}
+        maps = {n: v for n, v in features.items() if n not in self.heatmap_hooks[role]}
+        check_batch_dim(maps, self.driver.batch_size(inputs), type(model).__name__)
+        return features
 
     # --- the teacher stays frozen, in eval mode, outside the module tree -------------------
 

@@ -819,3 +819,23 @@ def test_drivers_are_chosen_by_name_and_an_unknown_one_is_named():
         make_driver(mine, select={})
     with pytest.raises(TypeError, match="driver 'pillar'.*unexpected keyword argument 'selekt'"):
         make_distiller(driver=dict(selekt={}))
+
+
+def test_dry_run_after_the_build_leaves_the_distillers_hooks_in_place():
+    """dry_run reads the Distiller's own recorders: a fresh recorder would take their hooks over
+    (with a warning), and loss() would then find no captured layer."""
+    import warnings
+
+    from bevdistill.capture import CaptureWarning
+
+    d = make_distiller()
+    inputs, samples = batch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CaptureWarning)
+        student, teacher = d.dry_run("student", inputs), d.dry_run("teacher", inputs)
+    assert set(d.hook_points) <= set(student) and set(d.hook_points) <= set(teacher)
+    assert all(not v.requires_grad for v in student.values() if isinstance(v, torch.Tensor))
+    d.train()
+    losses = d.loss(inputs, samples)
+    assert set(d.loss_keys) <= set(losses)
+    sum(v for k, v in losses.items() if "loss" in k).backward()
