@@ -122,6 +122,9 @@ SHIPPED: dict[str, tuple[str, str, str]] = {
     "teacher_64beam_long": ("train_teacher_64beam", "student",
                             "two-sensor teacher trained twice as long as teacher_64beam (6000 "
                             "iterations, same recipe; benchmarks/teacher_schedule.py)"),
+    "teacher_all_labels": ("train_teacher_all_labels", "student",
+                           "scarce-labels teacher: the student's network and sensor, trained on "
+                           "every labelled scene (world version 2)"),
     "student_16beam": ("train_student_16beam", "student",
                        "two-sensor student trained alone on the 16-beam LiDAR (baseline)"),
     "student_16beam_distilled": ("distill_64to16beam", "student",
