@@ -104,6 +104,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                        labelled=200,
                        what="64-beam teacher -> 16-beam student, same network; 200 of the "
                             "training scenes labelled, the rest unlabelled"),
+    # The gap is labels alone: the teacher is the student's own network on the student's own
+    # sensor, trained on every labelled scene; the student has a few labelled scenes and the
+    # rest as unlabelled scans. Its input holds every object the teacher finds.
+    "scarce_labels": dict(student="train_student", distill="distill_scarce_labels",
+                          teacher="train_teacher_all_labels",
+                          teacher_ckpt=ASSETS / "teacher_all_labels.pth", labelled=16,
+                          what="teacher = the student's network and sensor trained on all 2000 "
+                               "labelled scenes -> student with 16 labelled scenes and the rest "
+                               "unlabelled"),
     "compression": dict(student="train_student", distill="distill", teacher="train_teacher",
                         teacher_ckpt=ASSETS / "teacher.pth",
                         what="wide 0.25 m teacher -> narrow 0.5 m student, same sensor"),
@@ -304,7 +313,8 @@ def choose_best(rows: list[dict], trained_alone: set[str], budget: str = "conver
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenario", choices=("two_sensor", "few_labels", "compression"),
+    parser.add_argument("--scenario", choices=("two_sensor", "few_labels", "scarce_labels",
+                                                    "compression"),
                         default="two_sensor")
     parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--smoke", action="store_true", help="CI models, 4 iterations, 1 seed")

@@ -149,10 +149,11 @@ def test_distill_gain_reruns_a_run_of_another_commit(tmp_path, capsys):
     assert (tmp_path / "run.stale-1" / PROVENANCE).is_file()  # the old run is kept, not deleted
 
 
-def test_few_labels_trains_the_student_alone_on_the_labelled_scenes_only(tmp_path):
-    """The baseline sees the 200 labelled scenes; the distilled student sees every scene, the
-    same 200 with their boxes and the rest without."""
-    scenario = distill_gain.SCENARIOS["few_labels"]
+@pytest.mark.parametrize("name", ["few_labels", "scarce_labels"])
+def test_few_labels_trains_the_student_alone_on_the_labelled_scenes_only(tmp_path, name):
+    """The baseline sees the labelled scenes only; the distilled student sees every scene, the
+    same labelled ones with their boxes and the rest without."""
+    scenario = distill_gain.SCENARIOS[name]
     preset = distill_gain.PRESETS["cpu"]
 
     def args(option):
