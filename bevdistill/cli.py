@@ -422,6 +422,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The record's commit is read when bevdistill.engine.report is first imported: import it
+    # before the command runs, so that a long run records the commit it started from.
+    import bevdistill.engine.report  # noqa: F401
+
     try:
         COMMANDS[args.command](args, argv)
     except Exception as exc:

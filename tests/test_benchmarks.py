@@ -533,7 +533,12 @@ def test_distill_gain_fair_protocol_smoke_and_resume(tmp_path, capsys):
     schedule (a tolerance no curve meets, capped at 8 iterations, by resuming its checkpoint),
     the compute-matched student alone, pseudo-labels; rows follow the schema the book's check
     reads; a second invocation reuses every run."""
-    from bevdistill.viz.findings import check_summary, compared_options
+    from bevdistill.viz.findings import (
+        check_summary,
+        compared_options,
+        fair_markdown,
+        fair_numbers,
+    )
 
     teacher = build_detector(str(distill_gain.REPO_ROOT / "bevdistill" / "configs" /
                                  "experiments" / "train_teacher_ci.py"))
@@ -567,6 +572,15 @@ def test_distill_gain_fair_protocol_smoke_and_resume(tmp_path, capsys):
         assert set(row["per_class"]) == {"car", "pedestrian", "cyclist"}
     assert compared_options(record, "smoke") == [
         "baseline", "combined", "baseline_compute_matched", "pseudo_label"]
+    numbers = fair_numbers(record, "smoke")  # what chapter 6 and the Results chapter state
+    test_rows = {r["option"]: r for r in record["summary"] if r["split"] == "test"}
+    assert numbers["taught_map"] == test_rows["combined"]["mAP_mean"]
+    assert numbers["cm_iters"] == matched["iters"] and numbers["labelled"] == 2
+    assert numbers["taught_vs_pl"] == pytest.approx(
+        test_rows["combined"]["mAP_mean"] - test_rows["pseudo_label"]["mAP_mean"])
+    assert numbers["not_at_plateau"] == ["baseline", "combined", "pseudo_label"]
+    text = fair_markdown(record, "smoke")
+    assert f"{numbers['taught_map']:.3f}" in text and "still rose" in text
     assert [h["iter"] for h in record["curves"]["smoke"]["combined"]["0"]] == [2, 4, 6, 8]
     assert (root / "combined" / "seed0_it8" / "iter_4.pth").is_file()  # continued, not restarted
     assert "boxes" in result["pseudo_labels"]["metrics"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bevdistill import cli
 from bevdistill.cli import main
 from bevdistill.engine.checkpoint import allow_mmengine_checkpoint_globals
 
@@ -186,3 +187,15 @@ def test_a_shipped_teacher_of_another_world_is_flagged():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cli._check_teacher_ckpt(exp)
+
+
+def test_the_record_commit_is_read_before_the_command_runs(monkeypatch):
+    """A long run records the commit it started from: bevdistill.engine.report (which reads
+    the commit once, at import) is imported before the command runs, not when the record is
+    written at the end, after the checkout may have moved on."""
+    seen = {}
+    monkeypatch.delitem(sys.modules, "bevdistill.engine.report", raising=False)
+    monkeypatch.setitem(cli.COMMANDS, "list", lambda args, argv: seen.update(
+        imported="bevdistill.engine.report" in sys.modules))
+    main(["list"])
+    assert seen == {"imported": True}

@@ -259,3 +259,91 @@ def taught_loss_markdown(numbers: Mapping[str, Any] | None = None,
         text += (" Not in the result files yet, so not drawn: " + " and ".join(
             described[m] for m in missing) + "; they come with the next benchmark.")
     return text
+
+
+# --- the fair comparison (issue 19's protocol) ----------------------------------------------------
+
+FAIR_SCENARIO = "scarce_labels"  # the scenario chapter 6 and the Results chapter lead with
+TAUGHT_PSEUDO = f"{TAUGHT}_{PSEUDO_LABEL}"  # the taught loss on top of the pseudo-labels
+
+
+def _paired_mean(row: Mapping[str, Any], ref: Mapping[str, Any]) -> tuple[float, float]:
+    """(mean, std) of the per-seed mAP differences of two rows of the same seeds."""
+    if row["seeds"] != ref["seeds"]:
+        raise ValueError(f"{row['option']} and {ref['option']} were run on different seeds "
+                         f"({row['seeds']} and {ref['seeds']}): no paired difference")
+    diffs = [a - b for a, b in zip(row["mAP_per_seed"], ref["mAP_per_seed"], strict=True)]
+    mean = sum(diffs) / len(diffs)
+    std = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5 if len(diffs) > 1 else 0.0
+    return mean, std
+
+
+def fair_numbers(result: str | Mapping[str, Any] = "distill_gain",
+                 scenario: str = FAIR_SCENARIO, split: str = HELD_OUT) -> dict[str, Any]:
+    """The fair comparison of ``scenario`` in numbers, by name: the teacher, the student alone
+    at its plateau (a), given the taught loss's compute (b), on the teacher's pseudo-labels (c),
+    the taught loss alone and on top of (c); gains are paired over the same seeds."""
+    data = load_benchmark(result) if isinstance(result, str) else result
+    info = data["scenarios"][scenario]
+    if info.get("protocol") != "fair":
+        raise KeyError(f"scenario {scenario!r} was not run under the fair protocol: run python -m "
+                       f"benchmarks.distill_gain --scenario {scenario} --protocol fair")
+
+    def row(option: str, budget: str = PLATEAU) -> dict:
+        return summary_row(data, scenario, option, budget, split)
+
+    alone, taught = row("baseline"), row(TAUGHT)
+    n: dict[str, Any] = {
+        "labelled": info["labelled"], "seeds": len(taught["seeds"]),
+        "train_samples": info["budget"]["train_samples"],
+        "teacher_map": taught["teacher_mAP"], "alone_map": alone["mAP_mean"],
+        "alone_iters": alone["iters"], "alone_spread": alone["mAP_std"],
+        "taught_map": taught["mAP_mean"], "taught_iters": taught["iters"],
+        "taught_gain": taught["gain"], "taught_spread": taught["seed_spread"],
+        "taught_rec": taught["gap_recovered"],
+        "taught_gain_cm": taught["gain_vs_compute_matched"],
+        "taught_spread_cm": taught["spread_vs_compute_matched"],
+        "plateau_all": all(v["met"] for v in info["plateau"].values()),
+        "not_at_plateau": sorted(o for o, v in info["plateau"].items() if not v["met"]),
+    }
+    matched = row(COMPUTE_MATCHED, "compute_matched")
+    n.update(cm_map=matched["mAP_mean"], cm_iters=matched["iters"],
+             cm_ratio=info["compute_matched"]["ratio"])
+    options = {r["option"] for r in data["summary"] if r["scenario"] == scenario}
+    if PSEUDO_LABEL in options:
+        pseudo = row(PSEUDO_LABEL)
+        n.update(pl_map=pseudo["mAP_mean"], pl_gain=pseudo["gain"],
+                 pl_rec=pseudo["gap_recovered"])
+        n["taught_vs_pl"], n["taught_vs_pl_spread"] = _paired_mean(taught, pseudo)
+        if TAUGHT_PSEUDO in options:
+            both = row(TAUGHT_PSEUDO)
+            n.update(both_map=both["mAP_mean"], both_rec=both["gap_recovered"])
+            n["both_vs_pl"], n["both_vs_pl_spread"] = _paired_mean(both, pseudo)
+    return n
+
+
+def fair_markdown(result: str | Mapping[str, Any] = "distill_gain",
+                  scenario: str = FAIR_SCENARIO) -> str:
+    """The fair comparison in words, every figure read from the result file."""
+    n = fair_numbers(result, scenario)
+    text = (
+        f"Held-out split, {n['seeds']} seeds, every arm trained to its plateau "
+        f"(`benchmarks/results/distill_gain.json`, scenario `{scenario}`): the teacher scores "
+        f"{n['teacher_map']:.3f} mAP, the student alone on its {n['labelled']} labelled scenes "
+        f"{n['alone_map']:.3f}. The taught loss, reading the other "
+        f"{n['train_samples'] - n['labelled']} scans without labels, scores "
+        f"{n['taught_map']:.3f}: {n['taught_gain']:+.3f} over the student alone (seed spread "
+        f"{n['taught_spread']:.3f}), {n['taught_rec']:.0%} of the teacher-student gap, and "
+        f"{n['taught_gain_cm']:+.3f} over the student alone given the same compute "
+        f"({n['cm_iters']} iterations, spread {n['taught_spread_cm']:.3f}).")
+    if "pl_map" in n:
+        text += (
+            f" The practitioner's alternative, the teacher's boxes as pseudo-labels, scores "
+            f"{n['pl_map']:.3f}; the taught loss is {n['taught_vs_pl']:+.3f} from it (paired "
+            f"over seeds, spread {n['taught_vs_pl_spread']:.3f})")
+        text += (f"; added on top of the pseudo-labels it moves them by {n['both_vs_pl']:+.3f} "
+                 f"(spread {n['both_vs_pl_spread']:.3f})." if "both_vs_pl" in n else ".")
+    if not n["plateau_all"]:
+        text += (" Not every arm reached its plateau within the longest schedule allowed: "
+                 + ", ".join(f"`{o}`" for o in n["not_at_plateau"]) + " still rose.")
+    return text + " " + goal_status(result)
