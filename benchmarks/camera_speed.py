@@ -24,7 +24,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks._provenance import RESULTS_DIR, provenance  # noqa: E402
+from benchmarks.provenance import RESULTS_DIR, provenance  # noqa: E402
 from bevdistill.data import CameraRig, LidarSimulator  # noqa: E402
 from bevdistill.data.scene import generate_scene, scene_rng  # noqa: E402
 from bevdistill.engine.report import write_json  # noqa: E402

@@ -76,7 +76,7 @@ def _run(tree: Path) -> dict:
 
 
 def main() -> None:
-    from benchmarks._provenance import provenance
+    from benchmarks.provenance import provenance
 
     with tempfile.TemporaryDirectory() as folder:
         archive = subprocess.run(["git", "archive", BASELINE, "bevdistill"], cwd=ROOT, capture_output=True,

@@ -26,7 +26,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from benchmarks._provenance import RESULTS_DIR, provenance  # noqa: E402
+from benchmarks.provenance import RESULTS_DIR, provenance  # noqa: E402
 from bevdistill.data import SyntheticBEVDataset, bev_collate  # noqa: E402
 from bevdistill.engine.report import write_json  # noqa: E402
 from bevdistill.models import build_detector  # noqa: E402

@@ -4,9 +4,11 @@ student trained alone, with the package's mmengine runner (the code of ``bevdist
 * :func:`step5_loss`: the learner's ``MyDistillationLoss`` from notebook 5 as last saved (its
   exercise cells, checked again by the step-5 checkers), or the reference
   :class:`~bevdistill.BEVFusionDistillationLoss` where it does not pass;
-* :func:`train_pair`: the student alone (``train_student_16beam``) and the same student
-  distilled from the 64-beam teacher with that loss (``distill_64to16beam``), both from
-  scratch, with the same data, schedule and seed: no head start from the teacher's weights;
+* :func:`train_pair`: the scarce-labels scenario of the benchmark, where its fair comparison
+  ran: the student alone on the few labelled scenes (``train_student``) and the same student
+  distilled with that loss from ``teacher_all_labels``, reading the unlabelled scans as well
+  (``distill_scarce_labels``), both from scratch, with the same schedule and seed: no head start
+  from the teacher's weights;
 * :func:`run_report`: what the runs show, which in short mode is that they run, never a mAP.
 
 A mode sets the budget (:data:`MODES`): *short* is a mechanics check of a few iterations,
@@ -33,7 +35,9 @@ import torch
 from torch import nn
 
 NOTEBOOK_5 = Path(__file__).resolve().parent.parent / "notebooks" / "05_distillation_loss.ipynb"
-ALONE, DISTILLED = "train_student_16beam", "distill_64to16beam"
+ALONE, DISTILLED = "train_student", "distill_scarce_labels"
+TEACHER = "teacher_all_labels"  # the shipped teacher of the scarce-labels scenario
+LABELLED = 16  # labelled scenes, as in the benchmark (benchmarks/distill_gain.py, scarce_labels)
 KD_HOOK = "bbox_head.heatmap_head"  # where the Distiller records the class-heatmap logits
 DISTILL_TAGS = ("loss_crd", "loss_at", "loss_kd")  # the step-5 terms, by their key's first part
 
@@ -240,6 +244,16 @@ def train_run(name: str, experiment: str, mode: str, work_dir: str | Path,
                model.eval(), loss)
 
 
+def scarce_label_options(mode: str) -> tuple[dict[str, int], dict[str, int]]:
+    """The data of each arm: the student alone trains on the labelled scenes only (it has
+    nothing to learn from a scan without boxes); the distilled one reads every scan, the same
+    labelled ones with their boxes. A short run labels half its handful of scenes."""
+    scenes = MODES[mode]["train_samples"] or 2000  # full: the benchmark's 2000 scenes
+    labelled = min(LABELLED, scenes // 2)
+    return ({"train_dataset.num_samples": labelled},
+            {"train_dataset.num_samples": scenes, "train_dataset.labelled_samples": labelled})
+
+
 def train_pair(loss_cls: type, mode: str, work_dir: str | Path,
                teacher_ckpt: str | Path | None = None, iters: int | None = None
                ) -> dict[str, Run]:
@@ -247,10 +261,12 @@ def train_pair(loss_cls: type, mode: str, work_dir: str | Path,
     seed, both from scratch (no start from the teacher's weights)."""
     from bevdistill import pretrained
 
-    teacher_ckpt = teacher_ckpt or pretrained.ASSETS / "teacher_64beam.pth"
-    alone = train_run("student alone", ALONE, mode, work_dir, iters=iters)
+    teacher_ckpt = teacher_ckpt or pretrained.ASSETS / f"{TEACHER}.pth"
+    alone_data, distilled_data = scarce_label_options(mode)
+    alone = train_run("student alone", ALONE, mode, work_dir, cfg_options=alone_data, iters=iters)
     distilled = train_run(f"distilled: {loss_cls.__name__}", DISTILLED, mode, work_dir, loss_cls,
-                          {"model.teacher_ckpt": str(teacher_ckpt)}, iters=iters)
+                          {"model.teacher_ckpt": str(teacher_ckpt), **distilled_data},
+                          iters=iters)
     for run in (alone, distilled):
         print(f"{run.name}: {run.iterations} iterations in {run.seconds:.0f} s")
     return {"alone": alone, "distilled": distilled}

@@ -125,6 +125,13 @@ SHIPPED: dict[str, tuple[str, str, str]] = {
     "teacher_all_labels": ("train_teacher_all_labels", "student",
                            "scarce-labels teacher: the student's network and sensor, trained on "
                            "every labelled scene (world version 2)"),
+    "student_scarce": ("train_student", "student",
+                       "scarce-labels student trained alone on its 16 labelled scenes (the fair "
+                       "benchmark's baseline a, seed 0)"),
+    "student_scarce_distilled": ("distill_scarce_labels", "student",
+                                 "scarce-labels student distilled from teacher_all_labels with "
+                                 "the taught loss (combined) on 16 labelled scenes and 1984 "
+                                 "unlabelled scans (the fair benchmark's lead option, seed 0)"),
     "student_16beam": ("train_student_16beam", "student",
                        "two-sensor student trained alone on the 16-beam LiDAR (baseline)"),
     "student_16beam_distilled": ("distill_64to16beam", "student",

@@ -104,3 +104,20 @@ def test_a_short_pair_trains_the_loss_and_reports_no_map(tmp_path):
     assert "tuning mAP after 3 it. (60 scenes)" in medium[0]
     with pytest.raises(ValueError, match="mode must be one of"):
         lesson.mode_options("long", tmp_path)
+
+
+def test_the_pair_is_the_scarce_labels_scenario_of_the_benchmark():
+    """The learner's runs are the benchmark's fair comparison in small: the student alone sees
+    the labelled scenes only, the distilled one every scan, the same ones labelled; the teacher
+    is the one that scenario ships."""
+    from benchmarks.distill_gain import SCENARIOS
+
+    scenario = SCENARIOS["scarce_labels"]
+    assert (lesson.ALONE, lesson.DISTILLED) == (scenario["student"], scenario["distill"])
+    assert lesson.LABELLED == scenario["labelled"]
+    assert scenario["teacher_ckpt"].stem == lesson.TEACHER
+    alone, distilled = lesson.scarce_label_options("medium")
+    assert alone == {"train_dataset.num_samples": 16}
+    assert distilled == {"train_dataset.num_samples": 400, "train_dataset.labelled_samples": 16}
+    alone, distilled = lesson.scarce_label_options("short")  # 6 scenes: half labelled
+    assert alone["train_dataset.num_samples"] == distilled["train_dataset.labelled_samples"] == 3

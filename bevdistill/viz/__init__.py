@@ -86,6 +86,7 @@ _EXPORTS = {
     "gap_by_class": "bevdistill.viz.gain",
     "plot_gain_curves": "bevdistill.viz.gain",
     "plot_class_bars": "bevdistill.viz.gain",
+    "plot_fair_class_bars": "bevdistill.viz.gain",
     "plot_teacher_schedule": "bevdistill.viz.gain",
     "scenario_rows": "bevdistill.viz.gain",
     "show_gain": "bevdistill.viz.gain",

@@ -210,6 +210,48 @@ def plot_class_bars(result: str | Mapping[str, Any], scenario: str, option: str,
     return ax
 
 
+# The fair comparison's arms, in the order they are drawn (issue 19's baselines a, b and c).
+FAIR_ARMS = {"baseline": "alone, at its plateau (a)",
+             "baseline_compute_matched": "alone, same compute (b)",
+             "pseudo_label": "teacher's boxes as labels (c)", "combined": "taught loss",
+             "combined_pseudo_label": "taught loss + (c)"}
+
+
+def plot_fair_class_bars(result: str | Mapping[str, Any], scenario: str, split: str = "test",
+                         ax=None):
+    """Per-class AP of every arm of a fair comparison (mean over seeds, with the seed spread as
+    an error bar) beside the teacher's: where each baseline and the taught loss stand."""
+    import numpy as np
+
+    from bevdistill.viz._deps import pyplot
+
+    plt = pyplot()
+    data = _result(result)
+    rows = {r["option"]: r for r in scenario_rows(data, scenario, split)
+            if r["budget"] in ("plateau", "compute_matched")}
+    arms = [a for a in FAIR_ARMS if a in rows]
+    if not arms:
+        raise KeyError(f"{scenario!r} has no fair-protocol rows on {split!r}: run "
+                       f"python -m benchmarks.distill_gain --scenario {scenario} --protocol fair")
+    teacher = data["scenarios"][scenario]["teacher"][split]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.5))
+    x = np.arange(len(CLASS_NAMES))
+    width = 0.8 / (len(arms) + 1)
+    for k, arm in enumerate(arms):
+        per_class = rows[arm]["per_class"]
+        ax.bar(x + (k - len(arms) / 2) * width, [per_class[c]["mean"] for c in CLASS_NAMES],
+               width=width, yerr=[per_class[c]["std"] for c in CLASS_NAMES], capsize=2,
+               label=FAIR_ARMS[arm])
+    ax.bar(x + len(arms) / 2 * width, [teacher[f"AP_{c}"] for c in CLASS_NAMES], width=width,
+           color="0.6", label="teacher")
+    ax.set_xticks(x, list(CLASS_NAMES))
+    ax.set_ylabel(f"AP ({'held-out test' if split == 'test' else split} split)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=2)
+    return ax
+
+
 POINT_BINS = (0, 1, 5, 20)  # student-scan points inside a box: none, 1-4, 5-19, 20 or more
 
 
@@ -336,6 +378,12 @@ def show_gain(result_name: str, scenarios: Sequence[str] | None = None) -> Mappi
             f"scenes. Option chosen on the tuning split: **{best}**."))
         fig, axes = plt.subplots(1, 2, figsize=(12, 4))
         plot_gain_curves(result, name, ax=axes[0])
+        if sc.get("protocol") == "fair":
+            plot_fair_class_bars(result, name, ax=axes[1])
+            axes[1].set_title("held-out split, every arm at its plateau", fontsize=10)
+            plt.show()
+            display(Markdown("**Held-out (test) split**\n\n" + gain_table(result, name, "test")))
+            continue
         # class bars compare seed means: only an option run on every seed has them
         rows = scenario_rows(result, name, "test")
         every_seed = {r["option"] for r in rows if r["option"] != "baseline"
