@@ -538,6 +538,7 @@ def test_distill_gain_fair_protocol_smoke_and_resume(tmp_path, capsys):
         compared_options,
         fair_markdown,
         fair_numbers,
+        fair_takeaway,
     )
 
     teacher = build_detector(str(distill_gain.REPO_ROOT / "bevdistill" / "configs" /
@@ -581,6 +582,8 @@ def test_distill_gain_fair_protocol_smoke_and_resume(tmp_path, capsys):
     assert numbers["not_at_plateau"] == ["baseline", "combined", "pseudo_label"]
     text = fair_markdown(record, "smoke")
     assert f"{numbers['taught_map']:.3f}" in text and "still rose" in text
+    takeaway = fair_takeaway(record, "smoke")
+    assert len(takeaway.split()) <= 150 and f"{numbers['taught_rec']:.0%}" in takeaway
     assert [h["iter"] for h in record["curves"]["smoke"]["combined"]["0"]] == [2, 4, 6, 8]
     assert (root / "combined" / "seed0_it8" / "iter_4.pth").is_file()  # continued, not restarted
     assert "boxes" in result["pseudo_labels"]["metrics"]

@@ -139,3 +139,11 @@ def test_the_taught_loss_is_read_from_the_newest_file_that_holds_it(monkeypatch)
     monkeypatch.setattr(findings, "load_benchmark", lambda name: {"summary": []})
     with pytest.raises(KeyError, match="--options combined"):
         findings.taught_loss_source()
+
+
+def test_a_gain_is_called_ahead_only_beyond_twice_its_spread():
+    from bevdistill.viz.findings import _versus
+
+    assert _versus(0.05, 0.02).startswith("ahead by +0.050")
+    assert _versus(0.03, 0.02).startswith("+0.030, within")
+    assert _versus(-0.05, 0.02).startswith("behind by -0.050")

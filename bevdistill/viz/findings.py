@@ -221,6 +221,8 @@ def results_numbers() -> dict[str, Any]:
                       and d["seeds"] == few["baseline"]["seeds"])
     numbers.update(_row_numbers("few_labels_end", summary_row(main, "few_labels", every_seed,
                                                               "converged")))
+    numbers.update({f"fair_{k}": v for k, v in fair_numbers(main).items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
     longer = {r["scenario"]: r for r in schedule["summary"] if r["teacher"] == "longer"}
     numbers.update(teacher_longer_gain_two_sensor=longer["two_sensor"]["gain_over_retrained"],
                    teacher_longer_gain_compression=longer["compression"]["gain_over_retrained"],
@@ -347,3 +349,33 @@ def fair_markdown(result: str | Mapping[str, Any] = "distill_gain",
         text += (" Not every arm reached its plateau within the longest schedule allowed: "
                  + ", ".join(f"`{o}`" for o in n["not_at_plateau"]) + " still rose.")
     return text + " " + goal_status(result)
+
+
+def _versus(gain: float, spread: float) -> str:
+    """A gain in words, against twice its seed spread."""
+    if gain > 2 * spread:
+        return f"ahead by {gain:+.3f}, more than twice the seed spread ({spread:.3f})"
+    if gain < -2 * spread:
+        return f"behind by {gain:+.3f}, more than twice the seed spread ({spread:.3f})"
+    return f"{gain:+.3f}, within twice the seed spread ({spread:.3f})"
+
+
+def fair_takeaway(result: str | Mapping[str, Any] = "distill_gain",
+                  scenario: str = FAIR_SCENARIO) -> str:
+    """The lesson's claim as measured, in under 150 words, every figure from the result file:
+    the share of the gap the taught loss recovers and where it stands against each baseline."""
+    n = fair_numbers(result, scenario)
+    text = (
+        f"**The takeaway.** Where the teacher knows what the student can learn (a student with "
+        f"{n['labelled']} labelled scenes and {n['train_samples'] - n['labelled']} unlabelled "
+        f"scans; a teacher of the same network trained on every label), the loss built in steps "
+        f"3 to 5 recovers **{n['taught_rec']:.0%}** of the teacher-student gap on the held-out "
+        f"split, {n['seeds']} seeds, every arm at its plateau. Against the student alone at its "
+        f"plateau it is {_versus(n['taught_gain'], n['taught_spread'])}; against the student "
+        f"alone given the same compute, {_versus(n['taught_gain_cm'], n['taught_spread_cm'])}.")
+    if "taught_vs_pl" in n:
+        text += (f" Against the teacher's boxes used as labels it is "
+                 f"{_versus(n['taught_vs_pl'], n['taught_vs_pl_spread'])}")
+        text += (f"; on top of them, {_versus(n['both_vs_pl'], n['both_vs_pl_spread'])}."
+                 if "both_vs_pl" in n else ".")
+    return text
