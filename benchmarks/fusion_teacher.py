@@ -70,6 +70,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 DISTANCE_BINS = (0.0, 10.0, 20.0, 32.0)  # m from the ego; 32+ holds the range's corners
 POINT_BINS = (0, 1, 5, 20)  # 16-beam points inside the box: none, 1-4, 5-19, 20 or more
+MAP_AGREEMENT = 2e-3  # in-process vs evaluate run; float-level differences may reorder near-equal
+# scores, another checkpoint or other scenes move the mAP far more
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -146,12 +148,15 @@ def breakdown(objects: dict, found) -> dict[str, dict[str, tuple[int, int]]]:
     }
 
 
-def breakdowns(models: dict, preset: dict, seeds: list[int], work_root: Path,
-               cache_dir: Path) -> dict[str, dict[int, dict]]:
+def breakdowns(models: dict, preset: dict, seeds: list[int], work_root: Path, cache_dir: Path,
+               scores: dict[str, dict[int, dict]]) -> dict[str, dict[int, dict]]:
     """Per model (and the fusion model on black images) and seed, :func:`breakdown` of its
-    final checkpoint on the held-out scenes."""
+    final checkpoint on the held-out scenes. The in-process predictions must give the mAP the
+    ``bevdistill evaluate`` run wrote (``scores``): else they were not made on the same scenes
+    or by the same model, and the breakdowns would describe something else."""
     from benchmarks.heading_error import load_run
-    from bevdistill.viz.gain import found_objects, ground_truth_objects
+    from bevdistill.engine.metric import evaluate_detections, flatten_results
+    from bevdistill.viz.gain import found_objects, ground_truth_objects, predict_scenes
 
     out: dict[str, dict[int, dict]] = {}
     for model, (_, experiment) in models.items():
@@ -161,8 +166,17 @@ def breakdowns(models: dict, preset: dict, seeds: list[int], work_root: Path,
             objects = ground_truth_objects(dataset, len(dataset))
             for seed in seeds:
                 net, view, _, _ = load_run(work_root / model / f"seed{seed}")
-                found = found_objects(dataset, net, len(dataset), view, preset["batch_size"])
-                out.setdefault(name, {})[seed] = breakdown(objects, found)
+                preds, samples = predict_scenes(dataset, net, len(dataset), view,
+                                                preset["batch_size"])
+                m_ap = flatten_results(evaluate_detections(preds, samples))["mAP"]
+                if abs(m_ap - scores[name][seed]["mAP"]) > MAP_AGREEMENT:
+                    raise RuntimeError(
+                        f"{name} seed {seed}: the in-process predictions score mAP {m_ap:.4f} "
+                        f"on the held-out scenes, its evaluate run wrote "
+                        f"{scores[name][seed]['mAP']:.4f}: the breakdown would not describe "
+                        f"the scored model (a change in the runs' overrides or the dataset?)")
+                out.setdefault(name, {})[seed] = breakdown(objects,
+                                                           found_objects(preds, samples))
     return out
 
 
@@ -212,25 +226,45 @@ def difference(scores: dict[str, dict[int, dict]], a: str, b: str, seeds: list[i
                           for c in CLASS_NAMES}}
 
 
-def markdown(rows: list[dict], diff: dict, cameras: dict) -> str:
-    head = ["model", "mAP (mean ± seed std)", *[f"AP {c}" for c in CLASS_NAMES],
-            *[f"found {d}" for d in rows[0]["found_by_distance"]]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def _table(rows: list[dict], columns: dict[str, Any]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r) for cell in columns.values()) + " |" for r in rows]
+    return lines
 
-    def share(cell: dict) -> str:
-        return "-" if cell["found_mean"] is None else f"{cell['found_mean']:.0%}"
 
-    for r in rows:
-        lines.append("| " + " | ".join([
-            r["model"], f"{r['mAP_mean']:.3f} ± {r['seed_spread']:.3f}",
-            *[f"{r[f'AP_{c}_mean']:.3f}" for c in CLASS_NAMES],
-            *[share(cell) for cell in r["found_by_distance"].values()]]) + " |")
+def _share(cell: dict) -> str:
+    return "-" if cell["found_mean"] is None else f"{cell['found_mean']:.0%}"
+
+
+def markdown(rows: list[dict], diff: dict, cameras: dict, seconds: dict, plateau: dict) -> str:
+    """The held-out mAP and AP per class with the share found by distance; the share found by
+    16-beam points in the box; the differences, plateau verdicts and the training cost."""
+    first = rows[0]
+    by_distance = {
+        "model": lambda r: r["model"],
+        "mAP (mean ± seed std)": lambda r: f"{r['mAP_mean']:.3f} ± {r['seed_spread']:.3f}",
+        **{f"AP {c}": (lambda r, c=c: f"{r[f'AP_{c}_mean']:.3f}") for c in CLASS_NAMES},
+        **{f"found {d}": (lambda r, d=d: _share(r["found_by_distance"][d]))
+           for d in first["found_by_distance"]}}
+    by_points = {
+        "model": lambda r: r["model"],
+        **{f"found, {b} points in the box": (lambda r, b=b: _share(r["found_by_points"][b]))
+           for b in first["found_by_points"]}}
+    objects = {b: cell["objects"] for b, cell in first["found_by_points"].items()}
     verdict = lambda d: "yes" if d["exceeds_2x_spread"] else "no"  # noqa: E731
-    lines += ["", f"fusion - lidar_only: {diff['mAP_mean']:+.3f} mAP (paired std "
-              f"{diff['paired_std']:.3f}; exceeds 2x seed spread: {verdict(diff)}). "
-              f"fusion - fusion with black images: {cameras['mAP_mean']:+.3f} mAP "
-              f"(exceeds 2x seed spread: {verdict(cameras)})."]
-    return "\n".join(lines)
+    at_plateau = ", ".join(f"{m} {'yes' if p['met'] else 'no'}" for m, p in plateau.items())
+    return "\n".join([
+        *_table(rows, by_distance), "",
+        *_table(rows, by_points), "",
+        f"Objects per points bin (16-beam points inside the box): "
+        f"{', '.join(f'{b}: {n}' for b, n in objects.items())}. Found: same class, centre "
+        f"within 2 m, score >= 0.3.", "",
+        f"fusion - lidar_only: {diff['mAP_mean']:+.3f} mAP (paired std {diff['paired_std']:.3f}; "
+        f"exceeds 2x seed spread: {verdict(diff)}). fusion - fusion with black images: "
+        f"{cameras['mAP_mean']:+.3f} mAP (exceeds 2x seed spread: {verdict(cameras)}). At the "
+        f"plateau (tuning curves): {at_plateau}. Seconds per training step: fusion "
+        f"{seconds[FUSION]:.3f}, lidar_only {seconds[LIDAR]:.3f} "
+        f"({seconds[FUSION] / seconds[LIDAR]:.1f}x)."])
 
 
 # --- the benchmark ---------------------------------------------------------------------------
@@ -280,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
                   for s in seeds} for m in models}
     scores[BLANK] = {s: read_scores(work_root / FUSION / f"seed{s}" / "test_blank_images"
                                     / "metrics.json") for s in seeds}
-    found = breakdowns(models, preset, seeds, work_root, cache_dir)
+    found = breakdowns(models, preset, seeds, work_root, cache_dir, scores)
     rows = [summary_row(m, seeds, scores[m], found[m]) for m in (FUSION, LIDAR, BLANK)]
     step_s = {m: step_seconds([work_root / m / f"seed{s}" for s in seeds]) for m in models}
     missing = [m for m, v in step_s.items() if not v]
@@ -290,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = {m: statistics.median(v) for m, v in step_s.items()}
     diff = difference(scores, FUSION, LIDAR, seeds)
     cameras = difference(scores, FUSION, BLANK, seeds)
-    table = markdown(rows, diff, cameras)
+    table = markdown(rows, diff, cameras, seconds, plateau)
     result = {
         "benchmark": "fusion_teacher", **record,
         "what": "camera + LiDAR fusion vs the same network without its camera branch, on the "

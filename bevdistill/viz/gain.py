@@ -314,26 +314,36 @@ def ground_truth_objects(dataset, num_scenes: int) -> dict[str, Any]:
             "points": np.concatenate(points)}
 
 
-def found_objects(dataset, model, num_scenes: int, key: str = "points",
-                  batch_size: int = 1) -> Any:
-    """Which ground-truth objects (in :func:`ground_truth_objects`' order) ``model`` finds
-    (:func:`~bevdistill.viz.bev.found_mask`). ``model`` reads the batch as training collates
-    it (camera inputs included), with ``inputs[key]`` as its scan."""
-    import numpy as np
+def predict_scenes(dataset, model, num_scenes: int, key: str = "points",
+                   batch_size: int = 1) -> tuple[list[dict], list[dict]]:
+    """``model``'s predictions on the first ``num_scenes`` scenes and their ground truth
+    (``data_samples``), in scene order. ``model`` reads each batch as training collates it
+    (camera inputs included), with ``inputs[key]`` as its scan."""
     import torch
 
     from bevdistill.data import bev_collate
-    from bevdistill.viz.bev import found_mask
 
     n = min(num_scenes, len(dataset))
-    found = []
+    predictions, samples = [], []
     for start in range(0, n, batch_size):
         batch = bev_collate([dataset[i] for i in range(start, min(n, start + batch_size))])
         inputs = {**batch["inputs"], "points": batch["inputs"][key]}
         with torch.no_grad():
-            preds = model.predict(inputs)
-        found += [found_mask(pred, sample["gt_boxes"], sample["gt_labels"])
-                  for pred, sample in zip(preds, batch["data_samples"], strict=True)]
+            predictions += model.predict(inputs)
+        samples += batch["data_samples"]
+    return predictions, samples
+
+
+def found_objects(predictions: Sequence[Mapping[str, Any]], samples: Sequence[Mapping[str, Any]]
+                  ) -> Any:
+    """Which ground-truth objects (in :func:`ground_truth_objects`' order) the predictions
+    find (:func:`~bevdistill.viz.bev.found_mask`), from :func:`predict_scenes`' output."""
+    import numpy as np
+
+    from bevdistill.viz.bev import found_mask
+
+    found = [found_mask(pred, sample["gt_boxes"], sample["gt_labels"])
+             for pred, sample in zip(predictions, samples, strict=True)]
     return np.concatenate(found) if found else np.zeros(0, dtype=bool)
 
 
@@ -344,8 +354,8 @@ def found_by_points(dataset, models: Mapping[str, tuple[Any, str]], num_scenes: 
     where it can. ``models`` maps a name to ``(model, input key)``, the key being
     ``'points'`` or ``'teacher_points'`` of a two-sensor dataset's items."""
     counts = ground_truth_objects(dataset, num_scenes)["points"]
-    per_model = {name: found_in_bins(counts, found_objects(dataset, model, num_scenes, key), bins)
-                 for name, (model, key) in models.items()}
+    per_model = {name: found_in_bins(counts, found_objects(*predict_scenes(
+        dataset, model, num_scenes, key)), bins) for name, (model, key) in models.items()}
     totals = [total for _, total in found_in_bins(counts, [False] * len(counts), bins)]
     rows = []
     for k, label in enumerate(bin_labels(bins, integer=True)):
