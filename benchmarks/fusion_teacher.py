@@ -131,7 +131,9 @@ def test_dataset(experiment: str, preset: dict, cache_dir: Path, blank: bool = F
     args = {**(BLANK_OPTION if blank else {}),
             **_data_args(preset, cache_dir, "test", preset["test_samples"])}
     exp = load_experiment(experiment, as_the_cli_reads(args))
-    return DATASETS.build(exp.val_dataset.to_dict())
+    # read from the evaluate runs' disk cache each time, not kept in memory: hundreds of scenes
+    # with their 64-beam scans would hold gigabytes for the few passes made over them
+    return DATASETS.build({**exp.val_dataset.to_dict(), "cache": False})
 
 
 def breakdown(objects: dict, found) -> dict[str, dict[str, tuple[int, int]]]:
@@ -218,7 +220,8 @@ def summary_row(model: str, seeds: list[int], scores: dict[int, dict],
 
 def difference(scores: dict[str, dict[int, dict]], a: str, b: str, seeds: list[int]) -> dict:
     """``a`` minus ``b`` on the held-out mAP, paired by seed: mean, paired std, and whether the
-    mean exceeds twice the larger seed spread (never with one seed: it has no spread)."""
+    mean's size exceeds twice the larger seed spread, whichever its sign (never with one seed:
+    it has no spread)."""
     mean, spread, paired = fair._paired(scores[a], scores[b], seeds, "mAP")
     return {"of": a, "minus": b, "mAP_mean": mean, "paired_std": paired, "seed_spread": spread,
             "exceeds_2x_spread": len(seeds) > 1 and abs(mean) > 2 * spread,

@@ -117,6 +117,15 @@ def test_fusion_teacher_smoke_and_resume(tmp_path, capsys):
         assert len(run["commit"]) == 40 and not run["reused"]
         assert {"dirty", "started", "duration_s", "portable_command"} <= set(run)
 
+    # the breakdowns come from in-process predictions that must score what the evaluate runs
+    # scored: a model or scenes other than the scored ones are refused
+    preset = fusion_teacher.PRESETS["smoke"]
+    scores = {r["model"]: {0: {"mAP": r["mAP_per_seed"][0]}} for r in record["summary"]}
+    scores["lidar_only"][0]["mAP"] += 0.05
+    with pytest.raises(RuntimeError, match="lidar_only seed 0: the in-process predictions"):
+        fusion_teacher.breakdowns(fusion_teacher.SMOKE_MODELS, preset, [0], root,
+                                  root.parent / "scan_cache", scores)
+
     capsys.readouterr()
     fusion_teacher.main(argv)
     printed = capsys.readouterr().out
