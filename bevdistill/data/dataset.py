@@ -96,6 +96,7 @@ class _LidarBEVDataset(Dataset):
         self._cache: dict[int, dict] = {}
         self.labelled_samples: int | None = None
         self.empty_scans: set[int] = set()  # scenes whose scan had no point in range
+        self.blank_images = False  # see SyntheticBEVDataset
 
     @property
     def metainfo(self) -> dict:
@@ -159,7 +160,7 @@ class _LidarBEVDataset(Dataset):
         if len(inputs["points"]) == 0:
             self._empty_scan(scene, raw)
         if "imgs" in raw:
-            inputs.update(_camera_inputs(raw, augmentation))
+            inputs.update(_camera_inputs(raw, augmentation, self.blank_images))
         keep = np.all((boxes[:, :2] >= lo[:2]) & (boxes[:, :2] < hi[:2]), axis=1)
         visible = raw["num_points"] >= self.min_points
         if not self.keep_invisible:
@@ -205,11 +206,14 @@ class _LidarBEVDataset(Dataset):
         return half % n if index % 2 == 0 else n + half % (m - n)
 
 
-def _camera_inputs(raw: dict, augmentation: np.ndarray) -> dict[str, torch.Tensor]:
+def _camera_inputs(raw: dict, augmentation: np.ndarray, blank: bool = False
+                   ) -> dict[str, torch.Tensor]:
     """``imgs`` uint8 [6, 3, H, W], ``cam2img`` [6, 3, 3] and ``lidar2cam`` [6, 4, 4] of the
-    augmented frame: the images stay as rendered, so the augmentation folds into lidar2cam."""
+    augmented frame: the images stay as rendered, so the augmentation folds into lidar2cam.
+    ``blank``: every image black (zeros), the calibration unchanged."""
     lidar2cam = raw["lidar2cam"].astype(np.float64) @ np.linalg.inv(augmentation)
-    return {"imgs": torch.from_numpy(np.ascontiguousarray(raw["imgs"])),
+    imgs = np.zeros_like(raw["imgs"]) if blank else np.ascontiguousarray(raw["imgs"])
+    return {"imgs": torch.from_numpy(imgs),
             "cam2img": torch.from_numpy(raw["cam2img"].astype(np.float32)),
             "lidar2cam": torch.from_numpy(lidar2cam.astype(np.float32))}
 
@@ -244,6 +248,15 @@ class SyntheticBEVDataset(_LidarBEVDataset):
     ``inputs["imgs"]`` uint8 [6, 3, H, W], ``inputs["cam2img"]`` [6, 3, 3] and
     ``inputs["lidar2cam"]`` [6, 4, 4], the latter from the augmented LiDAR frame (the images
     are not augmented; the calibration follows the points).
+
+    ``blank_images=True`` (with ``cameras``) makes every image black, zeros in every channel,
+    and leaves scans, boxes and calibration as they are: a fusion model scored on it shows how
+    much of its score comes from the cameras (``benchmarks/fusion_teacher.py``). Black, not the
+    data's mean colour: it is what a failed or covered camera delivers (the camera-failure
+    check of BEVFusion's paper) and needs no statistic of the training images; it is further
+    from the training images than a mean-colour frame, so the drop it measures may overstate
+    what the cameras' information alone is worth. The cache is shared with the rendered
+    images (they are blanked after loading).
     """
 
     source = "synthetic"
@@ -266,6 +279,7 @@ class SyntheticBEVDataset(_LidarBEVDataset):
         labelled_samples: int | None = None,
         cameras: bool | dict | None = None,
         world_version: int | None = None,
+        blank_images: bool = False,
     ):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -286,6 +300,10 @@ class SyntheticBEVDataset(_LidarBEVDataset):
                              "the teacher reads")
         self.cameras = (CameraRig(cameras, self.scene_config.sensor_height)
                         if cameras not in (None, False) else None)
+        if blank_images and self.cameras is None:
+            raise ValueError("blank_images=True blanks the camera images: set cameras too "
+                             "(cameras=True), or leave blank_images off")
+        self.blank_images = bool(blank_images)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self._cache_key = self._settings_hash() if self.cache_dir is not None else ""
 

@@ -253,6 +253,98 @@ def plot_fair_class_bars(result: str | Mapping[str, Any], scenario: str, split: 
 
 
 POINT_BINS = (0, 1, 5, 20)  # student-scan points inside a box: none, 1-4, 5-19, 20 or more
+DISTANCE_BINS = (0.0, 10.0, 20.0, 32.0)  # metres from the ego to the box centre (BEV)
+
+
+def found_in_bins(values: Sequence[float], found: Sequence[bool], edges: Sequence[float]
+                  ) -> list[tuple[int, int]]:
+    """``(found, objects)`` per bin of the ground-truth objects, for any binning: bin ``k``
+    holds the objects whose ``values`` lie in ``[edges[k], edges[k + 1])``, the last bin
+    ``[edges[-1], inf)``. ``found`` says which objects a model found (:func:`found_mask`).
+    A value below ``edges[0]`` is an error: a binning must not drop objects silently."""
+    import numpy as np
+
+    values, found = np.asarray(values, dtype=np.float64), np.asarray(found, dtype=bool)
+    edges = np.asarray(edges, dtype=np.float64)
+    if values.shape != found.shape or values.ndim != 1:
+        raise ValueError(f"values and found must be 1-D and of one length (one per object), "
+                         f"got shapes {values.shape} and {found.shape}")
+    if len(edges) == 0 or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"edges must be increasing lower bin edges, got {edges.tolist()}")
+    if np.any(values < edges[0]):
+        raise ValueError(f"{int((values < edges[0]).sum())} objects lie below the first edge "
+                         f"{edges[0]:g}: start the bins at or below {values.min():g}")
+    index = np.searchsorted(edges, values, side="right") - 1
+    return [(int(found[index == k].sum()), int((index == k).sum())) for k in range(len(edges))]
+
+
+def bin_labels(edges: Sequence[float], integer: bool = False, unit: str = "") -> list[str]:
+    """Names of :func:`found_in_bins`' bins: ``0``, ``1-4``, ``5-19``, ``20+`` for integer
+    counts (upper bounds included), ``0-10 m``, ``10-20 m``, ``20+ m`` otherwise."""
+    bounds = [*edges[1:], None]
+    suffix = f" {unit}" if unit else ""
+    labels = []
+    for lo, hi in zip(edges, bounds, strict=True):
+        if hi is None:
+            labels.append(f"{lo:g}+{suffix}")
+        elif integer:
+            labels.append(f"{lo:g}" if hi == lo + 1 else f"{lo:g}-{hi - 1:g}")
+        else:
+            labels.append(f"{lo:g}-{hi:g}{suffix}")
+    return labels
+
+
+def ground_truth_objects(dataset, num_scenes: int) -> dict[str, Any]:
+    """Every ground-truth object of the first ``num_scenes`` scenes, in scene order: its class
+    index (``label``), the distance of its centre from the ego in BEV (``distance``, m) and how
+    many points of the scan the model reads (``inputs['points']``) fall inside it
+    (``points``)."""
+    import numpy as np
+
+    from bevdistill.data.geometry import count_points_in_boxes
+
+    labels, distances, points = [], [], []
+    for i in range(min(num_scenes, len(dataset))):
+        item = dataset[i]
+        boxes = item["data_samples"]["gt_boxes"].numpy()
+        labels.append(item["data_samples"]["gt_labels"].numpy())
+        distances.append(np.hypot(boxes[:, 0], boxes[:, 1]))
+        points.append(count_points_in_boxes(item["inputs"]["points"].numpy(), boxes))
+    return {"label": np.concatenate(labels), "distance": np.concatenate(distances),
+            "points": np.concatenate(points)}
+
+
+def predict_scenes(dataset, model, num_scenes: int, key: str = "points",
+                   batch_size: int = 1) -> tuple[list[dict], list[dict]]:
+    """``model``'s predictions on the first ``num_scenes`` scenes and their ground truth
+    (``data_samples``), in scene order. ``model`` reads each batch as training collates it
+    (camera inputs included), with ``inputs[key]`` as its scan."""
+    import torch
+
+    from bevdistill.data import bev_collate
+
+    n = min(num_scenes, len(dataset))
+    predictions, samples = [], []
+    for start in range(0, n, batch_size):
+        batch = bev_collate([dataset[i] for i in range(start, min(n, start + batch_size))])
+        inputs = {**batch["inputs"], "points": batch["inputs"][key]}
+        with torch.no_grad():
+            predictions += model.predict(inputs)
+        samples += batch["data_samples"]
+    return predictions, samples
+
+
+def found_objects(predictions: Sequence[Mapping[str, Any]], samples: Sequence[Mapping[str, Any]]
+                  ) -> Any:
+    """Which ground-truth objects (in :func:`ground_truth_objects`' order) the predictions
+    find (:func:`~bevdistill.viz.bev.found_mask`), from :func:`predict_scenes`' output."""
+    import numpy as np
+
+    from bevdistill.viz.bev import found_mask
+
+    found = [found_mask(pred, sample["gt_boxes"], sample["gt_labels"])
+             for pred, sample in zip(predictions, samples, strict=True)]
+    return np.concatenate(found) if found else np.zeros(0, dtype=bool)
 
 
 def found_by_points(dataset, models: Mapping[str, tuple[Any, str]], num_scenes: int = 40,
@@ -261,31 +353,16 @@ def found_by_points(dataset, models: Mapping[str, tuple[Any, str]], num_scenes: 
     scan fall inside the object: where a gap lives that no teacher can close (no points) and
     where it can. ``models`` maps a name to ``(model, input key)``, the key being
     ``'points'`` or ``'teacher_points'`` of a two-sensor dataset's items."""
-    import numpy as np
-    import torch
-
-    from bevdistill.data.geometry import count_points_in_boxes
-    from bevdistill.viz.bev import found_mask
-
-    counts, hits = [], {name: [] for name in models}
-    for i in range(min(num_scenes, len(dataset))):
-        item = dataset[i]
-        boxes, labels = item["data_samples"]["gt_boxes"], item["data_samples"]["gt_labels"]
-        counts.append(count_points_in_boxes(item["inputs"]["points"].numpy(), boxes.numpy()))
-        for name, (model, key) in models.items():
-            with torch.no_grad():
-                pred = model.predict({"points": [item["inputs"][key]]})[0]
-            hits[name].append(found_mask(pred, boxes, labels))
-    counts = np.concatenate(counts)
-    edges = [*bins, np.inf]
+    counts = ground_truth_objects(dataset, num_scenes)["points"]
+    per_model = {name: found_in_bins(counts, found_objects(*predict_scenes(
+        dataset, model, num_scenes, key)), bins) for name, (model, key) in models.items()}
+    totals = [total for _, total in found_in_bins(counts, [False] * len(counts), bins)]
     rows = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        inside = (counts >= lo) & (counts < hi)
-        label = f"{lo}" if hi == lo + 1 else (f"{lo}+" if hi == np.inf else f"{lo}-{hi - 1}")
-        row: dict[str, Any] = {"student-scan points in the box": label, "objects": int(inside.sum())}
-        for name in models:
-            found = np.concatenate(hits[name])[inside]
-            row[f"found by {name}"] = f"{found.mean():.0%}" if inside.any() else "-"
+    for k, label in enumerate(bin_labels(bins, integer=True)):
+        row: dict[str, Any] = {"student-scan points in the box": label, "objects": totals[k]}
+        for name, bins_found in per_model.items():
+            found, total = bins_found[k]
+            row[f"found by {name}"] = f"{found / total:.0%}" if total else "-"
         rows.append(row)
     return rows
 
