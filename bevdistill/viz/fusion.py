@@ -179,8 +179,8 @@ def ray_depth(depth: Any, pixel: Sequence[float], feature_stride: int,
 def plot_ray_depth(depth_probs: Any, depth_values: Any, pixel: Sequence[float], *,
                    true_depth: float | None = None, camera: str = "CAM_FRONT", ax=None):
     """One ray's depth distribution: probability per depth bin (metres along the optical axis),
-    its expected depth, and the labelled object's depth (``true_depth``) when known.
-    Returns the axes."""
+    its expected depth, and the depth of the labelled object's centre (``true_depth``, what
+    :func:`pick_ray` gives) when known. Returns the axes."""
     p = to_numpy(depth_probs, "depth_probs").astype(np.float64)
     z = to_numpy(depth_values, "depth_values").astype(np.float64)
     if p.ndim != 1 or z.shape != p.shape:
@@ -195,7 +195,7 @@ def plot_ray_depth(depth_probs: Any, depth_values: Any, pixel: Sequence[float], 
     ax.axvline(expected, color="black", lw=1, label=f"expected depth {expected:.1f} m")
     if true_depth is not None:
         ax.axvline(true_depth, color="#D55E00", ls="--", lw=1.5,
-                   label=f"labelled object {true_depth:.1f} m")
+                   label=f"labelled object's centre {true_depth:.1f} m")
     ax.set_xlabel("depth along the optical axis (m)")
     ax.set_ylabel("probability")
     ax.set_title(f"{camera}, pixel (u={pixel[0]:.0f}, v={pixel[1]:.0f}): view_transform.depth",
