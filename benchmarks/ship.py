@@ -24,6 +24,7 @@ from bevdistill import pretrained
 from bevdistill.engine.checkpoint import atomic_write_bytes, file_sha256, read_state_dict
 from bevdistill.engine.report import portable_command, write_json
 from bevdistill.engine.runner import load_experiment
+from bevdistill.models.build import model_config
 from bevdistill.pretrained import ASSETS, SHIPPED, SUBSET_SAMPLES, TEACHER_EXPERIMENT
 
 
@@ -52,7 +53,7 @@ def ship(run_dir: Path, out_dir: Path = ASSETS, name: str = "teacher",
     weights = out_dir / f"{name}.pth"
     atomic_write_bytes(buffer.getvalue(), str(weights))
     card = {
-        "model": "PillarBEVDetector",
+        "model": model_config(preset)["type"],  # the preset's class, e.g. BEVFusionDetector
         "name": name,
         "what": what,
         "role": record["role"],

@@ -137,6 +137,9 @@ SHIPPED: dict[str, tuple[str, str, str]] = {
     "student_16beam_distilled": ("distill_64to16beam", "student",
                                  "two-sensor student distilled from teacher_64beam (the "
                                  "benchmark's chosen option; its card names it)"),
+    "teacher_fusion": ("train_fusion_16beam", "student_fusion",
+                       "camera + LiDAR fusion teacher: the student's network plus BEVFusion's "
+                       "camera branch, reading the 16-beam scan and six cameras (world version 2)"),
     "student": ("train_student", "student",
                 "compression student trained alone: narrow, 0.5 m pillars (baseline)"),
     "student_distilled": ("distill", "student",
@@ -154,10 +157,38 @@ def shipped_card(name: str) -> dict[str, Any]:
     if name not in SHIPPED:
         raise KeyError(f"no shipped model {name!r}; the package ships {sorted(SHIPPED)}")
     if not shipped_available(name):
-        raise TeacherNotShippedError(
-            f"{name} is not in {ASSETS}; make it with the command in its card's 'shipped_with' "
-            f"(python -m benchmarks.ship RUN_DIR --name {name})")
+        raise TeacherNotShippedError(shipped_missing_message(name))
     return read_card(ASSETS / f"{name}_card.json")
+
+
+def shipped_missing_message(name: str) -> str:
+    """One line for a notebook that skips a part without shipped model ``name``: how to make it
+    (train its experiment, then the command every card's ``shipped_with`` names)."""
+    from bevdistill.engine.runner import load_experiment
+
+    if name not in SHIPPED:
+        raise KeyError(f"no shipped model {name!r}; the package ships {sorted(SHIPPED)}")
+    experiment = SHIPPED[name][0]
+    role = load_experiment(experiment).get("role")
+    train = f"distill {experiment}" if role == "distill" else f"train {role} {experiment}"
+    return (f"{name} is not shipped (no bevdistill/assets/{name}.pth); train it with `bevdistill {train} --work-dir "
+            f"runs/{name}` and ship it with `python -m benchmarks.ship runs/{name} --name {name}` "
+            "(from a clone of the repository)")
+
+
+def shipped_val_scenes(name: str, num_samples: int) -> Any:
+    """The first ``num_samples`` validation scenes of shipped model ``name``'s experiment: the
+    sensors (LiDAR beams, cameras) and the world (its card's ``world_version``) it was trained
+    and scored on."""
+    from mmengine.registry import DATASETS
+
+    import bevdistill.data  # noqa: F401  (registers the datasets)
+    from bevdistill.engine.runner import load_experiment
+
+    card = shipped_card(name)
+    cfg = dict(load_experiment(card["experiment"]).val_dataset)
+    cfg.update(num_samples=int(num_samples), world_version=card_world_version(card))
+    return DATASETS.build(cfg)
 
 
 def load_shipped(name: str, device: str | torch.device = "cpu") -> torch.nn.Module:

@@ -109,6 +109,19 @@ def _pose(x: float, y: float, z: float, heading_deg: float) -> np.ndarray:
     return pose
 
 
+def project(points: np.ndarray, cam2img: np.ndarray,
+            lidar2cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates ``[N, 2]`` (u, v; pixel i spans [i, i+1)) and depth ``[N]`` (metres
+    along the optical axis) of LiDAR-frame points ``[N, >=3]`` in one camera of calibration
+    ``cam2img`` [3, 3] and ``lidar2cam`` [4, 4]: a rig's, or a real frame's."""
+    xyz = np.asarray(points, dtype=np.float64)[:, :3]
+    lidar2cam = np.asarray(lidar2cam, dtype=np.float64)
+    cam = xyz @ lidar2cam[:3, :3].T + lidar2cam[:3, 3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uv = (cam @ np.asarray(cam2img, dtype=np.float64).T)[:, :2] / cam[:, 2:3]
+    return uv, cam[:, 2]
+
+
 class CameraRig:
     """The six cameras: calibration, and :meth:`render` of a :class:`Scene`.
 
@@ -150,13 +163,8 @@ class CameraRig:
                 "lidar2ego": self.lidar2ego.astype(np.float32)}
 
     def project(self, points: np.ndarray, camera: int) -> tuple[np.ndarray, np.ndarray]:
-        """Pixel coordinates ``[N, 2]`` (u, v; pixel i spans [i, i+1)) and depth ``[N]`` of
-        LiDAR-frame points in camera ``camera``, through the calibration."""
-        xyz = np.asarray(points, dtype=np.float64)[:, :3]
-        cam = xyz @ self.lidar2cam[camera, :3, :3].T + self.lidar2cam[camera, :3, 3]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            uv = (cam @ self.cam2img[camera].T)[:, :2] / cam[:, 2:3]
-        return uv, cam[:, 2]
+        """:func:`project` through camera ``camera`` of this rig."""
+        return project(points, self.cam2img[camera], self.lidar2cam[camera])
 
     # -- rendering ------------------------------------------------------------------------
     def _blocks(self, camera: int, box_prims, cyl_prims):

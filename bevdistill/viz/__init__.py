@@ -9,6 +9,8 @@
 * :mod:`bevdistill.viz.ratios`: gradient ratios of loss terms as log-scale bars and curves;
 * :mod:`bevdistill.viz.expected`: an exercise's expected output on a fixed input, beside the
   learner's;
+* :mod:`bevdistill.viz.fusion`: a camera + LiDAR model's six images, one ray's depth
+  distribution, and its camera, LiDAR and fused BEV maps;
 * :mod:`bevdistill.viz.pipeline`: the distillation pipeline in one diagram;
 * :mod:`bevdistill.viz.widgets`: ipywidgets explorers (scene, layer, channel) for JupyterLab;
 * :mod:`bevdistill.viz.results`: benchmark JSONs as tables (the package reads result files and
@@ -68,6 +70,15 @@ _EXPORTS = {
     "plot_attention_magnitude": "bevdistill.viz.ratios",
     # an exercise's expected output beside the learner's
     "expected_output": "bevdistill.viz.expected",
+    # camera + LiDAR fusion: the six images, one ray's depth, the three BEV maps
+    "FUSION_HOOK_POINTS": "bevdistill.viz.fusion",
+    "wrapper_at": "bevdistill.viz.fusion",
+    "capture_fusion": "bevdistill.viz.fusion",
+    "plot_cameras": "bevdistill.viz.fusion",
+    "pick_ray": "bevdistill.viz.fusion",
+    "ray_depth": "bevdistill.viz.fusion",
+    "plot_ray_depth": "bevdistill.viz.fusion",
+    "plot_fusion_maps": "bevdistill.viz.fusion",
     # the whole pipeline in one picture
     "draw_pipeline": "bevdistill.viz.pipeline",
     # benchmark results
