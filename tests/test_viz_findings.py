@@ -68,6 +68,12 @@ def test_results_numbers_are_the_files_values():
               and r["budget"] == "converged" and r["split"] == "test"]
     assert numbers["best_end_rec"] == row["gap_recovered"]
     assert numbers["goal_share"] == main["goal"]["gap_recovered_at_least"]
+    fair = {r["option"]: r for r in main["summary"] if r["scenario"] == findings.FAIR_SCENARIO
+            and r["split"] == "test"}
+    assert numbers["fair_taught_rec"] == fair["combined"]["gap_recovered"]
+    assert numbers["fair_taught_map"] == fair["combined"]["mAP_mean"]
+    assert numbers["fair_pl_map"] == fair["pseudo_label"]["mAP_mean"]
+    assert numbers["fair_cm_iters"] == fair["baseline_compute_matched"]["iters"]
     with pytest.raises(KeyError, match="the file has"):
         findings.summary_row(main, "two_sensor", "no_such_option", "converged")
 
