@@ -226,7 +226,7 @@ def test_bevfusion_scale_preset_forward_at_batch_1():
 
 # ----------------------------------------------------------------------------- config errors
 def test_unknown_preset_lists_the_presets():
-    with pytest.raises(KeyError, match="bevfusion_scale, student, teacher"):
+    with pytest.raises(KeyError, match="bevfusion_scale, student, student_fusion, teacher, teacher_fusion"):
         build_detector("techer")
     with pytest.raises(KeyError, match="presets are the config files"):
         preset_path("big")
