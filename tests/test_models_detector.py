@@ -236,7 +236,8 @@ def test_unknown_preset_lists_the_presets():
         build_detector(42)
     with pytest.raises(KeyError, match="'model' dict"):
         build_detector({"point_cloud_range": [0] * 6})
-    assert PRESETS == list_presets() == ("bevfusion_scale", "student", "teacher", "teacher_fusion")
+    assert PRESETS == list_presets() == ("bevfusion_scale", "student", "student_fusion", "teacher",
+                                          "teacher_fusion")
 
 
 def test_a_preset_is_just_a_config_file(tmp_path, monkeypatch):
