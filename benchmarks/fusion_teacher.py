@@ -273,14 +273,17 @@ def markdown(rows: list[dict], diff: dict, cameras: dict, seconds: dict, plateau
 # --- the benchmark ---------------------------------------------------------------------------
 
 
+# The preset keys a command-line flag of the same name overrides.
+OVERRIDABLE = ("iters", "eval_interval", "train_samples", "tune_samples", "test_samples",
+               "batch_size", "parallel")
+
 def _parser() -> argparse.ArgumentParser:
     cpu = PRESETS["cpu"]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true",
                         help="CI models, a few iterations, 2 scenes, 1 seed")
     parser.add_argument("--seeds", type=int, nargs="+", help=f"default {list(cpu['seeds'])}")
-    for key in ("iters", "eval_interval", "train_samples", "tune_samples", "test_samples",
-                "batch_size", "parallel"):
+    for key in OVERRIDABLE:
         parser.add_argument(f"--{key.replace('_', '-')}", type=int,
                             help=f"default {cpu[key]} (smoke: {PRESETS['smoke'][key]})")
     parser.add_argument("--work-root", type=Path, help="runs' work dirs (default: "
@@ -293,8 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = _parser().parse_args(argv)
     preset_name = "smoke" if args.smoke else "cpu"
     preset = dict(PRESETS[preset_name])
-    for key in ("iters", "eval_interval", "train_samples", "tune_samples", "test_samples",
-                "batch_size", "parallel"):
+    for key in OVERRIDABLE:
         if getattr(args, key) is not None:
             preset[key] = getattr(args, key)
     if preset["iters"] % preset["eval_interval"]:
