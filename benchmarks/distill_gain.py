@@ -1,11 +1,14 @@
 """Does distillation help? Students trained alone and distilled, to the baseline's plateau.
 
-Two scenarios (``SCENARIOS``):
+The scenarios (``SCENARIOS``), among them:
 
 * ``two_sensor``: the teacher *sees more*. Every scene is scanned by the deployed 16-beam LiDAR
   (the student's input) and by a 64-beam one (the teacher's); teacher and student are the same
   network, so what the teacher knows beyond the student comes from what it saw. This is the
   situation of BEVFusion-to-LiDAR and LiDAR-beam distillation.
+* ``fusion_to_lidar``: the teacher fuses six cameras with the student's own 16-beam scan
+  (``teacher_fusion``); the student reads the scan alone. What it can learn is what the images
+  told the teacher about the scan's objects;
 * ``compression``: a wide teacher on a fine grid, a narrow student on a coarse grid, one sensor.
 
 Every run is the project's own command (``bevdistill train student ...`` or ``bevdistill distill
@@ -113,6 +116,13 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                           what="teacher = the student's network and sensor trained on all 2000 "
                                "labelled scenes -> student with 16 labelled scenes and the rest "
                                "unlabelled"),
+    # BEVFusion's headline setting (issue 22): the teacher fuses six cameras with the student's
+    # own 16-beam scan; the deployed student reads the scan alone. Every scene is labelled.
+    "fusion_to_lidar": dict(student="train_student_16beam", distill="distill_fusion_to_16beam",
+                            teacher="train_fusion_16beam",
+                            teacher_ckpt=ASSETS / "teacher_fusion.pth",
+                            what="camera + 16-beam LiDAR fusion teacher -> 16-beam LiDAR-only "
+                                 "student, the same network minus the camera branch"),
     "compression": dict(student="train_student", distill="distill", teacher="train_teacher",
                         teacher_ckpt=ASSETS / "teacher.pth",
                         what="wide 0.25 m teacher -> narrow 0.5 m student, same sensor"),
@@ -314,7 +324,7 @@ def choose_best(rows: list[dict], trained_alone: set[str], budget: str = "conver
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", choices=("two_sensor", "few_labels", "scarce_labels",
-                                                    "compression"),
+                                                    "fusion_to_lidar", "compression"),
                         default="two_sensor")
     parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--smoke", action="store_true", help="CI models, 4 iterations, 1 seed")

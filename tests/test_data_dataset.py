@@ -235,6 +235,16 @@ def test_teacher_view_reads_the_rich_scan_with_the_same_labels():
         SyntheticBEVDataset(num_samples=1, view="both")
 
 
+def test_deployed_view_keeps_the_rich_scan_for_the_labels_only():
+    """view='deployed': both models read the deployed scan; the boxes are still the ones the
+    rich scan labels (the fusion teacher's scenario)."""
+    kwargs = dict(num_samples=1, point_cloud_range=WIDE, lidar=SPARSE, teacher_lidar=DENSE)
+    student, deployed = SyntheticBEVDataset(**kwargs), SyntheticBEVDataset(**kwargs, view="deployed")
+    assert set(deployed[0]["inputs"]) == {"points"}
+    assert torch.equal(deployed[0]["inputs"]["points"], student[0]["inputs"]["points"])
+    assert torch.equal(deployed[0]["data_samples"]["gt_boxes"], student[0]["data_samples"]["gt_boxes"])
+
+
 def test_collate_keeps_the_teacher_scans_and_refuses_a_mix():
     both = SyntheticBEVDataset(num_samples=2, point_cloud_range=WIDE, lidar=SPARSE,
                                teacher_lidar=DENSE)

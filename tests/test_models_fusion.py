@@ -172,6 +172,36 @@ def test_the_distiller_runs_a_fusion_teacher_into_a_lidar_student(batch):
     assert set(camera_off.example_inputs()) == {"points"}
 
 
+def test_without_example_inputs_the_dry_run_adds_the_teachers_cameras(batch):
+    """A LiDAR-only student's example batch has no images: the driver adds the fusion teacher's
+    camera inputs, so the Distiller builds from configs alone (distill_fusion_to_16beam)."""
+    from bevdistill import Distiller
+
+    student = load_experiment("train_teacher_ci").model.to_dict()
+    student.pop("_delete_", None)
+    distiller = Distiller(teacher=_build(), student=student, hook_points=["pts_neck"])
+    dry = distiller.driver.dry_inputs(distiller.student, distiller.teacher)
+    assert {"points", "imgs", "cam2img", "lidar2cam"} <= set(dry)
+    losses = distiller(batch["inputs"], batch["data_samples"], mode="loss")
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_the_fusion_scenario_reads_one_scan_and_scores_the_twins_boxes():
+    """distill_fusion_to_16beam: the teacher reads the student's own 16-beam scan (no
+    teacher_points in the batch) plus the images, on the boxes the fusion teacher and the
+    student alone (train_student_16beam) were trained and scored on."""
+    distill = load_experiment("distill_fusion_to_16beam")
+    alone, fusion = load_experiment("train_student_16beam"), load_experiment("train_fusion_16beam")
+    for split in ("train_dataset", "val_dataset"):
+        d = distill[split]
+        assert d.view == "deployed" and d.cameras is True
+        for other in (alone[split], fusion[split]):
+            assert (d.lidar, d.teacher_lidar, d.point_cloud_range) == (
+                other.lidar, other.teacher_lidar, other.point_cloud_range)
+    assert distill.model.teacher.endswith("student_fusion.py")
+    assert distill.model.teacher_ckpt.endswith("teacher_fusion.pth")
+
+
 def test_the_fusion_teacher_takes_the_direction_classifier(batch):
     """World 2's direction bin is a head option, so the fusion preset gets it the way the
     LiDAR-only one does: from the same head config, or from a card that names it."""

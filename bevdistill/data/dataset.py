@@ -45,7 +45,9 @@ from .transforms import GlobalAugment
 
 DEFAULT_POINT_CLOUD_RANGE: tuple[float, ...] = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-VIEWS: tuple[str, ...] = ("student", "teacher")
+# whose scan is inputs['points']; "deployed": the deployed scan for both models, the rich scan
+# only labels the boxes (a teacher that reads the deployed LiDAR plus cameras)
+VIEWS: tuple[str, ...] = ("student", "teacher", "deployed")
 _AUG_STREAM = 2  # random stream of the augmentation (0: scene, 1: sensor)
 _AXES = np.array([[1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0]], dtype=np.float32)
 
@@ -137,7 +139,7 @@ class _LidarBEVDataset(Dataset):
         if "teacher_points" in raw:
             if self.view == "teacher":
                 views = {"points": raw["teacher_points"]}
-            else:
+            elif self.view == "student":
                 views["teacher_points"] = raw["teacher_points"]
         elif self.view == "teacher":
             raise ValueError("view='teacher' needs a second, richer scan: set teacher_lidar")
@@ -236,7 +238,9 @@ class SyntheticBEVDataset(_LidarBEVDataset):
     sensor: items then carry ``inputs["teacher_points"]`` and boxes are labelled by what that
     scan sees (see :func:`~bevdistill.data.simulate_sample`). ``view="teacher"`` puts the rich
     scan in ``inputs["points"]`` instead (to train or evaluate the teacher on it), with the
-    same labels.
+    same labels. ``view="deployed"`` carries the deployed scan only: the rich scan labels the
+    boxes, and a distilled teacher reads the same scan as the student (the fusion teacher of
+    ``distill_fusion_to_16beam``, whose extra sense is its cameras).
 
     ``labelled_samples=N`` keeps the boxes of the first N scenes only: the others are
     unlabelled (no boxes, ``labelled=False``), which a detector's loss skips and distillation

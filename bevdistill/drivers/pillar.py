@@ -83,8 +83,15 @@ class PillarDriver:
     # --- the dry forward ------------------------------------------------------------------
 
     def dry_inputs(self, student: nn.Module, teacher: nn.Module) -> Any:
-        """The dry-forward batch: the given one, else random points for the student."""
-        return self.example_inputs if self.example_inputs is not None else example_inputs_for(student)
+        """The dry-forward batch: the given one, else random points for the student, plus what
+        only the teacher reads (a fusion teacher's camera images and calibration, which a
+        LiDAR-only student leaves alone)."""
+        if self.example_inputs is not None:
+            return self.example_inputs
+        inputs = example_inputs_for(student)
+        if callable(getattr(teacher, "example_inputs", None)):
+            inputs = {**example_inputs_for(teacher), **inputs}
+        return inputs
 
     def probe(self, model: nn.Module, inputs: Any, hooks: Sequence[str]) -> None:
         """One forward of ``model`` far enough for ``hooks`` to fire (eval mode, no grad)."""
