@@ -602,6 +602,30 @@ def test_distill_gain_fair_protocol_smoke_and_resume(tmp_path, capsys):
     again = json.loads(out.read_text())
     assert again["summary"] == record["summary"] and all(r["reused"] for r in again["runs"])
 
+    # where the distilled student gains: the same runs read again, per distance, class, points
+    from benchmarks import distill_breakdown
+
+    bd_out = tmp_path / "bd.json"
+    bd = distill_breakdown.main(["--scenario", "smoke", "--result", str(out), "--out",
+                                 str(bd_out), "--also", f"again={root / 'combined'}"]
+                                )["scenarios"]["smoke"]
+    assert bd["mAP_checked"]["again"] == bd["mAP_checked"]["combined"]  # the same run, found
+    # by its folder as runs made outside the benchmark are
+    for option in ("baseline", "baseline_compute_matched", "combined"):
+        scored = test_rows[option]["mAP_per_seed"]
+        assert list(bd["mAP_checked"][option].values()) == pytest.approx(scored, abs=2e-3)
+    assert set(bd["difference"]) == {"baseline_compute_matched", "combined", "again"}
+    assert set(bd["difference"]["combined"]["found_by_distance"]) == set(
+        bd["summary"][0]["found_by_distance"])
+    metrics = root / "combined" / "seed0_it8" / "test" / "metrics.json"
+    scored = json.loads(metrics.read_text())
+    scored["metrics"]["bev/mAP"] += 0.1  # another model than the one whose predictions we make
+    metrics.write_text(json.dumps(scored))
+    with pytest.raises(RuntimeError, match="would not describe the scored model"):
+        distill_breakdown.main(["--scenario", "smoke", "--result", str(out), "--out", str(bd_out)])
+    with pytest.raises(SystemExit, match="holds no scenario 'two_sensor'"):
+        distill_breakdown.main(["--scenario", "two_sensor", "--result", str(out)])
+
 
 @pytest.mark.parametrize("module", sorted(p.stem for p in (Path(__file__).parent.parent
                                                             / "benchmarks").glob("*.py")))
@@ -611,3 +635,27 @@ def test_every_benchmark_module_imports(module):
     import importlib
 
     importlib.import_module(f"benchmarks.{module}")
+
+
+def test_extend_runs_resumes_the_options_runs_as_the_fair_protocol_extends_them(tmp_path):
+    """The longer schedule is the protocol's own extension (same command, --resume, the last
+    checkpoint placed in a new folder), scored on the held-out split; nothing to resume or a
+    shorter schedule is refused before anything runs."""
+    from benchmarks import extend_runs
+
+    scenario = distill_gain.SCENARIOS["fusion_to_lidar"]
+    preset = {**distill_gain.PRESETS["cpu"], "iters": 2000, "eval_interval": 250}
+    train, test = extend_runs.specs_for(scenario, preset, "combined", [1], 2000, 4000, tmp_path,
+                                        tmp_path / "cache", "/t/teacher.pth")
+    assert train.start_from == tmp_path / "combined" / "seed1" / "iter_2000.pth"
+    assert train.work_dir == tmp_path / "combined_same_schedule" / "seed1_it4000"
+    assert "--resume" in train.command and train.command[train.command.index("--max-iters")
+                                                         + 1] == "4000"
+    assert train.command[3:5] == ["distill", "distill_fusion_to_16beam"]
+    assert test.after == train.name and str(train.work_dir / "iter_4000.pth") in test.command
+    with pytest.raises(SystemExit, match="must exceed --from-iters"):
+        extend_runs.main(["--scenario", "fusion_to_lidar", "--from-iters", "2000",
+                          "--to-iters", "2000", "--work-root", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no checkpoint to resume"):
+        extend_runs.main(["--scenario", "fusion_to_lidar", "--from-iters", "2000",
+                          "--to-iters", "4000", "--work-root", str(tmp_path)])

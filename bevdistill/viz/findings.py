@@ -267,6 +267,7 @@ def taught_loss_markdown(numbers: Mapping[str, Any] | None = None,
 # --- the fair comparison (issue 19's protocol) ----------------------------------------------------
 
 FAIR_SCENARIO = "scarce_labels"  # the scenario chapter 6 and the Results chapter lead with
+FUSION_SCENARIO = "fusion_to_lidar"  # BEVFusion's setting: camera + LiDAR teacher, LiDAR student
 TAUGHT_PSEUDO = f"{TAUGHT}_{PSEUDO_LABEL}"  # the taught loss on top of the pseudo-labels
 
 
@@ -279,6 +280,12 @@ def _paired_mean(row: Mapping[str, Any], ref: Mapping[str, Any]) -> tuple[float,
     mean = sum(diffs) / len(diffs)
     std = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5 if len(diffs) > 1 else 0.0
     return mean, std
+
+
+def has_fair_scenario(result: str | Mapping[str, Any], scenario: str) -> bool:
+    """Whether ``scenario`` was measured under the fair protocol in ``result``."""
+    data = load_benchmark(result) if isinstance(result, str) else result
+    return data.get("scenarios", {}).get(scenario, {}).get("protocol") == "fair"
 
 
 def fair_numbers(result: str | Mapping[str, Any] = "distill_gain",
@@ -329,15 +336,19 @@ def fair_markdown(result: str | Mapping[str, Any] = "distill_gain",
                   scenario: str = FAIR_SCENARIO) -> str:
     """The fair comparison in words, every figure read from the result file."""
     n = fair_numbers(result, scenario)
+    labelled = n["labelled"] is not None
     text = (
         f"Held-out split, {n['seeds']} seeds, each arm trained until its tuning curve stopped "
         f"rising or to the longest schedule allowed "
         f"(`benchmarks/results/distill_gain.json`, scenario `{scenario}`): the teacher scores "
-        f"{n['teacher_map']:.3f} mAP, the student alone on its {n['labelled']} labelled scenes "
-        f"{n['alone_map']:.3f}. The taught loss, reading the other "
-        f"{n['train_samples'] - n['labelled']} scans without labels, scores "
-        f"{n['taught_map']:.3f}: {n['taught_gain']:+.3f} over the student alone (seed spread "
-        f"{n['taught_spread']:.3f}), {n['taught_rec']:.0%} of the teacher-student gap, and "
+        f"{n['teacher_map']:.3f} mAP, the student alone"
+        + (f" on its {n['labelled']} labelled scenes " if labelled else " ")
+        + f"{n['alone_map']:.3f}. The taught loss"
+        + (f", reading the other {n['train_samples'] - n['labelled']} scans without labels,"
+           if labelled else "")
+        + f" scores {n['taught_map']:.3f}: {n['taught_gain']:+.3f} over the student alone "
+        f"(seed spread {n['taught_spread']:.3f}), {n['taught_rec']:.0%} of the teacher-student "
+        f"gap, and "
         f"{n['taught_gain_cm']:+.3f} over the student alone given the same compute "
         f"({n['cm_iters']} iterations, spread {n['taught_spread_cm']:.3f}).")
     if "pl_map" in n:
