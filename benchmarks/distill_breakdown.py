@@ -48,6 +48,16 @@ DEFAULT_OPTIONS = ("baseline", fair.COMPUTE_MATCHED_OPTION, LEAD)
 BREAKDOWNS = ("per_class", "found_by_distance", "found_by_points")
 
 
+def evaluate_run(command: str) -> dict:
+    """Experiment, checkpoint, work dir and scan cache of a ``bevdistill evaluate`` command."""
+    argv = shlex.split(command)
+    at = argv.index("evaluate")
+    cfg = dict(a.split("=", 1) for a in argv[argv.index("--cfg-options") + 1:])
+    return {"experiment": argv[at + 1], "checkpoint": Path(argv[at + 2]),
+            "work_dir": Path(argv[argv.index("--work-dir") + 1]),
+            "cache_dir": Path(cfg["val_dataset.cache_dir"])}
+
+
 def scoring_runs(result: dict, scenario: str, options: list[str]) -> dict[str, dict[int, dict]]:
     """Per option and seed, the held-out evaluate run of the final checkpoint: its experiment,
     checkpoint, work dir, cache dir and commit, read from the result file's run records."""
@@ -56,14 +66,8 @@ def scoring_runs(result: dict, scenario: str, options: list[str]) -> dict[str, d
         name = run["name"].split("/")
         if run.get("scenario") != scenario or name[-1] != "test" or name[0] not in options:
             continue
-        argv = shlex.split(run["command"])
-        at = argv.index("evaluate")
-        options_at = argv.index("--cfg-options")
-        cfg = dict(a.split("=", 1) for a in argv[options_at + 1:])
         found.setdefault(name[0], {})[int(name[1].removeprefix("seed"))] = {
-            "experiment": argv[at + 1], "checkpoint": Path(argv[at + 2]),
-            "work_dir": Path(argv[argv.index("--work-dir") + 1]),
-            "cache_dir": Path(cfg["val_dataset.cache_dir"]), "commit": run["commit"]}
+            **evaluate_run(run["command"]), "commit": run["commit"]}
     missing = [o for o in options if o not in found]
     if missing:
         raise SystemExit(f"no held-out scoring run of {missing} in scenario {scenario!r} of the "
@@ -80,9 +84,7 @@ def runs_in(folder: Path) -> dict[int, dict]:
     for record_path in sorted(folder.glob("seed*/test/metrics.json")):
         record = json.loads(record_path.read_text())
         seed = int(record_path.parent.parent.name.removeprefix("seed").split("_")[0])
-        found[seed] = {"experiment": record["config"], "checkpoint": Path(record["checkpoint"]),
-                       "work_dir": record_path.parent,
-                       "cache_dir": Path(record["cfg_options"]["val_dataset.cache_dir"]),
+        found[seed] = {**evaluate_run(record["argv"]), "work_dir": record_path.parent,
                        "commit": record["commit"]}
     if not found:
         raise SystemExit(f"no held-out evaluate run under {folder} (seed<S>[_it<N>]/test/"
