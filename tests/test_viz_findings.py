@@ -153,3 +153,20 @@ def test_a_gain_is_called_ahead_only_beyond_twice_its_spread():
     assert _versus(0.05, 0.02).startswith("ahead by +0.050")
     assert _versus(0.03, 0.02).startswith("+0.030, within")
     assert _versus(-0.05, 0.02).startswith("behind by -0.050")
+
+
+def test_the_fusion_scenario_is_told_from_the_file_without_the_labels_words():
+    """fusion_to_lidar has every scene labelled: its fair paragraph states the file's figures
+    and none of the scarce-labels scenario's words about labelled scenes and unlabelled scans."""
+    main = json.loads((RESULTS / "distill_gain.json").read_text())
+    assert findings.has_fair_scenario(main, findings.FUSION_SCENARIO)
+    assert not findings.has_fair_scenario(main, "two_sensor")  # run before the fair protocol
+    numbers = findings.fair_numbers(main, findings.FUSION_SCENARIO)
+    rows = {r["option"]: r for r in main["summary"]
+            if r["scenario"] == findings.FUSION_SCENARIO and r["split"] == "test"}
+    assert numbers["taught_map"] == rows["combined"]["mAP_mean"]
+    assert numbers["alone_map"] == rows["baseline"]["mAP_mean"]
+    assert numbers["labelled"] is None and "pl_map" not in numbers
+    text = findings.fair_markdown(main, findings.FUSION_SCENARIO)
+    assert f"{numbers['taught_map']:.3f}" in text and f"{numbers['cm_iters']} iterations" in text
+    assert "labelled scenes" not in text and "without labels" not in text
