@@ -206,6 +206,9 @@ def main(argv: list[str] | None = None) -> dict:
     options = list(dict.fromkeys(["baseline", *args.options]))
     record = provenance(MODULE, argv)
     started = time.time()
+    if not args.result.is_file():
+        raise SystemExit(f"no result file {args.result}: run python -m benchmarks.distill_gain "
+                         f"--scenario {args.scenario} first, or pass --result FILE")
     result = json.loads(args.result.read_text())
     if args.scenario not in result.get("scenarios", {}):
         raise SystemExit(f"{args.result} holds no scenario {args.scenario!r} (it has "

@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.to_iters <= args.from_iters:
         raise SystemExit(f"--to-iters ({args.to_iters}) must exceed --from-iters "
                          f"({args.from_iters}): the runs are resumed to a longer schedule")
+    try:
+        dg.parse_option(args.option)
+    except ValueError as exc:
+        raise SystemExit(f"--option: {exc}") from None
     scenario = dg.SCENARIOS[args.scenario]
     preset = {**dg.PRESETS["cpu"], "iters": args.from_iters, "eval_interval": args.eval_interval,
               "parallel": args.parallel}
@@ -68,7 +72,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                       work_root, work_root.parent / "scan_cache", teacher)
     missing = [str(s.start_from) for s in specs if s.start_from and not s.start_from.is_file()]
     if missing:
-        raise SystemExit(f"no checkpoint to resume: {missing}; run distill_gain first")
+        raise SystemExit(f"no checkpoint to resume: {missing}; --from-iters must be the "
+                         "schedule the option's runs ended, under --work-root (run "
+                         "distill_gain first)")
     return run_all(specs, parallel=args.parallel, env=run_env(preset), cwd=REPO_ROOT)
 
 

@@ -659,3 +659,16 @@ def test_extend_runs_resumes_the_options_runs_as_the_fair_protocol_extends_them(
     with pytest.raises(SystemExit, match="no checkpoint to resume"):
         extend_runs.main(["--scenario", "fusion_to_lidar", "--from-iters", "2000",
                           "--to-iters", "4000", "--work-root", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--option: option 'heatmap_kdd' is not"):
+        extend_runs.main(["--scenario", "fusion_to_lidar", "--option", "heatmap_kdd",
+                          "--from-iters", "2000", "--to-iters", "4000", "--work-root",
+                          str(tmp_path)])
+
+
+def test_distill_breakdown_says_which_result_file_is_missing(tmp_path):
+    from benchmarks import distill_breakdown
+
+    with pytest.raises(SystemExit, match="no result file .*none.json: run python -m "
+                                         "benchmarks.distill_gain --scenario fusion_to_lidar"):
+        distill_breakdown.main(["--result", str(tmp_path / "none.json"),
+                                "--out", str(tmp_path / "bd.json")])

@@ -99,8 +99,12 @@ def test_a_partial_camera_branch_or_missing_images_are_refused(batch):
     with pytest.raises(ValueError, match="needs all of"):
         _build(fusion_layer=None)
     model = _build().eval()
-    with pytest.raises(KeyError, match="cameras=True"):
+    with pytest.raises(KeyError, match="cameras=True") as missing:
         model({"points": batch["inputs"]["points"]}, mode="tensor")
+    from bevdistill.cli import user_error_message
+
+    # a user's config (a dataset without cameras): the command line says it in one line
+    assert user_error_message(missing.value).startswith("a fusion detector needs inputs")
 
 
 def test_frustum_points_project_back_to_their_pixels():

@@ -27,6 +27,7 @@ from mmengine.registry import MODELS
 from torch import nn
 
 from bevdistill.data.camera import CameraRig
+from bevdistill.errors import UserError
 from bevdistill.example_inputs import random_points
 from bevdistill.models import image, lss  # noqa: F401 (registers the camera modules)
 from bevdistill.models._layers import conv_bn_relu
@@ -34,6 +35,14 @@ from bevdistill.models.detector import PillarBEVDetector, _fill
 
 CAMERA_MODULES = ("img_backbone", "img_neck", "view_transform", "fusion_layer")
 CAMERA_INPUTS = ("imgs", "cam2img", "lidar2cam")
+
+
+class MissingCameraInputs(UserError, KeyError):
+    """A batch without the images a fusion model reads: the dataset was built without cameras
+    (a user's config, so the command line reports it in a line, not a traceback)."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -118,8 +127,9 @@ class BEVFusionDetector(PillarBEVDetector):
     def _camera_inputs(inputs: Mapping) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         missing = [k for k in CAMERA_INPUTS if k not in inputs]
         if missing:
-            raise KeyError(f"a fusion detector needs inputs {list(CAMERA_INPUTS)}; {missing} "
-                           "missing. Build the dataset with cameras=True (bev_collate stacks them)")
+            raise MissingCameraInputs(
+                f"a fusion detector needs inputs {list(CAMERA_INPUTS)}; {missing} missing. Build "
+                "the dataset with cameras=True (bev_collate stacks them)")
         imgs, cam2img, lidar2cam = (inputs[k] for k in CAMERA_INPUTS)
         if imgs.dim() != 5 or imgs.shape[2] != 3:
             raise ValueError(f"inputs['imgs'] must be [B, N cameras, 3, H, W], got {tuple(imgs.shape)}")
