@@ -159,8 +159,9 @@ def test_the_fusion_scenario_is_told_from_the_file_without_the_labels_words():
     """fusion_to_lidar has every scene labelled: its fair paragraph states the file's figures
     and none of the scarce-labels scenario's words about labelled scenes and unlabelled scans."""
     main = json.loads((RESULTS / "distill_gain.json").read_text())
-    assert findings.has_fair_scenario(main, findings.FUSION_SCENARIO)
-    assert not findings.has_fair_scenario(main, "two_sensor")  # run before the fair protocol
+    assert main["scenarios"][findings.FUSION_SCENARIO]["protocol"] == "fair"
+    with pytest.raises(KeyError, match="not run under the fair protocol"):
+        findings.fair_numbers(main, "two_sensor")  # run before the fair protocol
     numbers = findings.fair_numbers(main, findings.FUSION_SCENARIO)
     rows = {r["option"]: r for r in main["summary"]
             if r["scenario"] == findings.FUSION_SCENARIO and r["split"] == "test"}

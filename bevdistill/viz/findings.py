@@ -282,12 +282,6 @@ def _paired_mean(row: Mapping[str, Any], ref: Mapping[str, Any]) -> tuple[float,
     return mean, std
 
 
-def has_fair_scenario(result: str | Mapping[str, Any], scenario: str) -> bool:
-    """Whether ``scenario`` was measured under the fair protocol in ``result``."""
-    data = load_benchmark(result) if isinstance(result, str) else result
-    return data.get("scenarios", {}).get(scenario, {}).get("protocol") == "fair"
-
-
 def fair_numbers(result: str | Mapping[str, Any] = "distill_gain",
                  scenario: str = FAIR_SCENARIO, split: str = HELD_OUT) -> dict[str, Any]:
     """The fair comparison of ``scenario`` in numbers, by name: the teacher, the student alone
